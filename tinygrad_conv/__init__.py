@@ -1,5 +1,17 @@
-"""tinygrad_conv: a small autograd framework with Cython convolution kernels."""
+"""tinygrad_conv: a small autograd framework whose convolution and pooling are Cython kernels.
 
-from tinygrad_conv import _threads
+    from tinygrad_conv import Tensor
+    import tinygrad_conv.functional as F
+"""
 
-__all__ = ["_threads"]
+from tinygrad_conv import functional
+from tinygrad_conv._threads import get_omp_threads as _get_omp_threads  # noqa: F401 (built)
+from tinygrad_conv.gradcheck import GradcheckError, gradcheck
+from tinygrad_conv.tensor import Function, Tensor, is_grad_enabled, no_grad
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Function", "GradcheckError", "Tensor", "functional", "gradcheck", "is_grad_enabled",
+    "no_grad",
+]

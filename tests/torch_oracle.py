@@ -1,0 +1,46 @@
+"""PyTorch as the oracle: run the same expression in torch and in tinygrad_conv and compare."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tinygrad_conv import Tensor, gradcheck
+
+torch.set_num_threads(2)
+
+
+def assert_close(ours: np.ndarray, theirs, rtol: float, what: str) -> None:
+    """Relative error below rtol, measured against the size of the reference values."""
+    theirs = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
+    assert ours.shape == theirs.shape, f"{what}: shape {ours.shape} != torch's {theirs.shape}"
+    scale = max(1.0, float(np.max(np.abs(theirs)))) if theirs.size else 1.0
+    np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=rtol * scale, err_msg=what)
+
+
+def helper_test_op(shapes, torch_fn, our_fn, *, dtype=np.float64, rtol=1e-10, low=-2.0,
+                   high=2.0, seed=0, check_grad=True, grad_check=True):
+    """Compare forward values and every input's gradient with PyTorch; then gradcheck ours.
+
+    Inputs are uniform in [low, high); the upstream gradient is random, so each input's whole
+    vector-Jacobian product is compared, not just the gradient of a sum.
+    """
+    rng = np.random.default_rng(seed)
+    arrays = [rng.uniform(low, high, size=s).astype(dtype) for s in shapes]
+    theirs = [torch.tensor(a, requires_grad=check_grad) for a in arrays]
+    ours = [Tensor(a, dtype=dtype, requires_grad=check_grad) for a in arrays]
+    t_out, o_out = torch_fn(*theirs), our_fn(*ours)
+    assert o_out.dtype == dtype, f"output dtype {o_out.dtype}, expected {np.dtype(dtype)}"
+    assert_close(o_out.data, t_out, rtol, "forward")
+    if not check_grad:
+        return
+    upstream = rng.standard_normal(t_out.shape).astype(dtype)
+    t_out.backward(torch.tensor(upstream))
+    o_out.backward(upstream)
+    for i, (t, o) in enumerate(zip(theirs, ours)):
+        assert o.grad is not None, f"input {i} got no gradient"
+        assert o.grad.dtype == dtype
+        assert_close(o.grad, t.grad, rtol, f"grad of input {i}")
+    if grad_check and dtype == np.float64:
+        fresh = [Tensor(a, dtype=np.float64, requires_grad=True) for a in arrays]
+        assert gradcheck(our_fn, fresh, atol=1e-6, rtol=1e-4)

@@ -1,0 +1,53 @@
+"""Everything a model's forward pass calls, in one module: `import tinygrad_conv.functional as F`.
+
+The ops themselves are defined (forward next to backward) in `ops.py` and `cnn_ops.py`; this
+module gathers them under PyTorch's names and adds the few that are compositions of others.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinygrad_conv.ops import cross_entropy, log_softmax, mse_loss, nll_loss, softmax
+from tinygrad_conv.tensor import Tensor
+
+__all__ = [
+    "cross_entropy", "dropout", "linear", "log_softmax", "mse_loss", "nll_loss", "relu",
+    "sigmoid", "softmax", "tanh",
+]
+
+
+def relu(x: Tensor) -> Tensor:
+    return x.relu()
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    return x.sigmoid()
+
+
+def tanh(x: Tensor) -> Tensor:
+    return x.tanh()
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x @ weight.T + bias, with x (..., in), weight (out, in), bias (out,)."""
+    if x.shape[-1:] != weight.shape[-1:] or weight.ndim != 2:
+        raise ValueError(
+            f"linear: input of shape {x.shape} needs weight of shape (out, {x.shape[-1]}), "
+            f"got {weight.shape}")
+    out = x @ weight.T
+    return out if bias is None else out + bias
+
+
+def dropout(x: Tensor, p: float = 0.5, training: bool = True,
+            rng: np.random.Generator | None = None) -> Tensor:
+    """Zero each element with probability p and scale the rest by 1/(1-p) (only in training)."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0:
+        return x
+    if p == 1:
+        return x * 0.0
+    rng = rng if rng is not None else np.random.default_rng()
+    keep = (rng.random(x.shape) >= p).astype(x.dtype) / x.dtype.type(1 - p)
+    return x * keep

@@ -6,6 +6,7 @@ import torch
 
 import tinygrad_conv.functional as F
 from tinygrad_conv import Tensor
+
 from torch_oracle import helper_test_op
 
 BROADCAST_SHAPES = [

@@ -7,11 +7,12 @@
 from tinygrad_conv import functional
 from tinygrad_conv._threads import get_omp_threads as _get_omp_threads  # noqa: F401 (built)
 from tinygrad_conv.gradcheck import GradcheckError, gradcheck
+from tinygrad_conv.rng import manual_seed
 from tinygrad_conv.tensor import Function, Tensor, is_grad_enabled, no_grad
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Function", "GradcheckError", "Tensor", "functional", "gradcheck", "is_grad_enabled",
-    "no_grad",
+    "manual_seed", "no_grad",
 ]

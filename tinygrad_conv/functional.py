@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinygrad_conv import rng as _rng
 from tinygrad_conv.ops import cross_entropy, log_softmax, mse_loss, nll_loss, softmax
 from tinygrad_conv.tensor import Tensor
 
@@ -48,6 +49,6 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True,
         return x
     if p == 1:
         return x * 0.0
-    rng = rng if rng is not None else np.random.default_rng()
+    rng = rng if rng is not None else _rng.generator()
     keep = (rng.random(x.shape) >= p).astype(x.dtype) / x.dtype.type(1 - p)
     return x * keep

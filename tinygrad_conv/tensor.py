@@ -110,7 +110,8 @@ def _as_dtype(dtype) -> np.dtype:
     try:
         dt = np.dtype(getattr(dtype, "name", dtype) if not isinstance(dtype, np.dtype) else dtype)
     except TypeError:
-        raise TypeError(f"Tensor: dtype {dtype!r} is not a dtype; use float32, float64 or int64")
+        raise TypeError(
+            f"Tensor: dtype {dtype!r} is not a dtype; use float32, float64 or int64") from None
     if dt in _FLOAT_DTYPES or dt == _INT_DTYPE:
         return dt
     raise TypeError(f"Tensor: dtype {dt} is not supported; use float32, float64 or int64")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -114,8 +115,13 @@ def _download(name: str, md5: str, root: Path, mirrors: tuple[str, ...],
         fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{final.name}.", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as r:
+                declared, received = r.headers.get("Content-Length"), 0
                 while chunk := r.read(_CHUNK):
                     out.write(chunk)
+                    received += len(chunk)
+                if declared is not None and received != int(declared):
+                    raise ValueError(f"the connection closed after {received} of {declared} "
+                                     f"bytes")
                 out.flush()
                 os.fsync(out.fileno())
             found = hashlib.md5(_read_bytes(tmp)).hexdigest()
@@ -123,7 +129,8 @@ def _download(name: str, md5: str, root: Path, mirrors: tuple[str, ...],
                 raise ValueError(f"MD5 of the uncompressed content is {found}, expected {md5}")
             os.replace(tmp, final)
             return final
-        except (OSError, ValueError) as e:  # URLError and timeouts are OSErrors
+        # URLError and timeouts are OSErrors, a malformed response an HTTPException
+        except (OSError, ValueError, http.client.HTTPException) as e:
             failures.append(f"{url}: {e}")
         finally:
             if os.path.exists(tmp):

@@ -1,0 +1,346 @@
+"""Optimizers: SGD and Adam, with the same arithmetic, step for step, as torch.optim.
+
+A parameter is any object with `.data`, a floating numpy array, and `.grad`, a numpy array of the
+same shape and dtype or None (in practice a `Tensor` with requires_grad=True). `step()` updates
+`.data` IN PLACE, so modules that hold the array see the new values, and computes in the
+parameter's own dtype: float32 parameters stay float32.
+
+`state_dict()` is a nested dict with str keys whose leaves are numpy arrays or Python scalars, so a
+flat npz writer can save it; `load_state_dict()` checks it and restores copies, and a resumed run
+continues exactly where the saved one stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from numbers import Real
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Optimizer", "SGD", "Adam"]
+
+
+def _unwrap(value: Any) -> Any:
+    """A 0-d numpy array or numpy scalar (what an npz file gives back) as a Python scalar."""
+    if isinstance(value, (np.ndarray, np.generic)) and value.ndim == 0:
+        return value.item()
+    return value
+
+
+def _real(opt: str, name: str, value: Any, low: float = 0.0, high: float | None = None) -> float:
+    """`value` as a Python float in [low, high): a numpy float would upcast float32 arithmetic."""
+    value = _unwrap(value)
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{opt}: {name} must be a real number, got {value!r}")
+    value = float(value)
+    if not low <= value or (high is not None and not value < high):
+        expected = f">= {low}" if high is None else f"in [{low}, {high})"
+        raise ValueError(f"{opt}: invalid {name} {value!r}, expected {expected}")
+    return value
+
+
+def _flag(opt: str, name: str, value: Any) -> bool:
+    value = _unwrap(value)
+    if not isinstance(value, bool):
+        raise TypeError(f"{opt}: {name} must be a bool, got {value!r}")
+    return value
+
+
+class Optimizer:
+    """Holds the parameters, their per-parameter state and one scratch array per parameter.
+
+    Subclasses define `_hyper_names`, `_checked_hyper(**hyper) -> dict` (validated and
+    normalised hyper-parameters),
+    `_state_keys(hyper)` (the names in a parameter's state) and
+    `_update(param, grad, state, tmp)` (one in-place step of one parameter).
+    """
+
+    _hyper_names: tuple[str, ...] = ("lr",)
+
+    def __init__(self, params: Iterable[Any]) -> None:
+        name = type(self).__name__
+        if isinstance(params, np.ndarray) or hasattr(params, "data"):
+            raise TypeError(f"{name}: params must be an iterable of parameters, "
+                            f"got a single {type(params).__name__}")
+        self.params: list[Any] = list(params)
+        if not self.params:
+            raise ValueError(f"{name}: got an empty parameter list")
+        seen: dict[int, int] = {}
+        for i, p in enumerate(self.params):
+            data = getattr(p, "data", None)
+            if not isinstance(data, np.ndarray) or not np.issubdtype(data.dtype, np.floating):
+                raise TypeError(f"{name}: parameter {i} must have a floating numpy array .data, "
+                                f"got {type(data).__name__} {getattr(data, 'dtype', '')}")
+            if id(p) in seen:
+                raise ValueError(f"{name}: parameter {i} is parameter {seen[id(p)]} given twice")
+            seen[id(p)] = i
+        self.state: dict[int, dict[str, Any]] = {}
+        self._scratch: dict[int, np.ndarray] = {}
+
+    @property
+    def lr(self) -> float:
+        """The learning rate; it may be changed between steps (`opt.lr = 0.01`)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr = _real(type(self).__name__, "lr", value)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget the gradients: set them to None, or (set_to_none=False) fill them with 0."""
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.fill(0)
+
+    def step(self) -> None:
+        """Update every parameter that has a gradient; parameters whose grad is None are skipped."""
+        for i, p in enumerate(self.params):
+            grad = p.grad
+            if grad is None:
+                continue
+            param = p.data
+            if grad.shape != param.shape:
+                raise ValueError(f"{type(self).__name__}.step: parameter {i} has shape "
+                                 f"{param.shape} but its grad has shape {grad.shape}")
+            if grad.dtype != param.dtype:
+                raise TypeError(f"{type(self).__name__}.step: parameter {i} is {param.dtype} "
+                                f"but its grad is {grad.dtype}")
+            tmp = self._scratch.get(i)
+            if tmp is None or tmp.shape != param.shape or tmp.dtype != param.dtype:
+                tmp = self._scratch[i] = np.empty_like(param)
+            self._update(param, grad, self.state.setdefault(i, {}), tmp)
+
+    def hyper(self) -> dict[str, Any]:
+        """The hyper-parameters by name, as Python scalars."""
+        return {name: getattr(self, name) for name in self._hyper_names}
+
+    def state_dict(self) -> dict[str, Any]:
+        """{"type", "n_params", "hyper": {...}, "state": {"<index>": {...}}}, holding copies.
+
+        Only parameters that have taken a step have an entry in "state".
+        """
+        return {
+            "type": type(self).__name__,
+            "n_params": len(self.params),
+            "hyper": self.hyper(),
+            "state": {
+                str(i): {key: value.copy() if isinstance(value, np.ndarray) else value
+                         for key, value in state.items()}
+                for i, state in sorted(self.state.items()) if state
+            },
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore hyper-parameters and state from `state_dict()` output (copies are kept).
+
+        Everything is checked before anything changes: a bad dict leaves the optimizer as it was.
+        """
+        where = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"{where}: expected a dict, got {type(state_dict).__name__}")
+        for key in ("type", "n_params", "hyper", "state"):
+            if key not in state_dict:
+                raise ValueError(f"{where}: missing key {key!r}")
+        kind = str(_unwrap(state_dict["type"]))
+        if kind != type(self).__name__:
+            raise ValueError(f"{where}: the state dict is for {kind}, not {type(self).__name__}")
+        n_params = _unwrap(state_dict["n_params"])
+        if n_params != len(self.params):
+            raise ValueError(f"{where}: the state dict has n_params={n_params!r}, "
+                             f"this optimizer has {len(self.params)} parameters")
+        saved_hyper = state_dict["hyper"]
+        names = set(self.hyper())
+        if set(saved_hyper) != names:
+            raise ValueError(f"{where}: 'hyper' has keys {sorted(saved_hyper)}, "
+                             f"expected {sorted(names)}")
+        hyper = self._checked_hyper(**saved_hyper)
+        state = self._checked_state(state_dict["state"], self._state_keys(hyper), where)
+        for name, value in hyper.items():
+            setattr(self, name, value)
+        self.state = state
+
+    def _checked_state(self, saved: Mapping[str, Any], keys: tuple[str, ...],
+                       where: str) -> dict[int, dict[str, Any]]:
+        """Copies of the saved per-parameter states, each checked against its parameter."""
+        state: dict[int, dict[str, Any]] = {}
+        for index, entry in saved.items():
+            if not (isinstance(index, str) and index.isdigit() and int(index) < len(self.params)):
+                raise ValueError(f"{where}: state key {index!r} is not a parameter index "
+                                 f"in 0..{len(self.params) - 1}")
+            if set(entry) != set(keys):
+                raise ValueError(f"{where}: state[{index!r}] has keys {sorted(entry)}, "
+                                 f"expected {sorted(keys)}")
+            param = self.params[int(index)].data
+            restored: dict[str, Any] = {}
+            for key in keys:
+                value = entry[key]
+                if key == "step":
+                    value = _unwrap(value)  # a 0-d array after an npz round trip
+                    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                        raise ValueError(f"{where}: state[{index!r}]['step'] must be an int >= 1, "
+                                         f"got {value!r}")
+                    restored[key] = value
+                    continue
+                if not isinstance(value, np.ndarray) or value.shape != param.shape:
+                    raise ValueError(f"{where}: state[{index!r}][{key!r}] has shape "
+                                     f"{np.shape(value)}, the parameter has {param.shape}")
+                if value.dtype != param.dtype:
+                    raise TypeError(f"{where}: state[{index!r}][{key!r}] is {value.dtype}, "
+                                    f"the parameter is {param.dtype}")
+                restored[key] = value.copy()
+            state[int(index)] = restored
+        return state
+
+    def _checked_hyper(self, lr: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _state_keys(self, hyper: dict[str, Any]) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def _update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, Any],
+                tmp: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum, dampening, Nesterov and weight decay.
+
+    Per step, in PyTorch's order (b is the momentum buffer, mu the momentum, tau the dampening):
+        d = g + weight_decay * p
+        b = d on the first step, else mu * b + (1 - tau) * d
+        d = d + mu * b if nesterov else b
+        p = p - lr * d
+    """
+
+    _hyper_names = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
+
+    def __init__(self, params: Iterable[Any], lr: float, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False) -> None:
+        super().__init__(params)
+        hyper = self._checked_hyper(lr, momentum, dampening, weight_decay, nesterov)
+        for name, value in hyper.items():
+            setattr(self, name, value)
+
+    def _checked_hyper(self, lr: float, momentum: float, dampening: float,
+                       weight_decay: float, nesterov: bool) -> dict[str, Any]:
+        hyper = {
+            "lr": _real("SGD", "lr", lr),
+            "momentum": _real("SGD", "momentum", momentum),
+            "dampening": _real("SGD", "dampening", dampening, low=-np.inf),
+            "weight_decay": _real("SGD", "weight_decay", weight_decay),
+            "nesterov": _flag("SGD", "nesterov", nesterov),
+        }
+        if hyper["nesterov"] and (hyper["momentum"] <= 0 or hyper["dampening"] != 0):
+            raise ValueError(f"SGD: nesterov needs momentum > 0 and dampening == 0, got "
+                             f"momentum={hyper['momentum']}, dampening={hyper['dampening']}")
+        return hyper
+
+    def _state_keys(self, hyper: dict[str, Any]) -> tuple[str, ...]:
+        return ("momentum_buffer",) if hyper["momentum"] != 0 else ()
+
+    def _update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, Any],
+                tmp: np.ndarray) -> None:
+        d = grad
+        if self.weight_decay != 0:
+            d = np.multiply(param, self.weight_decay, out=tmp)
+            d += grad
+        if self.momentum != 0:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = d.copy()
+            else:
+                buf *= self.momentum
+                if self.dampening == 0:
+                    buf += d
+                else:
+                    # NOTE: may scale d in place (d is tmp); fine, as d is replaced by buf below
+                    buf += np.multiply(d, 1 - self.dampening, out=tmp)
+            if self.nesterov:
+                ahead = buf * self.momentum
+                ahead += d
+                d = ahead
+            else:
+                d = buf
+        np.multiply(d, self.lr, out=tmp)
+        param -= tmp
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), with L2 weight decay added to the gradient and optional AMSGrad.
+
+    Per step t = 1, 2, ..., in PyTorch's order:
+        d = g + weight_decay * p
+        m = m + (1 - beta1) * (d - m)
+        v = beta2 * v + (1 - beta2) * d * d;   v_max = max(v_max, v) with amsgrad (used as v)
+        p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+    """
+
+    _hyper_names = ("lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad")
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, amsgrad: bool = False) -> None:
+        super().__init__(params)
+        if isinstance(betas, (str, bytes)) or len(betas) != 2:
+            raise TypeError(f"Adam: betas must be a pair (beta1, beta2), got {betas!r}")
+        hyper = self._checked_hyper(lr, betas[0], betas[1], eps, weight_decay, amsgrad)
+        for name, value in hyper.items():
+            setattr(self, name, value)
+
+    @property
+    def betas(self) -> tuple[float, float]:
+        return (self.beta1, self.beta2)
+
+    def _checked_hyper(self, lr: float, beta1: float, beta2: float, eps: float,
+                       weight_decay: float, amsgrad: bool) -> dict[str, Any]:
+        return {
+            "lr": _real("Adam", "lr", lr),
+            "beta1": _real("Adam", "betas[0]", beta1, high=1.0),
+            "beta2": _real("Adam", "betas[1]", beta2, high=1.0),
+            "eps": _real("Adam", "eps", eps),
+            "weight_decay": _real("Adam", "weight_decay", weight_decay),
+            "amsgrad": _flag("Adam", "amsgrad", amsgrad),
+        }
+
+    def _state_keys(self, hyper: dict[str, Any]) -> tuple[str, ...]:
+        keys = ("step", "exp_avg", "exp_avg_sq")
+        return keys + ("max_exp_avg_sq",) if hyper["amsgrad"] else keys
+
+    def _update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, Any],
+                tmp: np.ndarray) -> None:
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = np.zeros_like(param)
+            state["exp_avg_sq"] = np.zeros_like(param)
+            if self.amsgrad:
+                state["max_exp_avg_sq"] = np.zeros_like(param)
+        state["step"] += 1
+        step, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
+        beta1, beta2 = self.beta1, self.beta2
+
+        d = grad
+        if self.weight_decay != 0:
+            d = param * self.weight_decay  # a new array: p.grad itself is left as it was
+            d += grad
+        # m = lerp(m, d, 1 - beta1)
+        np.subtract(d, m, out=tmp)
+        tmp *= 1 - beta1
+        m += tmp
+        v *= beta2
+        np.multiply(d, 1 - beta2, out=tmp)
+        tmp *= d
+        v += tmp
+        if self.amsgrad:
+            v = np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+
+        step_size = self.lr / (1 - beta1**step)
+        np.sqrt(v, out=tmp)
+        tmp /= (1 - beta2**step) ** 0.5
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= step_size
+        param -= tmp

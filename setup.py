@@ -49,7 +49,7 @@ def kernel(name, extra_compile_args=(), **kwargs):
     )
 
 
-extensions = [kernel("threads")]
+extensions = [kernel("threads"), kernel("conv"), kernel("pool")]
 
 setup(
     ext_modules=cythonize(

@@ -1,5 +1,15 @@
 # cython: language_level=3
-"""How many threads the kernels use (OpenMP's count; 1 in a build without OpenMP)."""
+"""How many threads the kernels use.
+
+The kernels split their work (images of a batch, planes of a max-pool) over OpenMP threads, and
+each OpenMP thread calls BLAS on its own share. A multithreaded BLAS under that would run
+threads * blas_threads threads on the cores, so the BLAS the kernels call (scipy's bundled
+OpenBLAS) is kept at one thread: set_num_threads(n) therefore means n threads in total.
+numpy's own BLAS (used by the engine's matmul) is a different library and is left alone.
+In a build without OpenMP the kernels run serially and get_num_threads() returns 1.
+"""
+
+import ctypes
 
 cdef extern from "omp_compat.h":
     int TGC_HAVE_OPENMP
@@ -8,10 +18,53 @@ cdef extern from "omp_compat.h":
 
 HAVE_OPENMP = bool(TGC_HAVE_OPENMP)
 
-
-def set_omp_threads(int n):
-    omp_set_num_threads(n)
+cdef int _num_threads = omp_get_max_threads() if TGC_HAVE_OPENMP else 1
 
 
-def get_omp_threads():
-    return omp_get_max_threads()
+def _pin_kernel_blas_to_one_thread():
+    """Set the OpenBLAS behind scipy.linalg.cython_blas to one thread, if it is OpenBLAS.
+
+    dlsym on that module's handle also searches the libraries it links (the bundled
+    OpenBLAS). MKL and OpenMP builds of OpenBLAS already run serially inside an OpenMP
+    parallel region, so finding no setter is fine.
+    """
+    import scipy.linalg.cython_blas as cython_blas
+
+    lib = ctypes.CDLL(cython_blas.__file__)
+    for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                 "openblas_set_num_threads64_", "openblas_set_num_threads"):
+        setter = getattr(lib, name, None)
+        if setter is not None:
+            setter.argtypes = [ctypes.c_int]
+            setter.restype = None
+            setter(1)
+            return True
+    return False
+
+
+def set_num_threads(n):
+    """Use n threads (a positive int) in every kernel from now on."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"set_num_threads: n must be a positive int, got {n!r}")
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be a positive int, got {n}")
+    if not TGC_HAVE_OPENMP:
+        return
+    _num_threads = min(n, 1 << 16)
+    omp_set_num_threads(_num_threads)
+    _pin_kernel_blas_to_one_thread()
+
+
+def get_num_threads():
+    """The number of threads the kernels use (1 in a build without OpenMP)."""
+    return _num_threads
+
+
+BLAS_PINNED = _pin_kernel_blas_to_one_thread()
+
+
+# The names the skeleton had; the package's __init__ imports get_omp_threads to fail loudly when
+# the extensions are not built.
+get_omp_threads = get_num_threads
+set_omp_threads = set_num_threads

@@ -1,0 +1,265 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
+"""conv2d forward and its gradients, in the tutorial's notation (A input, W weight, Z output,
+Z' = dL/dZ the upstream gradient, ⊛ cross-correlation):
+
+    Z     = W ⊛ A + b                                  conv2d_forward
+    dL/dW = Z' ⊛ A       (summed over the batch)        conv2d_backward(need_dw)
+    dL/db = Z' summed over every axis but F             conv2d_backward(need_db)
+    dL/dA = W_180 ⊛ pad(dilate(Z', s), k-1)             conv2d_backward(need_dx)
+
+How: a window of A, unrolled, is one column of a patch matrix ("im2col"):
+cols[(c, i, j), (oh, ow)] = A_pad[c, oh*sh + i*dh, ow*sw + j*dw]. Then per image
+
+    Z     = W[F, C*kh*kw] @ cols + b
+    dL/dW += Z'[F, OH*OW] @ cols^T
+    dcols = W^T @ Z',  and dL/dA = col2im(dcols): each column is added back onto its window.
+
+The last line is the tutorial's first expression for dL/dA, sum over z' of z' * dz/dA (each
+Z' value lays W over the window it came from); the tutorial shows it equals W_180 ⊛ pad(Z', k-1).
+Evaluating it this way touches only real entries of Z', so the zeros that dilate(Z', s) would
+insert for stride > 1 are never multiplied, and rows no window reached keep their zero.
+reference.py computes dL/dA literally as the flipped kernel over the dilated, padded Z'.
+
+Work is split over images with OpenMP (static schedule, so a run is bit-for-bit repeatable on
+the same thread count); each thread unrolls a band of output rows small enough to stay in L2
+into its own reused workspace and calls single-threaded BLAS on it. dL/dW and dL/db go into
+per-thread buffers that are summed in thread order at the end.
+"""
+
+import threading
+
+import numpy as np
+
+from cython.parallel cimport parallel, prange, threadid
+from libc.string cimport memcpy, memset
+
+from kernels cimport first_inside, first_outside, floating, gemm
+
+from tinygrad_conv._threads import get_num_threads
+
+# One band of the patch matrix (C*kh*kw rows by some output rows) is kept near this size so it
+# and the slice of Z or Z' it multiplies stay in the L2 cache (4 MiB per core here).
+cdef Py_ssize_t BAND_BYTES = 1 << 20
+
+_workspaces = threading.local()
+
+
+def _workspace(str name, Py_ssize_t threads, Py_ssize_t size, dtype):
+    """A (threads, size) scratch array, reused across calls from the same Python thread."""
+    key = (name, np.dtype(dtype).char)
+    cached = getattr(_workspaces, "arrays", None)
+    if cached is None:
+        cached = _workspaces.arrays = {}
+    buf = cached.get(key)
+    if buf is None or buf.size < threads * size:
+        buf = cached[key] = np.empty(threads * size, dtype=dtype)
+    return buf[:threads * size].reshape(threads, size)
+
+
+cdef Py_ssize_t band_rows(Py_ssize_t K, Py_ssize_t OH, Py_ssize_t OW,
+                          Py_ssize_t itemsize) noexcept nogil:
+    """How many output rows one band of the patch matrix holds (at least one)."""
+    cdef Py_ssize_t rows = BAND_BYTES // (K * OW * itemsize)
+    if rows < 1:
+        return 1
+    return rows if rows < OH else OH
+
+
+cdef void im2col_band(const floating *a,      # IN  A[n]: (C, H, W)
+                      floating *cols,         # OUT (C*KH*KW, nrows*OW)
+                      Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                      Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t oh0, Py_ssize_t nrows,
+                      Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                      Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
+    """cols[(c, i, j), (oh - oh0, ow)] = A_pad[c, oh*sh - ph + i*dh, ow*sw - pw + j*dw],
+    for output rows oh0 <= oh < oh0 + nrows; zero where the window hangs over the padding."""
+    cdef Py_ssize_t c, i, j, r, ow, ih, iw0, lo, hi
+    cdef Py_ssize_t P = nrows * OW
+    cdef floating *row
+    cdef const floating *a_row
+    for c in range(C):
+        for i in range(KH):
+            for j in range(KW):
+                iw0 = j * dw - pw
+                lo = first_inside(iw0, sw, OW, W)
+                hi = first_outside(iw0, sw, OW, W)
+                if hi < lo:
+                    hi = lo
+                for r in range(nrows):
+                    row = cols + ((c * KH + i) * KW + j) * P + r * OW
+                    ih = (oh0 + r) * sh - ph + i * dh
+                    if ih < 0 or ih >= H:
+                        memset(row, 0, OW * sizeof(floating))
+                        continue
+                    a_row = a + (c * H + ih) * W
+                    for ow in range(lo):
+                        row[ow] = 0
+                    if sw == 1:
+                        memcpy(row + lo, a_row + iw0 + lo, (hi - lo) * sizeof(floating))
+                    else:
+                        for ow in range(lo, hi):
+                            row[ow] = a_row[iw0 + ow * sw]
+                    for ow in range(hi, OW):
+                        row[ow] = 0
+
+
+cdef void col2im_band(const floating *cols,   # IN  (C*KH*KW, nrows*OW)
+                      floating *da,           # OUT dL/dA[n]: (C, H, W), added to
+                      Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                      Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t oh0, Py_ssize_t nrows,
+                      Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                      Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
+    """The adjoint of im2col_band: dL/dA[c, oh*sh - ph + i*dh, ow*sw - pw + j*dw] +=
+    cols[(c, i, j), (oh - oh0, ow)]; entries that fall on the padding are dropped."""
+    cdef Py_ssize_t c, i, j, r, ow, ih, iw0, lo, hi
+    cdef Py_ssize_t P = nrows * OW
+    cdef const floating *row
+    cdef floating *da_row
+    for c in range(C):
+        for i in range(KH):
+            for j in range(KW):
+                iw0 = j * dw - pw
+                lo = first_inside(iw0, sw, OW, W)
+                hi = first_outside(iw0, sw, OW, W)
+                for r in range(nrows):
+                    ih = (oh0 + r) * sh - ph + i * dh
+                    if ih < 0 or ih >= H:
+                        continue
+                    row = cols + ((c * KH + i) * KW + j) * P + r * OW
+                    da_row = da + (c * H + ih) * W
+                    if sw == 1:
+                        for ow in range(lo, hi):
+                            da_row[iw0 + ow] += row[ow]
+                    else:
+                        for ow in range(lo, hi):
+                            da_row[iw0 + ow * sw] += row[ow]
+
+
+def conv2d_forward(const floating[:, :, :, ::1] x,   # IN  A: (N, C, H, W)
+                   const floating[:, :, :, ::1] w,   # IN  W: (F, C, KH, KW)
+                   const floating[::1] b,            # IN  b: (F,) or None
+                   stride, padding, dilation):       # IN  (h, w) pairs of ints
+    """Z = W ⊛ A + b, shape (N, F, OH, OW) with OH = 1 + (H + 2*ph - dh*(KH-1) - 1) // sh.
+
+    Arguments are C-contiguous arrays of one float dtype, already validated by cnn_ops.
+    """
+    cdef Py_ssize_t sh = stride[0], sw = stride[1], ph = padding[0], pw = padding[1]
+    cdef Py_ssize_t dh = dilation[0], dw = dilation[1]
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = w.shape[0], KH = w.shape[2], KW = w.shape[3]
+    cdef Py_ssize_t OH = 1 + (H + 2 * ph - dh * (KH - 1) - 1) // sh
+    cdef Py_ssize_t OW = 1 + (W + 2 * pw - dw * (KW - 1) - 1) // sw
+    cdef Py_ssize_t K = C * KH * KW, P = OH * OW
+    cdef bint has_bias = b is not None
+    cdef Py_ssize_t n, f, p, band, oh0, nrows, tid
+    cdef floating *cols
+    cdef floating *zb
+    cdef floating beta = 1 if has_bias else 0
+    dtype = np.float32 if floating is float else np.float64
+
+    out = np.empty((N, F, OH, OW), dtype=dtype)
+    if N == 0:
+        return out
+    cdef floating[:, :, :, ::1] z = out
+    cdef Py_ssize_t rows = band_rows(K, OH, OW, sizeof(floating))
+    cdef int threads = min(get_num_threads(), N)
+    cdef floating[:, ::1] ws = _workspace("cols", threads, K * rows * OW, dtype)
+
+    with nogil, parallel(num_threads=threads):
+        for n in prange(N, schedule="static"):
+            tid = threadid()
+            cols = &ws[tid, 0]
+            for band in range((OH + rows - 1) // rows):
+                oh0 = band * rows
+                nrows = min(rows, OH - oh0)
+                im2col_band(&x[n, 0, 0, 0], cols, C, H, W, KH, KW, oh0, nrows, OW,
+                            sh, sw, ph, pw, dh, dw)
+                # Z[n, :, band] = W @ cols + b: the bias goes in first, and gemm adds onto it
+                zb = &z[n, 0, oh0, 0]
+                if has_bias:
+                    for f in range(F):
+                        for p in range(nrows * OW):
+                            zb[f * P + p] = b[f]
+                gemm(False, False, F, nrows * OW, K, 1, &w[0, 0, 0, 0], K,
+                     cols, nrows * OW, beta, zb, P)
+    return out
+
+
+def conv2d_backward(const floating[:, :, :, ::1] x,    # IN  A: (N, C, H, W)
+                    const floating[:, :, :, ::1] w,    # IN  W: (F, C, KH, KW)
+                    const floating[:, :, :, ::1] dz,   # IN  Z' = dL/dZ: (N, F, OH, OW)
+                    stride, padding, dilation,         # IN  (h, w) pairs of ints
+                    bint need_dx, bint need_dw, bint need_db):
+    """(dL/dA, dL/dW, dL/db), each None unless asked for.
+
+    dL/dA = W_180 ⊛ pad(dilate(Z', s), k-1) (N, C, H, W), dL/dW = Z' ⊛ A (F, C, KH, KW),
+    dL/db = Z' summed over N, OH, OW (F,). The patch matrix of A (for dL/dW) and the band of
+    Z' are shared by both gradients while they are in cache.
+    """
+    cdef Py_ssize_t sh = stride[0], sw = stride[1], ph = padding[0], pw = padding[1]
+    cdef Py_ssize_t dh = dilation[0], dw = dilation[1]
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = w.shape[0], KH = w.shape[2], KW = w.shape[3]
+    cdef Py_ssize_t OH = dz.shape[2], OW = dz.shape[3]
+    cdef Py_ssize_t K = C * KH * KW, P = OH * OW
+    cdef Py_ssize_t n, f, p, band, oh0, nrows, tid
+    cdef double total
+    cdef const floating *dzb
+    cdef const floating *dz_plane
+    cdef floating *cols
+    cdef floating *dcols
+    dtype = np.float32 if floating is float else np.float64
+    assert dz.shape[0] == N and dz.shape[1] == F, "conv2d_backward: Z' does not match A and W"
+
+    dx = np.zeros((N, C, H, W), dtype=dtype) if need_dx else None
+    cdef Py_ssize_t rows = band_rows(K, OH, OW, sizeof(floating))
+    cdef int threads = max(1, min(get_num_threads(), N))
+    # per-thread partial sums of dL/dW and dL/db (db in double: it sums N*OH*OW terms)
+    dw_parts = np.zeros((threads, F, K), dtype=dtype) if need_dw else None
+    db_parts = np.zeros((threads, F), dtype=np.float64) if need_db else None
+    cdef floating[:, :, :, ::1] dx_v = dx if need_dx else np.zeros((1, 1, 1, 1), dtype)
+    cdef floating[:, :, ::1] dw_v = dw_parts if need_dw else np.zeros((1, 1, 1), dtype)
+    cdef double[:, ::1] db_v = db_parts if need_db else np.zeros((1, 1))
+    cdef Py_ssize_t band_size = K * rows * OW
+    cdef floating[:, ::1] ws_cols = _workspace("cols", threads, band_size if need_dw else 1, dtype)
+    cdef floating[:, ::1] ws_dcols = _workspace("dcols", threads, band_size if need_dx else 1, dtype)
+
+    with nogil, parallel(num_threads=threads):
+        for n in prange(N, schedule="static"):
+            tid = threadid()
+            cols = &ws_cols[tid, 0]
+            dcols = &ws_dcols[tid, 0]
+            if need_db:
+                for f in range(F):
+                    dz_plane = &dz[n, f, 0, 0]
+                    total = 0
+                    for p in range(P):
+                        total = total + dz_plane[p]
+                    db_v[tid, f] += total
+            for band in range((OH + rows - 1) // rows):
+                oh0 = band * rows
+                nrows = min(rows, OH - oh0)
+                dzb = &dz[n, 0, oh0, 0]
+                if need_dw:
+                    # dL/dW += Z'[n, :, band] @ cols^T
+                    im2col_band(&x[n, 0, 0, 0], cols, C, H, W, KH, KW, oh0, nrows, OW,
+                                sh, sw, ph, pw, dh, dw)
+                    gemm(False, True, F, K, nrows * OW, 1, dzb, P, cols, nrows * OW,
+                         1, &dw_v[tid, 0, 0], K)
+                if need_dx:
+                    # dcols = W^T @ Z'[n, :, band], then each column goes back onto its window
+                    gemm(True, False, K, nrows * OW, F, 1, &w[0, 0, 0, 0], K, dzb, P,
+                         0, dcols, nrows * OW)
+                    col2im_band(dcols, &dx_v[n, 0, 0, 0], C, H, W, KH, KW, oh0, nrows, OW,
+                                sh, sw, ph, pw, dh, dw)
+
+    dweight = dbias = None
+    if need_dw:
+        dweight = dw_parts[0]
+        for t in range(1, threads):   # a fixed order, so the sum is repeatable
+            dweight += dw_parts[t]
+        dweight = dweight.reshape(F, C, KH, KW)
+    if need_db:
+        dbias = db_parts.sum(axis=0).astype(dtype)
+    return dx, dweight, dbias

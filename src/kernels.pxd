@@ -1,0 +1,56 @@
+# cython: language_level=3
+"""Shared by every kernel: the fused float type and small nogil helpers.
+
+`floating` lets one kernel body compile twice, once for float32 and once for float64.
+`gemm` is a row-major matrix product on top of the (column-major, Fortran) BLAS that
+scipy exports for Cython; the kernels call it from OpenMP threads, one image per call.
+"""
+
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+ctypedef fused floating:
+    float
+    double
+
+
+cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
+                      floating alpha, const floating *a, int lda,
+                      const floating *b, int ldb,
+                      floating beta, floating *c, int ldc) noexcept nogil:
+    """C[m, n] = alpha * op(A) @ op(B) + beta * C, every matrix row-major.
+
+    op(A) is A[m, k] (or A[k, m] transposed when trans_a), op(B) is B[k, n] (or B[n, k]
+    transposed when trans_b); lda, ldb, ldc are the row lengths in memory.
+    BLAS is column-major, and a row-major C is a column-major C^T = op(B)^T op(A)^T,
+    so we call it with the operands swapped.
+    """
+    cdef char ta = b"T" if trans_a else b"N"
+    cdef char tb = b"T" if trans_b else b"N"
+    if floating is float:
+        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *> b, &ldb, <float *> a, &lda,
+              &beta, c, &ldc)
+    else:
+        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double *> b, &ldb, <double *> a, &lda,
+              &beta, c, &ldc)
+
+
+cdef inline Py_ssize_t first_inside(Py_ssize_t start, Py_ssize_t step, Py_ssize_t n,
+                                    Py_ssize_t size) noexcept nogil:
+    """The smallest o in [0, n] with 0 <= start + o * step (step >= 1): where a strided
+    walk over a zero-padded row first lands inside the row of length `size`."""
+    cdef Py_ssize_t o
+    if start >= 0:
+        return 0
+    o = (-start + step - 1) // step
+    return o if o < n else n
+
+
+cdef inline Py_ssize_t first_outside(Py_ssize_t start, Py_ssize_t step, Py_ssize_t n,
+                                     Py_ssize_t size) noexcept nogil:
+    """The smallest o in [0, n] with start + o * step >= size (step >= 1): where the same
+    walk leaves the row again. Positions o in [first_inside, first_outside) are real."""
+    cdef Py_ssize_t o
+    if start >= size:
+        return 0
+    o = (size - start + step - 1) // step
+    return o if o < n else n

@@ -1,0 +1,188 @@
+"""Convolution and max-pooling on the graph: forward and backward side by side, both calling the
+Cython kernels in `src/` (see cnn-backward-pass-tutorial for the formulas, in its notation:
+A input, W weights, Z = W ⊛ A + b, Z' = dL/dZ).
+
+`conv2d` and `max_pool2d` check everything before a kernel runs (the kernels do no bounds
+checks): a malformed call gets a ValueError or TypeError naming the op, the argument and the
+shapes or values seen, never a crash.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinygrad_conv import _conv, _pool
+from tinygrad_conv.tensor import Function, Tensor
+
+__all__ = ["Conv2d", "MaxPool2d", "conv2d", "max_pool2d"]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+# BLAS takes 32-bit ints; no count or size the kernels use may reach this
+_LIMIT = 2**31 - 1
+
+
+class Conv2d(Function):
+    """Z = W ⊛ A + b: A (N, C, H, W), W (F, C, KH, KW), b (F,) -> Z (N, F, OH, OW),
+    OH = 1 + (H + 2*ph - dh*(KH-1) - 1) // sh (the same for OW)."""
+
+    def forward(ctx, x, w, b=None, *, stride, padding, dilation):
+        x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+        b = None if b is None else np.ascontiguousarray(b)
+        ctx.save_for_backward(x, w, b is not None, stride, padding, dilation)
+        return _conv.conv2d_forward(x, w, b, stride, padding, dilation)
+
+    def backward(ctx, grad_out):
+        x, w, has_bias, stride, padding, dilation = ctx.saved_values
+        need_dx, need_dw = ctx.needs_input_grad[:2]
+        need_db = has_bias and ctx.needs_input_grad[2]
+        # dL/dA = W_180 ⊛ pad(dilate(Z', s), k-1), dL/dW = Z' ⊛ A, dL/db = sum of Z' but over F;
+        # only the gradients some input needs are computed
+        dx, dw, db = _conv.conv2d_backward(
+            x, w, np.ascontiguousarray(grad_out, dtype=x.dtype), stride, padding, dilation,
+            need_dx, need_dw, need_db)
+        return (dx, dw, db) if has_bias else (dx, dw)
+
+
+class MaxPool2d(Function):
+    """A = MaxPool(Z) over (N, C, H, W) -> (N, C, OH, OW), OH = 1 + (H + 2*ph - kh) // sh."""
+
+    def forward(ctx, x, *, kernel_size, stride, padding):
+        out, argmax = _pool.max_pool2d_forward(
+            np.ascontiguousarray(x), kernel_size, stride, padding)
+        ctx.save_for_backward(argmax, x.shape[2], x.shape[3], x.dtype)  # indices, not the input
+        return out
+
+    def backward(ctx, grad_out):
+        argmax, h, w, dtype = ctx.saved_values
+        # each A' value goes to the cell of Z that won its window; overlapping windows add up
+        return _pool.max_pool2d_backward(
+            np.ascontiguousarray(grad_out, dtype=dtype), argmax, h, w)
+
+
+def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0,
+           dilation=1) -> Tensor:
+    """2-D cross-correlation with PyTorch's semantics (zero padding).
+
+    input (N, C, H, W), weight (F, C, KH, KW), bias (F,) or None; stride, padding and dilation
+    are each an int or an (h, w) pair. Returns (N, F, OH, OW) with
+    OH = 1 + (H + 2*padding - dilation*(KH-1) - 1) // stride, and the same for OW.
+    """
+    op = "conv2d"
+    x = _float_tensor(op, "input", input)
+    w = _float_tensor(op, "weight", weight)
+    s = _pair(op, "stride", stride, minimum=1)
+    p = _pair(op, "padding", padding, minimum=0)
+    d = _pair(op, "dilation", dilation, minimum=1)
+    _check_dims(op, "input", x, "(N, C, H, W)")
+    _check_dims(op, "weight", w, "(F, C, KH, KW)")
+    _same_dtype(op, "input", x, "weight", w)
+    (n, c, h, wd), (f, wc, kh, kw) = x.shape, w.shape
+    if c != wc:
+        raise ValueError(
+            f"{op}: input has {c} channels (shape {x.shape}) but weight expects {wc} "
+            f"(shape {w.shape}, which is (F, C, KH, KW))")
+    if 0 in w.shape or 0 in (c, h, wd):
+        raise ValueError(
+            f"{op}: only the batch may be empty, got input shape {x.shape} and weight shape "
+            f"{w.shape}")
+    if bias is not None:
+        b = _float_tensor(op, "bias", bias)
+        _same_dtype(op, "input", x, "bias", b)
+        if b.shape != (f,):
+            raise ValueError(
+                f"{op}: bias must have shape ({f},), one value per filter of weight "
+                f"{w.shape}, got {b.shape}")
+    eh, ew = d[0] * (kh - 1) + 1, d[1] * (kw - 1) + 1      # the dilated kernel's extent
+    if eh > h + 2 * p[0] or ew > wd + 2 * p[1]:
+        raise ValueError(
+            f"{op}: the kernel ({kh}x{kw}, dilation {d}, so {eh}x{ew}) is larger than the "
+            f"padded input ({h + 2 * p[0]}x{wd + 2 * p[1]}: input {x.shape}, padding {p})")
+    oh, ow = 1 + (h + 2 * p[0] - eh) // s[0], 1 + (wd + 2 * p[1] - ew) // s[1]
+    _check_size(op, x.shape, (n, f, oh, ow), (c * kh * kw, oh * ow, c * h * wd))
+    tensors = (input, weight) if bias is None else (input, weight, bias)
+    return Conv2d.apply(*tensors, stride=s, padding=p, dilation=d)
+
+
+def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
+    """Max over each kernel_size window (implicit -inf padding), PyTorch's semantics.
+
+    input (N, C, H, W); kernel_size, stride (default: kernel_size) and padding (at most half
+    the kernel) are each an int or an (h, w) pair. Returns (N, C, OH, OW) with
+    OH = 1 + (H + 2*padding - kernel_size) // stride. The gradient goes to each window's first
+    maximum (a NaN counts as the maximum); where windows overlap, gradients add up.
+    """
+    op = "max_pool2d"
+    x = _float_tensor(op, "input", input)
+    k = _pair(op, "kernel_size", kernel_size, minimum=1)
+    s = k if stride is None else _pair(op, "stride", stride, minimum=1)
+    p = _pair(op, "padding", padding, minimum=0)
+    _check_dims(op, "input", x, "(N, C, H, W)")
+    n, c, h, w = x.shape
+    if 0 in (c, h, w):
+        raise ValueError(f"{op}: only the batch may be empty, got input shape {x.shape}")
+    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+        raise ValueError(
+            f"{op}: padding {p} must be at most half of kernel_size {k} (as in PyTorch)")
+    if k[0] > h + 2 * p[0] or k[1] > w + 2 * p[1]:
+        raise ValueError(
+            f"{op}: kernel_size {k} is larger than the padded input "
+            f"({h + 2 * p[0]}x{w + 2 * p[1]}: input {x.shape}, padding {p})")
+    oh, ow = 1 + (h + 2 * p[0] - k[0]) // s[0], 1 + (w + 2 * p[1] - k[1]) // s[1]
+    _check_size(op, x.shape, (n, c, oh, ow), ())
+    return MaxPool2d.apply(input, kernel_size=k, stride=s, padding=p)
+
+
+# ---- validation helpers: each raises with the op's name, the argument and what it saw ----
+
+def _float_tensor(op: str, name: str, value) -> np.ndarray:
+    """The float32/float64 array inside a Tensor argument."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{op}: {name} must be a Tensor, got {type(value).__name__}")
+    data = value.data
+    if not isinstance(data, np.ndarray) or data.dtype not in _FLOATS:
+        dtype = getattr(data, "dtype", type(data).__name__)
+        raise TypeError(
+            f"{op}: {name} must be float32 or float64, got {dtype} (shape "
+            f"{getattr(data, 'shape', '?')}); convert it first, e.g. "
+            f"Tensor({name}.numpy().astype('float32'))")
+    return data
+
+
+def _check_dims(op: str, name: str, data: np.ndarray, layout: str) -> None:
+    if data.ndim != 4:
+        raise ValueError(
+            f"{op}: {name} must be 4-D {layout}, got {data.ndim}-D of shape {data.shape}")
+
+
+def _same_dtype(op: str, name_a: str, a: np.ndarray, name_b: str, b: np.ndarray) -> None:
+    if a.dtype != b.dtype:
+        raise TypeError(
+            f"{op}: {name_a} is {a.dtype} (shape {a.shape}) but {name_b} is {b.dtype} "
+            f"(shape {b.shape}); convert one so both have the same dtype")
+
+
+def _pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
+    """An int or an (h, w) pair of ints, each in [minimum, 2**31 - 1], as a pair."""
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(items) != 2:
+        raise ValueError(
+            f"{op}: {name} must be an int or a pair of ints, got {value!r} "
+            f"({len(items)} values)")
+    for v in items:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise TypeError(
+                f"{op}: {name} must be an int or a pair of ints, got {value!r} "
+                f"(with a {type(v).__name__})")
+        if not minimum <= v <= _LIMIT:
+            raise ValueError(
+                f"{op}: {name} must be between {minimum} and {_LIMIT}, got {value!r}")
+    return int(items[0]), int(items[1])
+
+
+def _check_size(op: str, in_shape, out_shape, extents) -> None:
+    """Refuse outputs (or kernel work sizes) too large for the kernels' 32-bit BLAS sizes."""
+    for size in (*out_shape, *extents, out_shape[2] * out_shape[3]):
+        if size > _LIMIT:
+            raise ValueError(
+                f"{op}: the output would have shape {out_shape} for input {in_shape}, "
+                f"too large for the kernels (a size of {size} > {_LIMIT})")

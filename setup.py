@@ -23,7 +23,8 @@ def openmp_flags():
     with tempfile.TemporaryDirectory() as tmp:
         source = os.path.join(tmp, "check_openmp.c")
         with open(source, "w") as f:
-            f.write("#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n")
+            f.write("#include <omp.h>\n"
+                    "int main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n")
         try:
             objects = compiler.compile([source], output_dir=tmp, extra_postargs=["-fopenmp"])
             compiler.link_executable(objects, os.path.join(tmp, "check_openmp"),

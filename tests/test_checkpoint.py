@@ -179,6 +179,34 @@ def test_resumed_run_matches_an_uninterrupted_one_exactly(tmp_path):
     assert_same_tree(resumed, straight)
 
 
+def test_optimizer_state_dicts_resume_exactly_through_a_checkpoint(tmp_path):
+    from tinygrad_conv import Tensor
+    from tinygrad_conv.optim import SGD, Adam
+
+    target = np.random.default_rng(3).standard_normal((4, 3)).astype(np.float32)
+
+    def run(make, steps, w=None, opt_state=None):
+        param = Tensor(np.ones((4, 3), np.float32) if w is None else w, requires_grad=True)
+        opt = make([param])
+        if opt_state is not None:
+            opt.load_state_dict(opt_state)
+        for _ in range(steps):
+            param.grad = (param.data - target) * np.abs(param.data)
+            opt.step()
+        return param.data, opt.state_dict()
+
+    for make in (lambda p: SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+                 lambda p: Adam(p, lr=0.05, weight_decay=0.01, amsgrad=True)):
+        straight, _ = run(make, 7)
+        w, opt_state = run(make, 3)
+        save({"model": {"w": w}, "optimizer": opt_state}, tmp_path / "ckpt.npz")
+        state = load(tmp_path / "ckpt.npz")
+        assert_same_tree(state["optimizer"], opt_state)
+        resumed, _ = run(make, 4, state["model"]["w"], state["optimizer"])
+        assert np.isfinite(straight).all() and not np.array_equal(straight, w)
+        assert resumed.dtype == np.float32 and resumed.tobytes() == straight.tobytes()
+
+
 # --- atomic writes ------------------------------------------------------------------------
 
 def old_checkpoint(tmp_path: Path) -> tuple[Path, dict]:

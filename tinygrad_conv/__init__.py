@@ -5,7 +5,7 @@
 """
 
 from tinygrad_conv import functional
-from tinygrad_conv._threads import get_omp_threads as _get_omp_threads  # noqa: F401 (built)
+from tinygrad_conv._threads import get_num_threads, set_num_threads
 from tinygrad_conv.gradcheck import GradcheckError, gradcheck
 from tinygrad_conv.rng import manual_seed
 from tinygrad_conv.tensor import Function, Tensor, is_grad_enabled, no_grad
@@ -13,6 +13,6 @@ from tinygrad_conv.tensor import Function, Tensor, is_grad_enabled, no_grad
 __version__ = "0.1.0"
 
 __all__ = [
-    "Function", "GradcheckError", "Tensor", "functional", "gradcheck", "is_grad_enabled",
-    "manual_seed", "no_grad",
+    "Function", "GradcheckError", "Tensor", "functional", "get_num_threads", "gradcheck",
+    "is_grad_enabled", "manual_seed", "no_grad", "set_num_threads",
 ]

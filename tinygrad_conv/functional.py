@@ -9,12 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 from tinygrad_conv import rng as _rng
+from tinygrad_conv.cnn_ops import conv2d, max_pool2d
 from tinygrad_conv.ops import cross_entropy, log_softmax, mse_loss, nll_loss, softmax
 from tinygrad_conv.tensor import Tensor
 
 __all__ = [
-    "cross_entropy", "dropout", "linear", "log_softmax", "mse_loss", "nll_loss", "relu",
-    "sigmoid", "softmax", "tanh",
+    "conv2d", "cross_entropy", "dropout", "linear", "log_softmax", "max_pool2d", "mse_loss",
+    "nll_loss", "relu", "sigmoid", "softmax", "tanh",
 ]
 
 

@@ -382,6 +382,8 @@ def write_with_header(path: Path, header: bytes) -> None:
      "cannot read 'w'"),
     (b'{"format": "tinygrad_conv.checkpoint", "version": 1, "tree": {"x": ["set", 1]}}',
      "malformed"),
+    (b'{"format": "tinygrad_conv.checkpoint", "version": 1, "tree": {"n": ["int", "7"]}}',
+     "malformed"),
     (b"\xff\xfe not json", "unreadable header"),
     (b"[1, 2]", "not a tinygrad_conv"),
 ])

@@ -82,8 +82,8 @@ def save(state: dict[str, Any], path: str | os.PathLike) -> None:
     directory = path.parent
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0o600 would make every checkpoint private
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0o600 would make every checkpoint private
             # What np.savez does, without its reserved argument names ("file", "arr_0", ...).
             with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED) as archive:
                 for key, array in arrays.items():
@@ -114,8 +114,9 @@ def _decode(tree: dict, npz, name: str) -> dict:
             state[key] = _decode(node, npz, name)
         elif isinstance(node, list) and len(node) == 2 and node[0] == "ndarray":
             state[key] = _member(npz, node[1], name)
-        elif isinstance(node, list) and len(node) == 2 and node[0] in _TYPES:
-            state[key] = _TYPES[node[0]](node[1])
+        elif (isinstance(node, list) and len(node) == 2 and node[0] in _TYPES
+              and type(node[1]) is _TYPES[node[0]]):  # JSON gives back each type exactly
+            state[key] = node[1]
         else:
             raise ValueError(f"load: {name!r} has a malformed header at {key!r}: {node!r}")
     return state

@@ -88,12 +88,14 @@ GOOD = idx_bytes(np.arange(24, dtype=np.uint8).reshape(2, 3, 4), 0x08)
     (GOOD[:-1], "truncated"),
     (GOOD + b"\x00", "trailing bytes"),
     (GOOD[:4] + struct.pack(">i", -2) + GOOD[8:], "negative"),
+    (GOOD[:4] + struct.pack(">3i", 2 ** 31 - 1, 2 ** 31 - 1, 2 ** 31 - 1) + GOOD[16:],
+     "truncated"),
     (gzip.compress(GOOD)[:-6], "corrupt or truncated gzip"),
     (gzip.compress(GOOD)[:-8] + b"\x00" * 8, "corrupt or truncated gzip"),  # bad CRC
     (gzip.compress(GOOD[:-3]), "truncated"),
 ], ids=["empty", "short", "magic", "type-code", "ndim-0", "ndim-9", "ndim-2", "ndim-4",
-        "header-cut", "payload-cut", "trailing", "negative-dim", "gzip-cut", "gzip-crc",
-        "gzip-of-truncated"])
+        "header-cut", "payload-cut", "trailing", "negative-dim", "huge-dims", "gzip-cut",
+        "gzip-crc", "gzip-of-truncated"])
 def test_idx_corruption_is_a_value_error_naming_the_file(tmp_path, content, message):
     path = tmp_path / "broken-idx3-ubyte.gz"
     path.write_bytes(content)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import math
 import os
 import tempfile
 import urllib.error
@@ -83,7 +84,7 @@ def _parse_idx(content: bytes, path: str | os.PathLike) -> np.ndarray:
     if any(d < 0 for d in shape):
         raise ValueError(f"read_idx: {name!r} has negative dimensions {shape}")
     dtype = np.dtype(_IDX_DTYPES[type_code])
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize
     if len(content) != expected:
         what = "truncated" if len(content) < expected else "followed by trailing bytes"
         raise ValueError(f"read_idx: {name!r} is {what}: {len(content)} bytes, expected "

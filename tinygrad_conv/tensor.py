@@ -1,7 +1,8 @@
 """The Tensor, the Function every op is built from, and backpropagation.
 
 Read top to bottom:
-1. `no_grad`: a switch that stops the graph from being recorded.
+1. `no_grad`: a switch that stops the graph from being recorded; `detect_anomaly`: a switch
+   that makes the first op to produce a NaN or Inf say so.
 2. `Function`: an op. `forward` computes the output from numpy arrays, `backward` turns the
    gradient of the output into a gradient for each input. `apply` runs the forward and, when
    any input requires a gradient, records the op on the graph.
@@ -15,6 +16,8 @@ pooling ops in `cnn_ops.py`.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 
 import numpy as np
 
@@ -50,6 +53,52 @@ def is_grad_enabled() -> bool:
     return _grad_enabled
 
 
+_anomaly_enabled = False
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class detect_anomaly(contextlib.ContextDecorator):
+    """Within this block the first op whose forward or backward produces a NaN or Inf raises a
+    RuntimeError naming the op, its input shapes, the pass and the line of user code that created
+    it. Outside it nothing is checked (one flag test per op)."""
+
+    def __init__(self) -> None:
+        self._previous: list[bool] = []
+
+    def __enter__(self) -> detect_anomaly:
+        global _anomaly_enabled
+        self._previous.append(_anomaly_enabled)
+        _anomaly_enabled = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _anomaly_enabled
+        _anomaly_enabled = self._previous.pop()
+
+
+def _user_line() -> str:
+    """`file:line in function` of the innermost frame outside this package."""
+    frame = sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+            _PACKAGE_DIR + os.sep):
+        frame = frame.f_back
+    if frame is None:
+        return "<unknown>"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+
+
+def _check_finite(ctx: Function, tensors, values, stage: str) -> None:
+    """Raise if any of `values` (arrays or None) holds a NaN or Inf (anomaly mode only)."""
+    for v in values:
+        if v is not None and v.dtype.kind == "f" and not np.isfinite(v).all():
+            kind = "NaN" if np.isnan(v).any() else "Inf"
+            shapes = ", ".join(str(t.shape) for t in tensors)
+            where = getattr(ctx, "created_at", None) or _user_line()
+            raise RuntimeError(
+                f"detect_anomaly: {type(ctx).__name__} produced {kind} in its {stage} "
+                f"(input shapes {shapes}); the op was created at {where}")
+
+
 # ----------------------------------------------------------------------------------------------
 # 2. Function: one op, its forward and its backward side by side
 # ----------------------------------------------------------------------------------------------
@@ -64,7 +113,7 @@ class Function:
     node of the graph, where forward leaves what backward will need.
     """
 
-    __slots__ = ("parents", "needs_input_grad", "saved_values", "released")
+    __slots__ = ("parents", "needs_input_grad", "saved_values", "released", "created_at")
 
     def save_for_backward(self, *values) -> None:
         self.saved_values = values
@@ -84,6 +133,9 @@ class Function:
         ctx.saved_values = ()
         ctx.released = False
         data = ctx.forward(*[t.data for t in tensors], **params)
+        if _anomaly_enabled:
+            ctx.created_at = _user_line()
+            _check_finite(ctx, tensors, (data,), "forward")
         out = Tensor.__new__(Tensor)
         out.data = data
         out.grad = None
@@ -267,6 +319,8 @@ class Tensor:
             grads = ctx.backward(g)
             if type(grads) is not tuple:
                 grads = (grads,)
+            if _anomaly_enabled:
+                _check_finite(ctx, ctx.parents, grads, "backward")
             assert len(grads) == len(ctx.parents), f"{type(ctx).__name__}: one grad per input"
             for parent, pg in zip(ctx.parents, grads):
                 if pg is None or not parent.requires_grad:

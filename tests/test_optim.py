@@ -257,6 +257,17 @@ def test_load_state_dict_rejects_a_mismatch_and_changes_nothing(path, value, err
     np.testing.assert_array_equal(after["state"]["0"]["exp_avg"], before["state"]["0"]["exp_avg"])
 
 
+def test_load_state_dict_keeps_copies_so_training_leaves_the_dict_alone():
+    sd = _stepped(lr=0.01).state_dict()
+    kept = {i: {k: np.copy(v) for k, v in s.items()} for i, s in sd["state"].items()}
+    target = _stepped(lr=0.5)
+    target.load_state_dict(sd)
+    target.step()
+    for i, state in kept.items():
+        for key, value in state.items():
+            np.testing.assert_array_equal(sd["state"][i][key], value)
+
+
 def test_load_state_dict_of_sgd_without_momentum_has_no_buffers():
     sd = _stepped(SGD, lr=0.1).state_dict()
     assert sd["state"] == {}

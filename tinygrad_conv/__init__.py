@@ -4,8 +4,9 @@
     import tinygrad_conv.functional as F
 """
 
-from tinygrad_conv import functional
+from tinygrad_conv import data, functional
 from tinygrad_conv._threads import get_num_threads, set_num_threads
+from tinygrad_conv.checkpoint import load, save
 from tinygrad_conv.gradcheck import GradcheckError, gradcheck
 from tinygrad_conv.rng import manual_seed
 from tinygrad_conv.tensor import Function, Tensor, detect_anomaly, is_grad_enabled, no_grad
@@ -13,6 +14,7 @@ from tinygrad_conv.tensor import Function, Tensor, detect_anomaly, is_grad_enabl
 __version__ = "0.1.0"
 
 __all__ = [
-    "Function", "GradcheckError", "Tensor", "detect_anomaly", "functional", "get_num_threads",
-    "gradcheck", "is_grad_enabled", "manual_seed", "no_grad", "set_num_threads",
+    "Function", "GradcheckError", "Tensor", "data", "detect_anomaly", "functional",
+    "get_num_threads", "gradcheck", "is_grad_enabled", "load", "manual_seed", "no_grad", "save",
+    "set_num_threads",
 ]

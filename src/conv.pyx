@@ -222,8 +222,8 @@ def conv2d_backward(const floating[:, :, :, ::1] x,    # IN  A: (N, C, H, W)
     cdef floating[:, :, ::1] dw_v = dw_parts if need_dw else np.zeros((1, 1, 1), dtype)
     cdef double[:, ::1] db_v = db_parts if need_db else np.zeros((1, 1))
     cdef Py_ssize_t band_size = K * rows * OW
-    cdef floating[:, ::1] ws_cols = _workspace("cols", threads, band_size if need_dw else 1, dtype)
-    cdef floating[:, ::1] ws_dcols = _workspace("dcols", threads, band_size if need_dx else 1, dtype)
+    cdef floating[:, ::1] ws_cols = _workspace("cols", threads, band_size * need_dw + 1, dtype)
+    cdef floating[:, ::1] ws_dcols = _workspace("dcols", threads, band_size * need_dx + 1, dtype)
 
     with nogil, parallel(num_threads=threads):
         for n in prange(N, schedule="static"):

@@ -25,11 +25,6 @@ from tinygrad_conv import functional as F
 from tinygrad_conv import rng as _rng
 from tinygrad_conv.tensor import Tensor
 
-try:  # the lead re-exports the conv and pool ops in functional; until then, cnn_ops has them
-    from tinygrad_conv.functional import conv2d, max_pool2d
-except ImportError:
-    from tinygrad_conv.cnn_ops import conv2d, max_pool2d
-
 __all__ = [
     "Conv2d", "Dropout", "Flatten", "Linear", "MaxPool2d", "Module", "Parameter", "ReLU",
     "Sequential",
@@ -329,7 +324,7 @@ class Conv2d(Module):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"Conv2d: expected input of shape (N, {self.in_channels}, H, W), "
                              f"got {x.shape}")
-        return conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding,
+        return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding,
                       dilation=self.dilation)
 
     def extra_repr(self) -> str:
@@ -362,7 +357,7 @@ class MaxPool2d(Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4:
             raise ValueError(f"MaxPool2d: expected input of shape (N, C, H, W), got {x.shape}")
-        return max_pool2d(x, self.kernel_size, stride=self.stride, padding=self.padding)
+        return F.max_pool2d(x, self.kernel_size, stride=self.stride, padding=self.padding)
 
     def extra_repr(self) -> str:
         def show(pair):  # a square window prints as one number, as PyTorch prints it

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinygrad_conv import checkpoint
+from tinygrad_conv import Tensor, checkpoint
 from tinygrad_conv.optim import SGD, Adam
 
 SHAPES = [(4, 3, 3, 3), (4,), (), (7, 5)]  # a conv weight, a bias, a scalar, a matrix
@@ -365,3 +365,31 @@ def test_random_hyper_parameters_match_torch(kind, lr, momentum, dampening, beta
     for _ in range(8):
         pair.step()
         pair.assert_close(rtol=1e-11)
+
+
+@pytest.mark.parametrize("make, make_torch", [
+    (lambda ps: SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
+     lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)),
+    (lambda ps: Adam(ps, lr=0.01, amsgrad=True), lambda ps: torch.optim.Adam(ps, lr=0.01,
+                                                                          amsgrad=True)),
+], ids=["SGD", "Adam"])
+def test_training_loop_with_tensors_matches_torch(make, make_torch):
+    rng = np.random.default_rng(3)
+    x, w0, b0 = rng.standard_normal((8, 5)), rng.standard_normal((5, 3)), rng.standard_normal(3)
+    w, b = Tensor(w0, requires_grad=True, dtype=np.float64), Tensor(b0, requires_grad=True,
+                                                                    dtype=np.float64)
+    tw, tb = torch.tensor(w0, requires_grad=True), torch.tensor(b0, requires_grad=True)
+    xs = Tensor(x, dtype=np.float64)
+    held = w.data
+    opt, topt = make([w, b]), make_torch([tw, tb])
+    for _ in range(10):
+        opt.zero_grad()
+        ((xs @ w + b).relu() * (xs @ w)).mean().backward()
+        opt.step()
+        topt.zero_grad()
+        ((torch.from_numpy(x) @ tw + tb).relu() * (torch.from_numpy(x) @ tw)).mean().backward()
+        topt.step()
+        for ours, theirs in [(w, tw), (b, tb)]:
+            np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-12,
+                                       atol=1e-12 * theirs.abs().max().item())
+    assert w.data is held

@@ -242,6 +242,8 @@ def _edit(sd, path, value):
     (("hyper", "lr"), -1.0, ValueError, "invalid lr"),
     (("hyper", "amsgrad"), True, ValueError, r"state\['0'\] has keys"),
     (("state", "2"), {"step": 1}, ValueError, "state key '2'"),
+    (("state", "0"), 1.0, TypeError, r"state\['0'\] must be a dict, got float"),
+    (("hyper",), [0.1], TypeError, "'hyper' must be a dict, got list"),
     (("state", "0", "step"), 0, ValueError, r"\['step'\] must be an int >= 1"),
     (("state", "0", "exp_avg"), np.zeros((3, 2)), ValueError, r"shape \(3, 2\)"),
     (("state", "1", "exp_avg_sq"), np.zeros(3), TypeError, "is float64, the parameter is float32"),

@@ -151,13 +151,16 @@ class Optimizer:
         if n_params != len(self.params):
             raise ValueError(f"{where}: the state dict has n_params={n_params!r}, "
                              f"this optimizer has {len(self.params)} parameters")
-        saved_hyper = state_dict["hyper"]
+        saved_hyper, saved_state = state_dict["hyper"], state_dict["state"]
+        for key, value in (("hyper", saved_hyper), ("state", saved_state)):
+            if not isinstance(value, Mapping):
+                raise TypeError(f"{where}: {key!r} must be a dict, got {type(value).__name__}")
         names = set(self.hyper())
         if set(saved_hyper) != names:
             raise ValueError(f"{where}: 'hyper' has keys {sorted(saved_hyper)}, "
                              f"expected {sorted(names)}")
         hyper = self._checked_hyper(**saved_hyper)
-        state = self._checked_state(state_dict["state"], self._state_keys(hyper), where)
+        state = self._checked_state(saved_state, self._state_keys(hyper), where)
         for name, value in hyper.items():
             setattr(self, name, value)
         self.state = state
@@ -170,6 +173,9 @@ class Optimizer:
             if not (isinstance(index, str) and index.isdigit() and int(index) < len(self.params)):
                 raise ValueError(f"{where}: state key {index!r} is not a parameter index "
                                  f"in 0..{len(self.params) - 1}")
+            if not isinstance(entry, Mapping):
+                raise TypeError(f"{where}: state[{index!r}] must be a dict, "
+                                f"got {type(entry).__name__}")
             if set(entry) != set(keys):
                 raise ValueError(f"{where}: state[{index!r}] has keys {sorted(entry)}, "
                                  f"expected {sorted(keys)}")

@@ -1,0 +1,88 @@
+"""examples/walkthrough.py prints the tutorial's max-pool numbers, to its 8 decimals."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "examples" / "walkthrough.py"
+
+# The output printed in cnn-backward-pass-tutorial by its PyTorch script (float64).
+TUTORIAL_OUTPUT = """\
+Z:
+[[[[ 1.  2.  3.]
+   [ 4. 10.  5.]
+   [11. 12. 13.]]]]
+A:
+[[[[10. 10.]
+   [12. 13.]]]]
+dL/dA:
+[[[[-0.1        -0.1       ]
+   [-0.08333333 -0.07692308]]]]
+dL/dZ:
+[[[[ 0.          0.          0.        ]
+   [ 0.         -0.2         0.        ]
+   [ 0.         -0.08333333 -0.07692308]]]]"""
+
+
+def numbers(text: str) -> np.ndarray:
+    return np.array([float(x) for x in re.findall(r"-?\d+\.\d*", text)])
+
+
+def run_script() -> str:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True,
+                            env=env, cwd=ROOT, timeout=120, check=True)
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def output() -> str:
+    return run_script()
+
+
+def test_prints_the_tutorials_output_in_its_layout(output):
+    assert output.startswith(TUTORIAL_OUTPUT + "\n")
+
+
+def test_numbers_match_the_tutorial_to_8_decimals(output):
+    ours = numbers(output[:len(TUTORIAL_OUTPUT)])
+    expected = numbers(TUTORIAL_OUTPUT)
+    assert ours.shape == expected.shape == (9 + 4 + 4 + 9,)
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=5e-9)
+
+
+def test_prints_pytorchs_numbers_beside_ours(output):
+    pytest.importorskip("torch")
+    assert "Beside PyTorch:" in output
+    table = output.split("Beside PyTorch:\n", 1)[1].splitlines()
+    assert table[1].split() == ["tinygrad_conv", "PyTorch"]
+    rows = table[2:2 + TUTORIAL_OUTPUT.count("\n") + 1]
+    width = table[1].index("PyTorch")
+    left = "\n".join(r[:width].rstrip() for r in rows)
+    right = "\n".join(r[width:] for r in rows)
+    assert left == right == TUTORIAL_OUTPUT
+    assert output.rstrip().endswith("largest difference: 0.0e+00")
+
+
+def test_without_pytorch_it_prints_ours_and_says_how_to_get_pytorchs(monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("walkthrough_example", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def no_torch():
+        raise ImportError("No module named 'torch'")
+
+    monkeypatch.setattr(module, "pytorch", no_torch)
+    module.main()
+    out = capsys.readouterr().out
+    assert out.startswith(TUTORIAL_OUTPUT + "\n")
+    assert "PyTorch is not installed" in out and "Beside" not in out

@@ -1,0 +1,295 @@
+"""Train the classic PyTorch MNIST CNN with tinygrad_conv, on the CPU.
+
+    python examples/mnist.py                       # 2 epochs, about 99% test accuracy
+    python examples/mnist.py --limit 5000 --epochs 1
+    python examples/mnist.py --save ckpt.npz       # checkpoint at every epoch end
+    python examples/mnist.py --resume ckpt.npz --save ckpt.npz --epochs 3
+
+The model is conv(1->32, 3) ReLU conv(32->64, 3) ReLU maxpool(2) flatten linear(9216->128) ReLU
+linear(128->10), trained with cross-entropy. The data are the four MNIST files shipped in
+examples/data/mnist/ (or downloaded into --data-dir when missing). A checkpoint holds the model,
+the optimizer, the position in the data (epoch and batch) and the random generator's state, so
+a resumed run continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+try:
+    import tinygrad_conv
+except ImportError:  # run from a checkout that was built in place but not installed
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import tinygrad_conv
+
+from tinygrad_conv import Tensor, nn, rng
+from tinygrad_conv import functional as F
+from tinygrad_conv.data import MNIST, DataLoader
+from tinygrad_conv.optim import SGD, Adam
+
+try:
+    from tqdm import tqdm
+except ImportError:  # optional: a plain line every --log-interval steps instead
+    tqdm = None
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data" / "mnist"
+NORMALIZE = (0.1307, 0.3081)  # mean and std of the training pixels, as in PyTorch's example
+# What a checkpoint must agree with for a resumed run to continue the same run.
+RUN_OPTIONS = ("model", "batch_size", "optimizer", "lr", "momentum", "seed", "limit", "schedule")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--epochs", type=int, default=2, help="epochs to train in all")
+    p.add_argument("--model", choices=("classic", "small"), default="classic",
+                   help="classic: PyTorch's MNIST example net; small: a fast 2-conv net")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("--schedule", choices=("linear", "constant"), default="linear",
+                   help="learning rate: decay linearly to 0 over the run, or keep it")
+    p.add_argument("--seed", type=int, default=1,
+                   help="seeds the initial weights and the order of the training data")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--limit", type=int, default=None,
+                   help="train on only the first N training images")
+    p.add_argument("--test-limit", type=int, default=None,
+                   help="evaluate on only the first N test images")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many optimizer steps in all (checkpointing there)")
+    p.add_argument("--save", type=Path, default=None,
+                   help="checkpoint file (.npz), written atomically at each epoch end")
+    p.add_argument("--save-every", type=int, default=0,
+                   help="also checkpoint every N steps (0: only at epoch ends)")
+    p.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for the kernels and numpy's BLAS (default: all cores)")
+    p.add_argument("--log-interval", type=int, default=100,
+                   help="steps between progress lines when tqdm is not installed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    for name in ("epochs", "batch_size", "limit", "test_limit", "max_steps", "threads",
+                 "log_interval"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.lr <= 0 or args.save_every < 0:
+        p.error("--lr must be > 0 and --save-every >= 0")
+    return args
+
+
+def make_model(kind: str = "classic") -> nn.Sequential:
+    """The classic PyTorch MNIST network, or a small one: (N, 1, 28, 28) -> (N, 10) scores."""
+    if kind == "small":
+        return nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),    # 28 -> 14
+            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # 14 -> 7
+            nn.Flatten(),                                                 # 16 * 7 * 7 = 784
+            nn.Linear(784, 10),
+        )
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.ReLU(),    # 28 -> 26
+        nn.Conv2d(32, 64, 3), nn.ReLU(),   # 26 -> 24
+        nn.MaxPool2d(2),                   # 24 -> 12
+        nn.Flatten(),                      # 64 * 12 * 12 = 9216
+        nn.Linear(9216, 128), nn.ReLU(),
+        nn.Linear(128, 10),
+    )
+
+
+def make_optimizer(args: argparse.Namespace, model: nn.Module):
+    if args.optimizer == "adam":
+        return Adam(model.parameters(), lr=args.lr)
+    return SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+
+
+def set_threads(n: int) -> None:
+    """n threads for numpy's BLAS (the Linear layers) and for the conv and pool kernels."""
+    try:  # threadpoolctl is optional
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(n, user_api="blas")
+    except ImportError:
+        pass
+    # NOTE: after threadpool_limits, which also sets the BLAS inside the kernels to n threads:
+    # set_num_threads puts that one back to 1 thread per kernel thread (n * n would thrash)
+    tinygrad_conv.set_num_threads(n)
+
+
+def evaluate(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy in %) over every batch of `loader`."""
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    with tinygrad_conv.no_grad():
+        for x, y in loader:
+            logits = model(Tensor(x))
+            loss_sum += F.cross_entropy(logits, y).item() * len(y)
+            correct += int((logits.data.argmax(axis=1) == y).sum())
+            seen += len(y)
+    model.train()
+    return loss_sum / seen, 100.0 * correct / seen
+
+
+def save_checkpoint(path: Path, model, optimizer, args, position: dict, running: dict) -> None:
+    tinygrad_conv.save({
+        "model": dict(model.state_dict()),
+        "optimizer": optimizer.state_dict(),
+        "run": {name: getattr(args, name) for name in RUN_OPTIONS if getattr(args, name)
+                is not None},
+        "position": position,   # epoch, batch (the next one within it), step (in all)
+        "running": running,     # this epoch's sums so far, so its reported numbers match too
+        "rng": rng.generator().bit_generator.state,
+    }, path)
+
+
+def load_checkpoint(path: Path, model, optimizer, args) -> tuple[dict, dict]:
+    """Restore model, optimizer and generator from `path`; return (position, running)."""
+    try:
+        state = tinygrad_conv.load(path)
+        saved_run = state["run"]
+        for name in RUN_OPTIONS:
+            if saved_run.get(name) != getattr(args, name):
+                raise SystemExit(
+                    f"--resume {path}: the checkpoint was made with --{name.replace('_', '-')} "
+                    f"{saved_run.get(name)}, this run has {getattr(args, name)}; give the same "
+                    "value to continue that run")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.generator().bit_generator.state = state["rng"]
+        return state["position"], state["running"]
+    except (ValueError, TypeError, KeyError) as e:
+        raise SystemExit(f"--resume {path}: not a checkpoint of this example ({e})") from None
+
+
+def learning_rate(args, step: int, total_steps: int) -> float:
+    if args.schedule == "constant":
+        return args.lr
+    return args.lr * (1 - step / total_steps)  # linear decay: the last step uses lr/total
+
+
+class Progress:
+    """A tqdm bar with running loss and accuracy, or a plain line every few steps."""
+
+    def __init__(self, args, epoch: int, total: int, done: int) -> None:
+        self.bar = None
+        self.every = args.log_interval
+        self.label = f"epoch {epoch + 1}/{args.epochs}"
+        if tqdm is not None and not args.no_progress:
+            self.bar = tqdm(total=total, initial=done, desc=self.label, unit="batch",
+                            dynamic_ncols=True, leave=False)
+        self.quiet = args.no_progress
+
+    def update(self, batch: int, total: int, loss: float, accuracy: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.2f}%", refresh=False)
+        elif not self.quiet and (batch % self.every == 0 or batch == total):
+            print(f"{self.label}  batch {batch}/{total}  loss {loss:.4f}  acc {accuracy:.2f}%",
+                  flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Run the training the options describe; return the final numbers."""
+    if args.threads is not None:
+        set_threads(args.threads)
+    train_set = MNIST(args.data_dir, train=True)
+    test_set = MNIST(args.data_dir, train=False)
+    if args.limit is not None:
+        train_set = SimpleNamespace(images=train_set.images[:args.limit],
+                                    labels=train_set.labels[:args.limit])
+    if args.test_limit is not None:
+        test_set = SimpleNamespace(images=test_set.images[:args.test_limit],
+                                   labels=test_set.labels[:args.test_limit])
+    loader = DataLoader(train_set, args.batch_size, shuffle=True, seed=args.seed,
+                        normalize=NORMALIZE)
+    test_loader = DataLoader(test_set, 1000, normalize=NORMALIZE)
+
+    tinygrad_conv.manual_seed(args.seed)
+    model = make_model(args.model)
+    optimizer = make_optimizer(args, model)
+    position = {"epoch": 0, "batch": 0, "step": 0}
+    running = {"loss_sum": 0.0, "correct": 0, "seen": 0}
+    if args.resume is not None:
+        position, running = load_checkpoint(args.resume, model, optimizer, args)
+        print(f"resumed from {args.resume} at epoch {position['epoch'] + 1}, "
+              f"batch {position['batch']}, step {position['step']}")
+    total_steps = args.epochs * len(loader)
+    step = position["step"]
+    n_params = sum(p.data.size for p in model.parameters())
+    print(f"{len(train_set.labels)} training and {len(test_set.labels)} test images, "
+          f"{args.model} model with {n_params} parameters, {args.optimizer} lr {args.lr} "
+          f"({args.schedule}), batch {args.batch_size}, {tinygrad_conv.get_num_threads()} threads")
+
+    result = {"test_accuracy": None, "steps": step, "images_per_s": None}
+    train_time, train_images = 0.0, 0
+    run_start = time.perf_counter()
+    for epoch in range(position["epoch"], args.epochs):
+        batch = position["batch"] if epoch == position["epoch"] else 0
+        if epoch != position["epoch"]:
+            running = {"loss_sum": 0.0, "correct": 0, "seen": 0}
+        loader.set_epoch(epoch, start_batch=batch)
+        progress = Progress(args, epoch, len(loader), batch)
+        epoch_start, epoch_images, stopped = time.perf_counter(), 0, False
+        for x, y in loader:
+            optimizer.lr = learning_rate(args, step, total_steps)
+            logits = model(Tensor(x))
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step, batch, epoch_images = step + 1, batch + 1, epoch_images + len(y)
+            running["loss_sum"] += loss.item() * len(y)
+            running["correct"] += int((logits.data.argmax(axis=1) == y).sum())
+            running["seen"] += len(y)
+            progress.update(batch, len(loader), running["loss_sum"] / running["seen"],
+                            100.0 * running["correct"] / running["seen"])
+            stopped = args.max_steps is not None and step >= args.max_steps
+            if args.save is not None and batch < len(loader) and (
+                    stopped or (args.save_every and step % args.save_every == 0)):
+                save_checkpoint(args.save, model, optimizer, args,
+                                {"epoch": epoch, "batch": batch, "step": step}, running)
+            if stopped:
+                break
+        progress.close()
+        seconds = time.perf_counter() - epoch_start
+        train_time, train_images = train_time + seconds, train_images + epoch_images
+        if batch < len(loader):  # only --max-steps ends an epoch early
+            print(f"stopped at step {step} (--max-steps): epoch {epoch + 1}, batch {batch}")
+            break
+        if args.save is not None:
+            save_checkpoint(args.save, model, optimizer, args,
+                            {"epoch": epoch + 1, "batch": 0, "step": step},
+                            {"loss_sum": 0.0, "correct": 0, "seen": 0})
+        test_loss, test_acc = evaluate(model, test_loader)
+        print(f"epoch {epoch + 1}/{args.epochs}: train loss "
+              f"{running['loss_sum'] / running['seen']:.4f} acc "
+              f"{100.0 * running['correct'] / running['seen']:.2f}% | test loss {test_loss:.4f} "
+              f"acc {test_acc:.2f}% | {seconds:.1f} s, {epoch_images / seconds:.0f} images/s",
+              flush=True)
+        result.update(test_accuracy=test_acc, test_loss=test_loss)
+        if stopped:
+            break
+    result.update(steps=step, wall_s=time.perf_counter() - run_start,
+                  images_per_s=train_images / train_time if train_time else None)
+    print(f"done: {step} steps, wall time {result['wall_s']:.1f} s"
+          + (f", {result['images_per_s']:.0f} training images/s" if train_time else "")
+          + (f", test accuracy {result['test_accuracy']:.2f}%"
+             if result["test_accuracy"] is not None else ""))
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -139,8 +139,8 @@ def save_checkpoint(path: Path, model, optimizer, args, position: dict, running:
     tinygrad_conv.save({
         "model": dict(model.state_dict()),
         "optimizer": optimizer.state_dict(),
-        "run": {name: getattr(args, name) for name in RUN_OPTIONS if getattr(args, name)
-                is not None},
+        "run": {name: getattr(args, name) for name in RUN_OPTIONS + ("epochs",)
+                if getattr(args, name) is not None},
         "position": position,   # epoch, batch (the next one within it), step (in all)
         "running": running,     # this epoch's sums so far, so its reported numbers match too
         "rng": rng.generator().bit_generator.state,
@@ -152,7 +152,8 @@ def load_checkpoint(path: Path, model, optimizer, args) -> tuple[dict, dict]:
     try:
         state = tinygrad_conv.load(path)
         saved_run = state["run"]
-        for name in RUN_OPTIONS:
+        # a linear schedule's learning rate at a step depends on the total number of epochs
+        for name in RUN_OPTIONS + (("epochs",) if args.schedule == "linear" else ()):
             if saved_run.get(name) != getattr(args, name):
                 raise SystemExit(
                     f"--resume {path}: the checkpoint was made with --{name.replace('_', '-')} "

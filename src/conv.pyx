@@ -34,7 +34,7 @@ import numpy as np
 from cython.parallel cimport parallel, prange, threadid
 from libc.string cimport memcpy, memset
 
-from kernels cimport first_inside, first_outside, floating, gemm
+from kernels cimport first_inside, first_outside, floating, gemm, sum_of
 
 from tinygrad_conv._threads import get_num_threads
 
@@ -136,17 +136,16 @@ cdef void col2im_band(const floating *cols,   # IN  (C*KH*KW, nrows*OW)
                             da_row[iw0 + ow * sw] += row[ow]
 
 
-def conv2d_forward(const floating[:, :, :, ::1] x,   # IN  A: (N, C, H, W)
-                   const floating[:, :, :, ::1] w,   # IN  W: (F, C, KH, KW)
-                   const floating[::1] b,            # IN  b: (F,) or None
-                   stride, padding, dilation):       # IN  (h, w) pairs of ints
-    """Z = W ⊛ A + b, shape (N, F, OH, OW) with OH = 1 + (H + 2*ph - dh*(KH-1) - 1) // sh.
+cdef object correlate(const floating[:, :, :, ::1] a,   # IN  (N, C, H, W)
+                      const floating[:, :, :, ::1] w,   # IN  (F, C, KH, KW)
+                      const floating[::1] b,            # IN  (F,) or None
+                      Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                      Py_ssize_t dh, Py_ssize_t dw):
+    """Z = W ⊛ A + b (N, F, OH, OW), OH = 1 + (H + 2*ph - dh*(KH-1) - 1) // sh.
 
-    Arguments are C-contiguous arrays of one float dtype, already validated by cnn_ops.
+    A negative padding crops instead of padding (the input gradient uses that).
     """
-    cdef Py_ssize_t sh = stride[0], sw = stride[1], ph = padding[0], pw = padding[1]
-    cdef Py_ssize_t dh = dilation[0], dw = dilation[1]
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t N = a.shape[0], C = a.shape[1], H = a.shape[2], W = a.shape[3]
     cdef Py_ssize_t F = w.shape[0], KH = w.shape[2], KW = w.shape[3]
     cdef Py_ssize_t OH = 1 + (H + 2 * ph - dh * (KH - 1) - 1) // sh
     cdef Py_ssize_t OW = 1 + (W + 2 * pw - dw * (KW - 1) - 1) // sw
@@ -173,7 +172,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x,   # IN  A: (N, C, H, W)
             for band in range((OH + rows - 1) // rows):
                 oh0 = band * rows
                 nrows = min(rows, OH - oh0)
-                im2col_band(&x[n, 0, 0, 0], cols, C, H, W, KH, KW, oh0, nrows, OW,
+                im2col_band(&a[n, 0, 0, 0], cols, C, H, W, KH, KW, oh0, nrows, OW,
                             sh, sw, ph, pw, dh, dw)
                 # Z[n, :, band] = W @ cols + b: the bias goes in first, and gemm adds onto it
                 zb = &z[n, 0, oh0, 0]
@@ -184,6 +183,19 @@ def conv2d_forward(const floating[:, :, :, ::1] x,   # IN  A: (N, C, H, W)
                 gemm(False, False, F, nrows * OW, K, 1, &w[0, 0, 0, 0], K,
                      cols, nrows * OW, beta, zb, P)
     return out
+
+
+def conv2d_forward(const floating[:, :, :, ::1] x,   # IN  A: (N, C, H, W)
+                   const floating[:, :, :, ::1] w,   # IN  W: (F, C, KH, KW)
+                   const floating[::1] b,            # IN  b: (F,) or None
+                   stride, padding, dilation):       # IN  (h, w) pairs of ints
+    """Z = W ⊛ A + b, shape (N, F, OH, OW) with OH = 1 + (H + 2*ph - dh*(KH-1) - 1) // sh.
+
+    Arguments are C-contiguous arrays of one float dtype, already validated by cnn_ops.
+    """
+    cdef Py_ssize_t sh = stride[0], sw = stride[1], ph = padding[0], pw = padding[1]
+    cdef Py_ssize_t dh = dilation[0], dw = dilation[1]
+    return correlate(x, w, b, sh, sw, ph, pw, dh, dw)
 
 
 def conv2d_backward(const floating[:, :, :, ::1] x,    # IN  A: (N, C, H, W)
@@ -204,9 +216,7 @@ def conv2d_backward(const floating[:, :, :, ::1] x,    # IN  A: (N, C, H, W)
     cdef Py_ssize_t OH = dz.shape[2], OW = dz.shape[3]
     cdef Py_ssize_t K = C * KH * KW, P = OH * OW
     cdef Py_ssize_t n, f, p, band, oh0, nrows, tid
-    cdef double total
     cdef const floating *dzb
-    cdef const floating *dz_plane
     cdef floating *cols
     cdef floating *dcols
     dtype = np.float32 if floating is float else np.float64
@@ -232,11 +242,7 @@ def conv2d_backward(const floating[:, :, :, ::1] x,    # IN  A: (N, C, H, W)
             dcols = &ws_dcols[tid, 0]
             if need_db:
                 for f in range(F):
-                    dz_plane = &dz[n, f, 0, 0]
-                    total = 0
-                    for p in range(P):
-                        total = total + dz_plane[p]
-                    db_v[tid, f] += total
+                    db_v[tid, f] += sum_of(&dz[n, f, 0, 0], P)
             for band in range((OH + rows - 1) // rows):
                 oh0 = band * rows
                 nrows = min(rows, OH - oh0)

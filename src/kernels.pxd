@@ -54,3 +54,18 @@ cdef inline Py_ssize_t first_outside(Py_ssize_t start, Py_ssize_t step, Py_ssize
         return 0
     o = (size - start + step - 1) // step
     return o if o < n else n
+
+
+cdef inline double sum_of(const floating *v, Py_ssize_t n) noexcept nogil:
+    """v[0] + ... + v[n-1] in double, in eight interleaved partial sums (a fixed order, so
+    repeatable) that the CPU can add in parallel instead of one long chain."""
+    cdef double part[8]
+    cdef Py_ssize_t i, k
+    for k in range(8):
+        part[k] = 0
+    for i in range(0, n - n % 8, 8):
+        for k in range(8):
+            part[k] += v[i + k]
+    for i in range(n - n % 8, n):
+        part[0] += v[i]
+    return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]))

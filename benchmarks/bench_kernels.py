@@ -1,0 +1,147 @@
+"""Our conv2d / max_pool2d against PyTorch's, both on the same number of threads, float32.
+
+    python3 benchmarks/bench_kernels.py [--threads 2] [--repeats 30] [--dtype float32]
+
+For each shape it prints the median time of the forward alone (under no_grad) and of forward +
+backward, ours and PyTorch's measured in the same run (alternating, so both see the same load),
+their ratio (ours / PyTorch: below 1.0 means we are faster) and our achieved GFLOP/s (for
+max-pool: billions of window elements compared per second). The calls go through the public ops
+(`cnn_ops.conv2d(...)` + `.backward(grad)`), so the graph's overhead is included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from tinygrad_conv import _threads
+from tinygrad_conv.cnn_ops import conv2d, max_pool2d
+from tinygrad_conv.tensor import Tensor, no_grad
+
+# name: (N, C, H, W, F, k, stride, padding)
+CONVS = {
+    "c1": (64, 1, 28, 28, 32, 3, 1, 0),
+    "c2": (64, 32, 26, 26, 64, 3, 1, 0),
+    "c3": (64, 16, 14, 14, 32, 5, 2, 2),
+    "c4": (8, 64, 56, 56, 64, 3, 1, 1),
+}
+# name: (N, C, H, W, kernel, stride)
+POOLS = {
+    "p1": (64, 64, 24, 24, 2, 2),
+    "p2": (64, 32, 26, 26, 3, 1),
+}
+
+
+def medians(fns, repeats: int) -> list[float]:
+    """Median wall time in ms of each function, calling them in turn `repeats` times."""
+    for fn in fns:                                  # warm up: workspaces, thread pools, caches
+        fn()
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, ts in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - start)
+    return [1e3 * float(np.median(ts)) for ts in times]
+
+
+def bench_conv(shape, dtype, repeats):
+    n, c, h, w, f, k, s, p = shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = (rng.standard_normal((f, c, k, k)) * 0.1).astype(dtype)
+    b = rng.standard_normal(f).astype(dtype)
+    oh, ow = 1 + (h + 2 * p - k) // s, 1 + (w + 2 * p - k) // s
+    g = rng.standard_normal((n, f, oh, ow)).astype(dtype)
+    input_grad = c > 1                     # c1 is a first layer: the images need no gradient
+
+    ours_x = Tensor(x, requires_grad=input_grad, dtype=dtype)
+    ours_w, ours_b = Tensor(wt, requires_grad=True, dtype=dtype), Tensor(b, True, dtype=dtype)
+    th_x = torch.tensor(x, requires_grad=input_grad)
+    th_w, th_b = torch.tensor(wt, requires_grad=True), torch.tensor(b, requires_grad=True)
+    th_g = torch.tensor(g)
+
+    def ours_fwd():
+        with no_grad():
+            conv2d(ours_x, ours_w, ours_b, stride=s, padding=p)
+
+    def torch_fwd():
+        with torch.no_grad():
+            torch.nn.functional.conv2d(th_x, th_w, th_b, s, p)
+
+    def ours_fwd_bwd():
+        ours_x.grad = ours_w.grad = ours_b.grad = None
+        conv2d(ours_x, ours_w, ours_b, stride=s, padding=p).backward(g)
+
+    def torch_fwd_bwd():
+        th_x.grad = th_w.grad = th_b.grad = None
+        torch.nn.functional.conv2d(th_x, th_w, th_b, s, p).backward(th_g)
+
+    times = medians([ours_fwd, torch_fwd, ours_fwd_bwd, torch_fwd_bwd], repeats)
+    flops = 2.0 * n * f * oh * ow * c * k * k
+    return times, (flops, flops * (3 if input_grad else 2))
+
+
+def bench_pool(shape, dtype, repeats):
+    n, c, h, w, k, s = shape
+    x = np.random.default_rng(0).standard_normal((n, c, h, w)).astype(dtype)
+    oh, ow = 1 + (h - k) // s, 1 + (w - k) // s
+    g = np.random.default_rng(1).standard_normal((n, c, oh, ow)).astype(dtype)
+    ours_x, th_x = Tensor(x, requires_grad=True, dtype=dtype), torch.tensor(x, requires_grad=True)
+    th_g = torch.tensor(g)
+
+    def ours_fwd():
+        with no_grad():
+            max_pool2d(ours_x, k, s)
+
+    def torch_fwd():
+        with torch.no_grad():
+            torch.nn.functional.max_pool2d(th_x, k, s)
+
+    def ours_fwd_bwd():
+        ours_x.grad = None
+        max_pool2d(ours_x, k, s).backward(g)
+
+    def torch_fwd_bwd():
+        th_x.grad = None
+        torch.nn.functional.max_pool2d(th_x, k, s).backward(th_g)
+
+    times = medians([ours_fwd, torch_fwd, ours_fwd_bwd, torch_fwd_bwd], repeats)
+    compares = float(n * c * oh * ow * k * k)
+    return times, (compares, compares)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--only", nargs="*", help="shape names to run (default: all)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    _threads.set_num_threads(args.threads)
+    dtype = np.dtype(args.dtype).type
+
+    print(f"{args.dtype}, {args.threads} threads, median of {args.repeats} (ms)")
+    header = (f"{'shape':<6}{'fwd ours':>10}{'torch':>8}{'ratio':>7}{'GFLOP/s':>9}"
+              f"{'fwd+bwd ours':>14}{'torch':>8}{'ratio':>7}{'GFLOP/s':>9}")
+    print(header)
+    print("-" * len(header))
+    cases = [(name, bench_conv, shape) for name, shape in CONVS.items()]
+    cases += [(name, bench_pool, shape) for name, shape in POOLS.items()]
+    for name, bench, shape in cases:
+        if args.only and name not in args.only:
+            continue
+        (fwd, th_fwd, both, th_both), (work_fwd, work_both) = bench(shape, dtype, args.repeats)
+        print(f"{name:<6}{fwd:>10.2f}{th_fwd:>8.2f}{fwd / th_fwd:>7.2f}"
+              f"{work_fwd / fwd / 1e6:>9.1f}{both:>14.2f}{th_both:>8.2f}{both / th_both:>7.2f}"
+              f"{work_both / both / 1e6:>9.1f}")
+    print("(p1, p2: the GFLOP/s columns are billions of window elements compared per second)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Dtype edges: what happens to float16 and integer data, and to mixed float32/float64 operands.
+
+The rules pinned here:
+- `Tensor(data)` converts float data of any width (float16 included) to float32 and integer or
+  bool data to int64; `dtype=` may ask for float32, float64 or int64 only, anything else
+  (float16) is a TypeError.
+- conv2d and max_pool2d take float32 or float64 only: an integer tensor, or an array of another
+  float width put into `.data` by hand, is refused with a TypeError that says how to convert.
+  conv2d's input, weight and bias must share one dtype (a TypeError otherwise).
+- Elsewhere float32 and float64 operands mix by numpy's promotion (float64 wins), as in
+  PyTorch, and each input's gradient comes back in that input's own dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import tinygrad_conv.functional as F
+from tinygrad_conv import Tensor
+
+rng = np.random.default_rng(0)
+
+
+# ---- conversion on the way in ------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_float_data_of_any_width_becomes_float32_by_default(dtype):
+    data = np.array([0.5, -1.25, 3.0], dtype=dtype)
+    t = Tensor(data)
+    assert t.dtype == np.float32
+    np.testing.assert_array_equal(t.data, data.astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int32, np.int64, np.bool_])
+def test_integer_and_bool_data_becomes_int64(dtype):
+    assert Tensor(np.ones(3, dtype=dtype)).dtype == np.int64
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.int32, "complex64"])
+def test_asking_for_an_unsupported_dtype_is_a_type_error_naming_it(dtype):
+    with pytest.raises(TypeError, match=str(np.dtype(dtype))):
+        Tensor([1.0, 2.0], dtype=dtype)
+
+
+def test_integer_tensor_cannot_require_grad():
+    with pytest.raises(TypeError, match="int64"):
+        Tensor([1, 2, 3], requires_grad=True)
+
+
+# ---- the kernels: float32 and float64 only -----------------------------------------------------
+
+def _image(dtype=np.float32) -> Tensor:
+    return Tensor(rng.standard_normal((1, 2, 5, 5)), dtype=dtype)
+
+
+@pytest.mark.parametrize("which", ["input", "weight"])
+def test_conv2d_refuses_an_integer_tensor_and_says_how_to_convert(which):
+    x, w = _image(), Tensor(rng.standard_normal((3, 2, 3, 3)), dtype=np.float32)
+    if which == "input":
+        x = Tensor(np.ones((1, 2, 5, 5), dtype=np.int64))
+    else:
+        w = Tensor(np.ones((3, 2, 3, 3), dtype=np.int64))
+    with pytest.raises(TypeError, match=rf"conv2d: {which} must be float32 or float64, got int64"
+                       r".*astype"):
+        F.conv2d(x, w)
+
+
+def test_max_pool2d_refuses_an_integer_tensor_and_says_how_to_convert():
+    with pytest.raises(TypeError, match=r"max_pool2d: input must be float32 or float64, "
+                       r"got int64.*astype"):
+        F.max_pool2d(Tensor(np.ones((1, 1, 4, 4), dtype=np.int64)), 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.int32, np.uint8])
+def test_kernels_refuse_other_widths_put_into_data_by_hand(dtype):
+    # Tensor() would have converted them; a hand-made .data never reaches a kernel unchecked
+    x = _image()
+    x.data = x.data.astype(dtype)
+    with pytest.raises(TypeError, match=f"max_pool2d: input must be float32 or float64, "
+                       f"got {np.dtype(dtype)}"):
+        F.max_pool2d(x, 2)
+    w = Tensor(rng.standard_normal((3, 2, 3, 3)), dtype=np.float32)
+    with pytest.raises(TypeError, match=f"conv2d: input must be float32 or float64, "
+                       f"got {np.dtype(dtype)}"):
+        F.conv2d(x, w)
+
+
+@pytest.mark.parametrize("weight_dtype, bias_dtype, culprit", [
+    (np.float64, np.float32, "weight"),
+    (np.float32, np.float64, "bias"),
+])
+def test_conv2d_refuses_mixed_float_widths_naming_the_argument(weight_dtype, bias_dtype,
+                                                                culprit):
+    x = _image(np.float32)
+    w = Tensor(rng.standard_normal((3, 2, 3, 3)), dtype=weight_dtype)
+    b = Tensor(rng.standard_normal(3), dtype=bias_dtype)
+    with pytest.raises(TypeError, match=f"conv2d: input is float32 .* but {culprit} is float64"):
+        F.conv2d(x, w, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernels_keep_the_dtype_in_values_and_gradients(dtype):
+    x = Tensor(rng.standard_normal((2, 2, 6, 6)), dtype=dtype, requires_grad=True)
+    w = Tensor(rng.standard_normal((3, 2, 3, 3)), dtype=dtype, requires_grad=True)
+    b = Tensor(rng.standard_normal(3), dtype=dtype, requires_grad=True)
+    out = F.max_pool2d(F.conv2d(x, w, b, padding=1), 2)
+    assert out.dtype == dtype
+    (out * out).sum().backward()
+    assert (x.grad.dtype, w.grad.dtype, b.grad.dtype) == (np.dtype(dtype),) * 3
+
+
+# ---- mixed float32 / float64 elsewhere: numpy's promotion, each gradient in its own dtype ------
+
+def _promoted_matmul(a, b):
+    """torch refuses mixed-dtype matmul; numpy promotes both operands to float64 first."""
+    return a.double() @ b.double() if isinstance(a, torch.Tensor) else a @ b
+
+
+MIXED = [
+    ("add", lambda a, b: a + b, [(3, 4), (4,)]),
+    ("sub", lambda a, b: a - b, [(3, 1), (1, 4)]),
+    ("mul", lambda a, b: a * b, [(2, 3, 4), (3, 4)]),
+    ("div", lambda a, b: a / (b * b + 1), [(3, 4), (3, 4)]),
+    ("matmul", _promoted_matmul, [(3, 4), (4, 2)]),
+    ("batched matmul", _promoted_matmul, [(2, 3, 4), (4, 5)]),
+    ("matmul vector", _promoted_matmul, [(4,), (4, 3)]),
+    ("mse_loss", lambda a, b: F.mse_loss(a, b) if isinstance(a, Tensor)
+     else torch.nn.functional.mse_loss(a, b), [(3, 4), (3, 4)]),
+]
+
+
+@pytest.mark.parametrize("name, fn, shapes", MIXED, ids=[m[0] for m in MIXED])
+@pytest.mark.parametrize("dtypes", [(np.float32, np.float64), (np.float64, np.float32)],
+                         ids=["f32-f64", "f64-f32"])
+def test_mixed_float_operands_promote_and_each_grad_keeps_its_dtype(name, fn, shapes, dtypes):
+    arrays = [rng.standard_normal(s).astype(d) for s, d in zip(shapes, dtypes)]
+    ours = [Tensor(a, dtype=a.dtype, requires_grad=True) for a in arrays]
+    theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    o, t = fn(*ours), fn(*theirs)
+    assert o.dtype == np.result_type(*dtypes) == np.float64
+    np.testing.assert_allclose(o.data, t.detach().numpy(), rtol=1e-12, atol=1e-12)
+    upstream = rng.standard_normal(o.shape)
+    o.backward(upstream)
+    t.backward(torch.from_numpy(upstream))
+    for i, (a, ot, tt) in enumerate(zip(arrays, ours, theirs)):
+        assert ot.grad.dtype == a.dtype, f"grad of input {i} is {ot.grad.dtype}, not {a.dtype}"
+        assert tt.grad.dtype == torch.from_numpy(a).dtype
+        # both computed the gradient in float64 and rounded it once to the input's dtype
+        np.testing.assert_allclose(ot.grad, tt.grad.numpy(), rtol=1e-6 if a.dtype ==
+                                   np.float32 else 1e-12, atol=1e-7, err_msg=f"input {i}")
+
+
+def test_a_float32_graph_fed_a_float64_array_promotes_and_keeps_float32_grads():
+    x = Tensor(rng.standard_normal((4, 3)), requires_grad=True)           # float32
+    scale = rng.standard_normal(3)                                          # float64 numpy
+    out = (x * scale).relu().sum()
+    assert out.dtype == np.float64
+    out.backward()
+    assert x.grad.dtype == np.float32
+    expected = (scale * (x.data.astype(np.float64) * scale > 0)).astype(np.float32)
+    np.testing.assert_allclose(x.grad, expected, rtol=1e-6)
+
+
+def test_python_scalars_do_not_promote_float32():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    for y in (x * 2.5, 2.5 + x, x / 3, x - 1, x ** 2):
+        assert y.dtype == np.float32
+
+
+def test_a_float_tensor_used_twice_in_two_dtypes_accumulates_one_grad_in_its_own_dtype():
+    x = Tensor(rng.standard_normal(5), requires_grad=True)                  # float32
+    y = Tensor(rng.standard_normal(5), dtype=np.float64)
+    xt = torch.tensor(x.data, requires_grad=True)
+    ((x * y).sum() + (x * x).sum()).backward()
+    ((xt * torch.from_numpy(y.data)).sum() + (xt * xt).sum()).backward()
+    assert x.grad.dtype == np.float32
+    np.testing.assert_allclose(x.grad, xt.grad.numpy(), rtol=1e-6)

@@ -96,7 +96,7 @@ def _reduce_axes(draw, ndim: int):
     return tuple(sorted(draw(st.permutations(range(ndim)))[:k]))
 
 
-def _leaf_like(draw, rng, shape) -> np.ndarray:
+def _leaf(rng: np.random.Generator, shape) -> np.ndarray:
     return rng.uniform(-1.5, 1.5, size=shape)
 
 
@@ -147,7 +147,7 @@ def build_binary(draw, prog: Program, rng, v: int) -> None:
         # a fresh leaf whose shape broadcasts against v: leading dims dropped, some set to 1
         drop = draw(st.integers(0, len(shape)))
         sub = [1 if draw(st.booleans()) else n for n in shape[drop:]]
-        w = prog.add_leaf(_leaf_like(draw, rng, tuple(sub)))
+        w = prog.add_leaf(_leaf(rng, tuple(sub)))
     a, b = (w, v) if swap else (v, w)
     if op == "div":  # keep the divisor away from zero: b itself if it is, else b*b + 0.5
         bd = prog.values[b].data
@@ -206,7 +206,7 @@ def build_matmul(draw, prog: Program, rng, v: int) -> None:
         leaf_shape = {1: (k,), 2: (k, m), 3: (*batch, k, m)}[rank]
         if not _matmul_batch_ok(shape, leaf_shape):
             leaf_shape = (k, m)
-        w = prog.add_leaf(_leaf_like(draw, rng, leaf_shape))
+        w = prog.add_leaf(_leaf(rng, leaf_shape))
     prog.add_step("matmul", (v, w), lambda a, b: a @ b, lambda a, b: a @ b)
 
 
@@ -326,7 +326,7 @@ def build_loss(draw, prog: Program, rng, v: int) -> None:
         if partners and draw(st.booleans()):
             w = draw(st.sampled_from(partners))
         else:
-            w = prog.add_leaf(_leaf_like(draw, rng, t.shape))
+            w = prog.add_leaf(_leaf(rng, t.shape))
         prog.add_step("mse_loss", (v, w), F.mse_loss, TF.mse_loss)
         return
     n, c = t.shape
@@ -353,9 +353,9 @@ def build_conv(draw, prog: Program, rng, v: int) -> None:
     d = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     if d[0] * (kh - 1) + 1 > h + 2 * p[0] or d[1] * (kw - 1) + 1 > w + 2 * p[1]:
         kh = kw = 1
-    wi = prog.add_leaf(_leaf_like(draw, rng, (f, c, kh, kw)))
+    wi = prog.add_leaf(_leaf(rng, (f, c, kh, kw)))
     if draw(st.booleans()):
-        bi = prog.add_leaf(_leaf_like(draw, rng, (f,)))
+        bi = prog.add_leaf(_leaf(rng, (f,)))
         prog.add_step(f"conv2d(s={s}, p={p}, d={d})", (v, wi, bi),
                       lambda x, wt, b: F.conv2d(x, wt, b, stride=s, padding=p, dilation=d),
                       lambda x, wt, b: TF.conv2d(x, wt, b, stride=s, padding=p, dilation=d))
@@ -419,7 +419,7 @@ def programs(draw, max_steps: int = 10):
                      draw(st.integers(3, 7)), draw(st.integers(3, 7)))
         else:
             shape = tuple(draw(st.lists(st.integers(1, 4), min_size=0, max_size=3)))
-        prog.add_leaf(_leaf_like(draw, rng, shape))
+        prog.add_leaf(_leaf(rng, shape))
     for _ in range(draw(st.integers(1, max_steps))):
         # prefer recent values, so programs grow deep rather than wide
         v = len(prog.values) - 1 - draw(st.integers(0, min(2, len(prog.values) - 1)))

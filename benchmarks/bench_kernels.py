@@ -1,12 +1,17 @@
 """Our conv2d / max_pool2d against PyTorch's, both on the same number of threads, float32.
 
     python3 benchmarks/bench_kernels.py [--threads 2] [--repeats 30] [--dtype float32]
+    python3 benchmarks/bench_kernels.py --threads 1 --cpu-time   # on a busy shared machine
 
 For each shape it prints the median time of the forward alone (under no_grad) and of forward +
 backward, ours and PyTorch's measured in the same run (alternating, so both see the same load),
 their ratio (ours / PyTorch: below 1.0 means we are faster) and our achieved GFLOP/s (for
 max-pool: billions of window elements compared per second). The calls go through the public ops
 (`cnn_ops.conv2d(...)` + `.backward(grad)`), so the graph's overhead is included.
+
+--cpu-time measures the process's CPU time instead of wall time: on a machine other jobs keep
+busy it still compares the work each side does (with one thread only: with more it would also
+count the time idle threads spin).
 """
 
 from __future__ import annotations
@@ -35,17 +40,25 @@ POOLS = {
 }
 
 
+CLOCK = time.perf_counter
+
+
 def medians(fns, repeats: int) -> list[float]:
-    """Median wall time in ms of each function, calling them in turn `repeats` times."""
-    for fn in fns:                                  # warm up: workspaces, thread pools, caches
-        fn()
+    """Median wall time in ms of each function, calling them in turn `repeats` times.
+
+    Each timed call follows an untimed one of the same function: ours and PyTorch's are two
+    OpenMP runtimes whose idle threads spin for a while after a call, and the untimed call
+    absorbs the other side's spinning (and warms the caches) so neither is charged for it.
+    """
+    for fn in fns:                                  # warm up: workspaces, thread pools
         fn()
     times = [[] for _ in fns]
     for _ in range(repeats):
         for fn, ts in zip(fns, times):
-            start = time.perf_counter()
             fn()
-            ts.append(time.perf_counter() - start)
+            start = CLOCK()
+            fn()
+            ts.append(CLOCK() - start)
     return [1e3 * float(np.median(ts)) for ts in times]
 
 
@@ -121,12 +134,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--only", nargs="*", help="shape names to run (default: all)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time with the process's CPU time (needs --threads 1)")
     args = parser.parse_args()
+    if args.cpu_time:
+        if args.threads != 1:
+            parser.error("--cpu-time needs --threads 1")
+        global CLOCK
+        CLOCK = time.process_time
     torch.set_num_threads(args.threads)
     _threads.set_num_threads(args.threads)
     dtype = np.dtype(args.dtype).type
 
-    print(f"{args.dtype}, {args.threads} threads, median of {args.repeats} (ms)")
+    clock = "CPU time" if args.cpu_time else "wall time"
+    print(f"{args.dtype}, {args.threads} threads, median {clock} of {args.repeats} (ms)")
     header = (f"{'shape':<6}{'fwd ours':>10}{'torch':>8}{'ratio':>7}{'GFLOP/s':>9}"
               f"{'fwd+bwd ours':>14}{'torch':>8}{'ratio':>7}{'GFLOP/s':>9}")
     print(header)

@@ -25,10 +25,11 @@ with W_180, F and C swapped): it was 1.8x slower on (64,32,26,26)->64 filters (2
 13 ms, one thread), because BLAS then repacks the large unrolled Z' for only C multiply-adds
 per entry, where W^T @ Z' repacks only the small W and Z'.
 
-Work is split over images with OpenMP (static schedule, so a run is bit-for-bit repeatable on
-the same thread count); each thread unrolls a band of output rows small enough to stay in L2
-into its own reused workspace and calls single-threaded BLAS on it. dL/dW and dL/db go into
-per-thread buffers that are summed in thread order at the end.
+Work is split over images with OpenMP; each thread unrolls a band of output rows small enough
+to stay in L2 into its own reused workspace and calls single-threaded BLAS on it. Threads take
+images as they come free (a busy machine preempts one thread now and then), and dL/dW and dL/db
+go into per-chunk buffers added in chunk order, so results are bit-for-bit the same whatever the
+number of threads and whoever ran what.
 """
 
 import threading
@@ -68,6 +69,13 @@ cdef Py_ssize_t band_rows(Py_ssize_t K, Py_ssize_t OH, Py_ssize_t OW,
     if rows < 1:
         return 1
     return rows if rows < OH else OH
+
+
+cdef Py_ssize_t reduction_chunks(Py_ssize_t N, Py_ssize_t part_bytes) noexcept nogil:
+    """Into how many chunks the batch is cut for the dL/dW sum: up to 16 (enough for the
+    threads to share out), fewer when the partial sums would pass 64 MiB; shapes only."""
+    cdef Py_ssize_t chunks = min(N, 16, max(1, (64 << 20) // max(part_bytes, 1)))
+    return max(chunks, 1)
 
 
 cdef void im2col_band(const floating *a,      # IN  A[n]: (C, H, W)
@@ -170,7 +178,7 @@ cdef object correlate(const floating[:, :, :, ::1] a,   # IN  (N, C, H, W)
     cdef floating[:, ::1] ws = _workspace("cols", threads, K * rows * OW, dtype)
 
     with nogil, parallel(num_threads=threads):
-        for n in prange(N, schedule="static"):
+        for n in prange(N, schedule="dynamic"):    # images share nothing: take them as free
             tid = threadid()
             cols = &ws[tid, 0]
             for band in range((OH + rows - 1) // rows):
@@ -228,10 +236,18 @@ def conv2d_backward(const floating[:, :, :, ::1] x,    # IN  A: (N, C, H, W)
 
     dx = np.zeros((N, C, H, W), dtype=dtype) if need_dx else None
     cdef Py_ssize_t rows = band_rows(K, OH, OW, sizeof(floating))
-    cdef int threads = max(1, min(get_num_threads(), N))
-    # per-thread partial sums of dL/dW and dL/db (db in double: it sums N*OH*OW terms)
-    dw_parts = np.zeros((threads, F, K), dtype=dtype) if need_dw else None
-    db_parts = np.zeros((threads, F), dtype=np.float64) if need_db else None
+    # dL/dW and dL/db are sums over images. The batch is cut into a fixed number of chunks (it
+    # depends on the shapes only), each summed into its own buffer by whichever thread takes
+    # it, and the buffers are added in chunk order: the result does not depend on the number
+    # of threads or on which thread ran what, so threads can take chunks as they come free.
+    cdef Py_ssize_t chunks = reduction_chunks(N, F * K * sizeof(floating))
+    cdef Py_ssize_t per_chunk = (N + chunks - 1) // chunks if N else 1
+    chunks = (N + per_chunk - 1) // per_chunk
+    cdef Py_ssize_t q, n_end
+    cdef int threads = max(1, min(get_num_threads(), chunks))
+    dw_parts = np.zeros((max(chunks, 1), F, K), dtype=dtype) if need_dw else None
+    # (db in double: it sums N*OH*OW terms)
+    db_parts = np.zeros((max(chunks, 1), F), dtype=np.float64) if need_db else None
     cdef floating[:, :, :, ::1] dx_v = dx if need_dx else np.zeros((1, 1, 1, 1), dtype)
     cdef floating[:, :, ::1] dw_v = dw_parts if need_dw else np.zeros((1, 1, 1), dtype)
     cdef double[:, ::1] db_v = db_parts if need_db else np.zeros((1, 1))
@@ -240,36 +256,42 @@ def conv2d_backward(const floating[:, :, :, ::1] x,    # IN  A: (N, C, H, W)
     cdef floating[:, ::1] ws_dcols = _workspace("dcols", threads, band_size * need_dx + 1, dtype)
 
     with nogil, parallel(num_threads=threads):
-        for n in prange(N, schedule="static"):
+        for q in prange(chunks, schedule="dynamic"):
             tid = threadid()
             cols = &ws_cols[tid, 0]
             dcols = &ws_dcols[tid, 0]
-            if need_db:
-                for f in range(F):
-                    db_v[tid, f] += sum_of(&dz[n, f, 0, 0], P)
-            for band in range((OH + rows - 1) // rows):
-                oh0 = band * rows
-                nrows = min(rows, OH - oh0)
-                dzb = &dz[n, 0, oh0, 0]
-                if need_dw:
-                    # dL/dW += Z'[n, :, band] @ cols^T
-                    im2col_band(&x[n, 0, 0, 0], cols, C, H, W, KH, KW, oh0, nrows, OW,
-                                sh, sw, ph, pw, dh, dw)
-                    gemm(False, True, F, K, nrows * OW, 1, dzb, P, cols, nrows * OW,
-                         1, &dw_v[tid, 0, 0], K)
-                if need_dx:
-                    # dcols = W^T @ Z'[n, :, band], then each column goes back onto its window
-                    gemm(True, False, K, nrows * OW, F, 1, &w[0, 0, 0, 0], K, dzb, P,
-                         0, dcols, nrows * OW)
-                    col2im_band(dcols, &dx_v[n, 0, 0, 0], C, H, W, KH, KW, oh0, nrows, OW,
-                                sh, sw, ph, pw, dh, dw)
+            n_end = min(N, (q + 1) * per_chunk)
+            for n in range(q * per_chunk, n_end):
+                if need_db:
+                    for f in range(F):
+                        db_v[q, f] += sum_of(&dz[n, f, 0, 0], P)
+                for band in range((OH + rows - 1) // rows):
+                    oh0 = band * rows
+                    nrows = min(rows, OH - oh0)
+                    dzb = &dz[n, 0, oh0, 0]
+                    if need_dw:
+                        # dL/dW += Z'[n, :, band] @ cols^T
+                        im2col_band(&x[n, 0, 0, 0], cols, C, H, W, KH, KW, oh0, nrows, OW,
+                                    sh, sw, ph, pw, dh, dw)
+                        gemm(False, True, F, K, nrows * OW, 1, dzb, P, cols, nrows * OW,
+                             1, &dw_v[q, 0, 0], K)
+                    if need_dx:
+                        # dcols = W^T @ Z'[n, :, band], then each column goes back onto its
+                        # window
+                        gemm(True, False, K, nrows * OW, F, 1, &w[0, 0, 0, 0], K, dzb, P,
+                             0, dcols, nrows * OW)
+                        col2im_band(dcols, &dx_v[n, 0, 0, 0], C, H, W, KH, KW, oh0, nrows,
+                                    OW, sh, sw, ph, pw, dh, dw)
 
     dweight = dbias = None
     if need_dw:
         dweight = dw_parts[0]
-        for t in range(1, threads):   # a fixed order, so the sum is repeatable
-            dweight += dw_parts[t]
+        for q in range(1, chunks):    # in chunk order, so the sum is repeatable
+            dweight += dw_parts[q]
         dweight = dweight.reshape(F, C, KH, KW)
     if need_db:
-        dbias = db_parts.sum(axis=0).astype(dtype)
+        dbias = db_parts[0]
+        for q in range(1, chunks):
+            dbias += db_parts[q]
+        dbias = dbias.astype(dtype)
     return dx, dweight, dbias

@@ -88,7 +88,7 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x,   # IN  Z: (N, C, H, W)
     cdef int64_t[:, :, :, ::1] arg = argmax
     cdef Py_ssize_t plane_in = H * W, plane_out = OH * OW
     cdef int threads = get_num_threads()
-    for q in prange(planes, nogil=True, schedule="static", num_threads=threads):
+    for q in prange(planes, nogil=True, schedule="guided", num_threads=threads):
         max_pool_plane(&x[0, 0, 0, 0] + q * plane_in, &a[0, 0, 0, 0] + q * plane_out,
                        &arg[0, 0, 0, 0] + q * plane_out, H, W, OH, OW, kh, kw, sh, sw, ph, pw)
     return out, argmax
@@ -117,7 +117,7 @@ def max_pool2d_backward(const floating[:, :, :, ::1] grad_out,   # IN  A': (N, C
         return dx
     cdef floating[:, :, :, ::1] dz_v = dx
     cdef int threads = get_num_threads()
-    for q in prange(N * C, nogil=True, schedule="static", num_threads=threads):
+    for q in prange(N * C, nogil=True, schedule="guided", num_threads=threads):
         g = &grad_out[0, 0, 0, 0] + q * plane_out
         src = &argmax[0, 0, 0, 0] + q * plane_out
         dz = &dz_v[0, 0, 0, 0] + q * plane_in

@@ -300,7 +300,8 @@ class Tensor:
 
         # dL/dnode for every node still waiting for all its consumers, keyed by id(node)
         pending: dict[int, np.ndarray] = {id(self): seed}
-        for node in reversed(self._topological_order()):
+        order = self._topological_order()
+        for node in reversed(order):
             g = pending.pop(id(node), None)
             if g is None:
                 continue
@@ -336,6 +337,8 @@ class Tensor:
             if not retain_graph:
                 ctx.saved_values = ()
                 ctx.released = True
+        if not retain_graph:
+            _forget_activations(order)
 
     def _topological_order(self) -> list[Tensor]:
         """Every tensor that requires grad and leads to self, each after all of its inputs.
@@ -488,6 +491,33 @@ class Tensor:
 
     def __getitem__(self, index) -> Tensor:
         return ops.Index.apply(self, index=_plain_index(index))
+
+
+def _forget_activations(order: list[Tensor]) -> None:
+    """After a backward, drop the graph's hold on intermediate values but keep its shape.
+
+    Each op node keeps its inputs. Once the gradients are computed, an intermediate input is
+    replaced by a ghost: the same op (`_ctx`), shape and dtype, but no memory of its own. So a
+    loss that stays bound after `backward()` (as in `loss = step(); loss.backward()`) does not
+    keep the step's activations alive into the next step, while the graph can still be drawn
+    (viz) and a second backward still finds the released nodes and says so. Leaves are kept.
+    """
+    ghosts: dict[int, Tensor] = {}
+    for node in order:
+        ctx = node._ctx
+        if ctx is None:
+            continue
+        parents = []
+        for p in ctx.parents:
+            if p._ctx is not None:
+                ghost = ghosts.get(id(p))
+                if ghost is None:
+                    ghost = ghosts[id(p)] = Tensor.__new__(Tensor)
+                    ghost.data = np.broadcast_to(np.zeros((), dtype=p.data.dtype), p.data.shape)
+                    ghost.grad, ghost.requires_grad, ghost._ctx = None, True, p._ctx
+                p = ghost
+            parents.append(p)
+        ctx.parents = tuple(parents)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -331,3 +331,17 @@ def test_gradcheck_reports_the_worst_element_of_a_wrong_backward():
     with pytest.raises(GradcheckError, match=r"input 0 .*index \(1,\).*analytic.*numerical"):
         gradcheck(lambda t: WrongSquare.apply(t), [x])
     assert gradcheck(lambda t: WrongSquare.apply(t), [x], raise_exception=False) is False
+
+
+def test_a_loss_kept_after_backward_does_not_keep_the_activations_alive():
+    x = Tensor(np.ones((8, 8)), requires_grad=True)
+    h = (x @ x).relu()
+    probe = weakref.ref(h)
+    loss = h.sum()
+    del h
+    assert probe() is not None  # before backward the graph needs it
+    loss.backward()
+    assert probe() is None  # after backward only its op, shape and dtype remain
+    assert loss.grad_fn.parents[0].shape == (8, 8)
+    with pytest.raises(RuntimeError, match="second time"):
+        loss.backward()

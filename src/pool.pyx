@@ -20,7 +20,7 @@ from cython.parallel cimport prange
 from libc.math cimport INFINITY
 from libc.stdint cimport int64_t
 
-from kernels cimport first_inside, first_outside, floating
+from kernels cimport floating
 
 from tinygrad_conv._threads import get_num_threads
 
@@ -33,38 +33,29 @@ cdef void max_pool_plane(const floating *z,    # IN  one input plane (H, W)
                          Py_ssize_t ph, Py_ssize_t pw) noexcept nogil:
     """A[oh, ow] = max Z[h, w] over h in [oh*sh - ph, +kh), w in [ow*sw - pw, +kw), clipped.
 
-    One output row at a time, the kernel taps (i, j) in row-major order in the outer loops
-    and the windows of the row in the inner one: the windows are independent, so the CPU
-    overlaps them, and each window still sees its cells in row-major order.
+    NOTE: one window at a time, each cell in row-major order. Looping over the taps outside
+    and a row of windows inside (independent windows, select-based) measured 1.1-1.4x slower.
     """
-    cdef Py_ssize_t oh, ow, h, i, j, w0, lo, hi
-    cdef floating *best
-    cdef int64_t *best_at
-    cdef const floating *z_row
-    cdef floating v
-    cdef bint take
+    cdef Py_ssize_t oh, ow, h, w, h0, h1, w0, w1, best_at
+    cdef floating best, v
     for oh in range(OH):
-        best = a + oh * OW
-        best_at = argmax + oh * OW
+        h0 = oh * sh - ph
+        h1 = min(h0 + kh, H)
+        h0 = max(h0, 0)
         for ow in range(OW):
-            best[ow] = -INFINITY
-            best_at[ow] = -1                  # no cell seen yet
-        for i in range(kh):
-            h = oh * sh - ph + i
-            if h < 0 or h >= H:               # a padding row: -inf never wins
-                continue
-            z_row = z + h * W
-            for j in range(kw):
-                w0 = j - pw
-                lo = first_inside(w0, sw, OW, W)
-                hi = first_outside(w0, sw, OW, W)
-                for ow in range(lo, hi):
-                    v = z_row[w0 + ow * sw]
-                    # the first real cell, a larger one, or a NaN (NaN wins, like PyTorch);
-                    # selects rather than branches: which cell wins is unpredictable
-                    take = (best_at[ow] < 0) | (v > best[ow]) | (v != v)
-                    best[ow] = v if take else best[ow]
-                    best_at[ow] = h * W + w0 + ow * sw if take else best_at[ow]
+            w0 = ow * sw - pw
+            w1 = min(w0 + kw, W)
+            w0 = max(w0, 0)
+            best = -INFINITY
+            best_at = h0 * W + w0
+            for h in range(h0, h1):
+                for w in range(w0, w1):
+                    v = z[h * W + w]
+                    if v > best or v != v:   # v != v: NaN wins, like PyTorch
+                        best = v
+                        best_at = h * W + w
+            a[oh * OW + ow] = best
+            argmax[oh * OW + ow] = best_at
 
 
 def max_pool2d_forward(const floating[:, :, :, ::1] x,   # IN  Z: (N, C, H, W)

@@ -39,7 +39,7 @@ import numpy as np
 from cython.parallel cimport parallel, prange, threadid
 from libc.string cimport memcpy, memset
 
-from kernels cimport first_inside, first_outside, floating, gemm, sum_of
+from kernels cimport floating, gemm, sum_of
 
 from tinygrad_conv._threads import get_num_threads
 
@@ -78,74 +78,68 @@ cdef Py_ssize_t reduction_chunks(Py_ssize_t N, Py_ssize_t part_bytes) noexcept n
     return max(chunks, 1)
 
 
-cdef void im2col_band(const floating *a,      # IN  A[n]: (C, H, W)
-                      floating *cols,         # OUT (C*KH*KW, nrows*OW)
-                      Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                      Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t oh0, Py_ssize_t nrows,
-                      Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
-                      Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
-    """cols[(c, i, j), (oh - oh0, ow)] = A_pad[c, oh*sh - ph + i*dh, ow*sw - pw + j*dw],
-    for output rows oh0 <= oh < oh0 + nrows; zero where the window hangs over the padding."""
-    cdef Py_ssize_t c, i, j, r, ow, ih, iw0, lo, hi
-    cdef Py_ssize_t P = nrows * OW
+cdef void pad_image(const floating *a,         # IN  A[n]: (C, H, W)
+                    floating *a_pad,            # OUT (C, H + 2*ph, W + 2*pw), border untouched
+                    Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                    Py_ssize_t ph, Py_ssize_t pw) noexcept nogil:
+    """A_pad[c, ph + h, pw + w] = A[c, h, w] (the caller keeps the border zero)."""
+    cdef Py_ssize_t c, h, Hp = H + 2 * ph, Wp = W + 2 * pw
+    for c in range(C):
+        for h in range(H):
+            memcpy(a_pad + (c * Hp + ph + h) * Wp + pw, a + (c * H + h) * W,
+                   W * sizeof(floating))
+
+
+cdef void crop_image(const floating *a_pad,   # IN  (C, H + 2*ph, W + 2*pw)
+                     floating *a,             # OUT (C, H, W)
+                     Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                     Py_ssize_t ph, Py_ssize_t pw) noexcept nogil:
+    """A[c, h, w] = A_pad[c, ph + h, pw + w]: the padding's gradient is dropped."""
+    cdef Py_ssize_t c, h, Hp = H + 2 * ph, Wp = W + 2 * pw
+    for c in range(C):
+        for h in range(H):
+            memcpy(a + (c * H + h) * W, a_pad + (c * Hp + ph + h) * Wp + pw,
+                   W * sizeof(floating))
+
+
+cdef void im2col(const floating *a_pad,   # IN  A_pad[n]: (C, Hp, Wp), padding included
+                 floating *cols,          # OUT (C*KH*KW, nrows*OW)
+                 Py_ssize_t C, Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t KH, Py_ssize_t KW,
+                 Py_ssize_t oh0, Py_ssize_t nrows, Py_ssize_t OW, Py_ssize_t sh,
+                 Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
+    """cols[(c, i, j), (oh - oh0, ow)] = A_pad[c, oh*sh + i*dh, ow*sw + j*dw], for the output
+    rows oh0 <= oh < oh0 + nrows: row (c, i, j) holds what tap (i, j) sees in each window."""
+    cdef Py_ssize_t c, i, j, r, ow
     cdef floating *row
-    cdef const floating *a_row
+    cdef const floating *src
     for c in range(C):
         for i in range(KH):
             for j in range(KW):
-                iw0 = j * dw - pw
-                lo = first_inside(iw0, sw, OW, W)
-                hi = first_outside(iw0, sw, OW, W)
-                if hi < lo:
-                    hi = lo
+                row = cols + ((c * KH + i) * KW + j) * nrows * OW
+                src = a_pad + (c * Hp + oh0 * sh + i * dh) * Wp + j * dw
                 for r in range(nrows):
-                    row = cols + ((c * KH + i) * KW + j) * P + r * OW
-                    ih = (oh0 + r) * sh - ph + i * dh
-                    if ih < 0 or ih >= H:
-                        memset(row, 0, OW * sizeof(floating))
-                        continue
-                    a_row = a + (c * H + ih) * W
-                    for ow in range(lo):
-                        row[ow] = 0
-                    if sw == 1:
-                        memcpy(row + lo, a_row + iw0 + lo, (hi - lo) * sizeof(floating))
-                    else:
-                        for ow in range(lo, hi):
-                            row[ow] = a_row[iw0 + ow * sw]
-                    for ow in range(hi, OW):
-                        row[ow] = 0
+                    for ow in range(OW):
+                        row[r * OW + ow] = src[r * sh * Wp + ow * sw]
 
 
-cdef void col2im_band(const floating *cols,   # IN  (C*KH*KW, nrows*OW)
-                      floating *da,           # OUT dL/dA[n]: (C, H, W), added to
-                      Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                      Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t oh0, Py_ssize_t nrows,
-                      Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
-                      Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
-    """The adjoint of im2col_band: dL/dA[c, oh*sh - ph + i*dh, ow*sw - pw + j*dw] +=
-    cols[(c, i, j), (oh - oh0, ow)]; entries that fall on the padding are dropped."""
-    cdef Py_ssize_t c, i, j, r, ow, ih, iw0, lo, hi
-    cdef Py_ssize_t P = nrows * OW
+cdef void col2im(const floating *cols,    # IN  (C*KH*KW, nrows*OW)
+                 floating *da_pad,        # OUT dL/dA_pad[n]: (C, Hp, Wp), added to
+                 Py_ssize_t C, Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t KH, Py_ssize_t KW,
+                 Py_ssize_t oh0, Py_ssize_t nrows, Py_ssize_t OW, Py_ssize_t sh,
+                 Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
+    """The adjoint of im2col: dL/dA_pad[c, oh*sh + i*dh, ow*sw + j*dw] +=
+    cols[(c, i, j), (oh - oh0, ow)]. Where windows overlap, their contributions add up."""
+    cdef Py_ssize_t c, i, j, r, ow
     cdef const floating *row
-    cdef floating *da_row
+    cdef floating *dst
     for c in range(C):
         for i in range(KH):
             for j in range(KW):
-                iw0 = j * dw - pw
-                lo = first_inside(iw0, sw, OW, W)
-                hi = first_outside(iw0, sw, OW, W)
+                row = cols + ((c * KH + i) * KW + j) * nrows * OW
+                dst = da_pad + (c * Hp + oh0 * sh + i * dh) * Wp + j * dw
                 for r in range(nrows):
-                    ih = (oh0 + r) * sh - ph + i * dh
-                    if ih < 0 or ih >= H:
-                        continue
-                    row = cols + ((c * KH + i) * KW + j) * P + r * OW
-                    da_row = da + (c * H + ih) * W
-                    if sw == 1:
-                        for ow in range(lo, hi):
-                            da_row[iw0 + ow] += row[ow]
-                    else:
-                        for ow in range(lo, hi):
-                            da_row[iw0 + ow * sw] += row[ow]
+                    for ow in range(OW):
+                        dst[r * sh * Wp + ow * sw] += row[r * OW + ow]
 
 
 cdef object correlate(const floating[:, :, :, ::1] a,   # IN  (N, C, H, W)
@@ -176,16 +170,25 @@ cdef object correlate(const floating[:, :, :, ::1] a,   # IN  (N, C, H, W)
     cdef Py_ssize_t rows = band_rows(K, OH, OW, sizeof(floating))
     cdef int threads = min(get_num_threads(), N)
     cdef floating[:, ::1] ws = _workspace("cols", threads, K * rows * OW, dtype)
+    # each thread copies its image into a zero-bordered buffer, so im2col needs no bounds tests
+    cdef bint padded = ph > 0 or pw > 0
+    cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw
+    cdef floating[:, ::1] ws_pad = _workspace("pad", threads, C * Hp * Wp if padded else 1, dtype)
+    cdef const floating *src
 
     with nogil, parallel(num_threads=threads):
+        memset(&ws_pad[threadid(), 0], 0, ws_pad.shape[1] * sizeof(floating))
         for n in prange(N, schedule="dynamic"):    # images share nothing: take them as free
             tid = threadid()
             cols = &ws[tid, 0]
+            src = &a[n, 0, 0, 0]
+            if padded:
+                pad_image(src, &ws_pad[tid, 0], C, H, W, ph, pw)
+                src = &ws_pad[tid, 0]
             for band in range((OH + rows - 1) // rows):
                 oh0 = band * rows
                 nrows = min(rows, OH - oh0)
-                im2col_band(&a[n, 0, 0, 0], cols, C, H, W, KH, KW, oh0, nrows, OW,
-                            sh, sw, ph, pw, dh, dw)
+                im2col(src, cols, C, Hp, Wp, KH, KW, oh0, nrows, OW, sh, sw, dh, dw)
                 # Z[n, :, band] = W @ cols + b: the bias goes in first, and gemm adds onto it
                 zb = &z[n, 0, oh0, 0]
                 if has_bias:
@@ -254,8 +257,17 @@ def conv2d_backward(const floating[:, :, :, ::1] x,    # IN  A: (N, C, H, W)
     cdef Py_ssize_t band_size = K * rows * OW
     cdef floating[:, ::1] ws_cols = _workspace("cols", threads, band_size * need_dw + 1, dtype)
     cdef floating[:, ::1] ws_dcols = _workspace("dcols", threads, band_size * need_dx + 1, dtype)
+    # A copied into a zero-bordered buffer (for dL/dW), dL/dA gathered in one and then cropped
+    cdef bint padded = ph > 0 or pw > 0
+    cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw
+    cdef floating[:, ::1] ws_pad = _workspace("pad", threads, C * Hp * Wp if padded else 1, dtype)
+    cdef floating[:, ::1] ws_dpad = _workspace(
+        "dpad", threads, C * Hp * Wp if padded and need_dx else 1, dtype)
+    cdef const floating *src
+    cdef floating *dst
 
     with nogil, parallel(num_threads=threads):
+        memset(&ws_pad[threadid(), 0], 0, ws_pad.shape[1] * sizeof(floating))
         for q in prange(chunks, schedule="dynamic"):
             tid = threadid()
             cols = &ws_cols[tid, 0]
@@ -265,14 +277,21 @@ def conv2d_backward(const floating[:, :, :, ::1] x,    # IN  A: (N, C, H, W)
                 if need_db:
                     for f in range(F):
                         db_v[q, f] += sum_of(&dz[n, f, 0, 0], P)
+                src = &x[n, 0, 0, 0]
+                dst = &dx_v[n, 0, 0, 0]
+                if padded and need_dw:
+                    pad_image(src, &ws_pad[tid, 0], C, H, W, ph, pw)
+                    src = &ws_pad[tid, 0]
+                if padded and need_dx:
+                    dst = &ws_dpad[tid, 0]
+                    memset(dst, 0, C * Hp * Wp * sizeof(floating))
                 for band in range((OH + rows - 1) // rows):
                     oh0 = band * rows
                     nrows = min(rows, OH - oh0)
                     dzb = &dz[n, 0, oh0, 0]
                     if need_dw:
                         # dL/dW += Z'[n, :, band] @ cols^T
-                        im2col_band(&x[n, 0, 0, 0], cols, C, H, W, KH, KW, oh0, nrows, OW,
-                                    sh, sw, ph, pw, dh, dw)
+                        im2col(src, cols, C, Hp, Wp, KH, KW, oh0, nrows, OW, sh, sw, dh, dw)
                         gemm(False, True, F, K, nrows * OW, 1, dzb, P, cols, nrows * OW,
                              1, &dw_v[q, 0, 0], K)
                     if need_dx:
@@ -280,8 +299,9 @@ def conv2d_backward(const floating[:, :, :, ::1] x,    # IN  A: (N, C, H, W)
                         # window
                         gemm(True, False, K, nrows * OW, F, 1, &w[0, 0, 0, 0], K, dzb, P,
                              0, dcols, nrows * OW)
-                        col2im_band(dcols, &dx_v[n, 0, 0, 0], C, H, W, KH, KW, oh0, nrows,
-                                    OW, sh, sw, ph, pw, dh, dw)
+                        col2im(dcols, dst, C, Hp, Wp, KH, KW, oh0, nrows, OW, sh, sw, dh, dw)
+                if padded and need_dx:
+                    crop_image(dst, &dx_v[n, 0, 0, 0], C, H, W, ph, pw)
 
     dweight = dbias = None
     if need_dw:

@@ -34,28 +34,6 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
               &beta, c, &ldc)
 
 
-cdef inline Py_ssize_t first_inside(Py_ssize_t start, Py_ssize_t step, Py_ssize_t n,
-                                    Py_ssize_t size) noexcept nogil:
-    """The smallest o in [0, n] with 0 <= start + o * step (step >= 1): where a strided
-    walk over a zero-padded row first lands inside the row of length `size`."""
-    cdef Py_ssize_t o
-    if start >= 0:
-        return 0
-    o = (-start + step - 1) // step
-    return o if o < n else n
-
-
-cdef inline Py_ssize_t first_outside(Py_ssize_t start, Py_ssize_t step, Py_ssize_t n,
-                                     Py_ssize_t size) noexcept nogil:
-    """The smallest o in [0, n] with start + o * step >= size (step >= 1): where the same
-    walk leaves the row again. Positions o in [first_inside, first_outside) are real."""
-    cdef Py_ssize_t o
-    if start >= size:
-        return 0
-    o = (size - start + step - 1) // step
-    return o if o < n else n
-
-
 cdef inline double sum_of(const floating *v, Py_ssize_t n) noexcept nogil:
     """v[0] + ... + v[n-1] in double, in eight interleaved partial sums (a fixed order, so
     repeatable) that the CPU can add in parallel instead of one long chain."""

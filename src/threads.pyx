@@ -63,8 +63,3 @@ def get_num_threads():
 
 BLAS_PINNED = _pin_kernel_blas_to_one_thread()
 
-
-# The names the skeleton had; the package's __init__ imports get_omp_threads to fail loudly when
-# the extensions are not built.
-get_omp_threads = get_num_threads
-set_omp_threads = set_num_threads

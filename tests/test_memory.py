@@ -90,7 +90,7 @@ def test_backward_frees_saved_buffers_and_dropping_the_loss_frees_the_whole_step
     with gc_disabled():
         loss = F.cross_entropy(model(x), y)
         tensors, nodes = graph_of(loss)
-        assert len(nodes) >= 10, "the step should record every layer's op"
+        assert len(nodes) >= 9, "the step should record every layer's op"
         # the buffers only backward needs: not a parameter, the input, or a graph tensor's data
         kept |= {id(t.data) for t in tensors}
         saved = [v for node in nodes for v in node.saved_values

@@ -56,15 +56,13 @@ def test_cnn_graph_has_one_node_per_tensor_and_an_edge_per_op_input():
     loss, _, params, _ = small_cnn()
     nodes, edges = parse(viz.to_dot(loss, params))
     titles = {nid: lines[0] for nid, lines in nodes.items()}
-    # x, 4 parameters, and the ops: Conv2d ReLU MaxPool2d Reshape Permute(W.T) MatMul Add
-    # LogSoftmax NLLLoss
-    assert len(nodes) == 14
+    # x, 4 parameters, and the ops: Conv2d ReLU MaxPool2d Reshape Linear LogSoftmax NLLLoss
+    assert len(nodes) == 12
     assert sorted((titles[a], titles[b]) for a, b in edges) == sorted([
         ("input", "Conv2d"), ("conv.weight", "Conv2d"), ("conv.bias", "Conv2d"),
         ("Conv2d", "ReLU"), ("ReLU", "MaxPool2d"), ("MaxPool2d", "Reshape"),
-        ("fc.weight", "Permute"), ("Reshape", "MatMul"), ("Permute", "MatMul"),
-        ("MatMul", "Add"), ("fc.bias", "Add"), ("Add", "LogSoftmax"),
-        ("LogSoftmax", "NLLLoss"),
+        ("Reshape", "Linear"), ("fc.weight", "Linear"), ("fc.bias", "Linear"),
+        ("Linear", "LogSoftmax"), ("LogSoftmax", "NLLLoss"),
     ])
     # inputs come before the ops that use them, and the loss is the last node
     assert all(int(a[1:]) < int(b[1:]) for a, b in edges)
@@ -164,7 +162,7 @@ def test_draw_with_graphviz_writes_svg_and_png(tmp_path):
     loss.backward()
     svg = viz.draw(loss, tmp_path / "cnn.svg", params)
     text = svg.read_text()
-    assert "<svg" in text and text.count('class="node"') == 14 and "Conv2d" in text
+    assert "<svg" in text and text.count('class="node"') == 12 and "Conv2d" in text
     png = viz.draw(loss, tmp_path / "cnn.png", params)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -185,4 +183,4 @@ def test_dot_text_parses_with_graphviz_when_installed():
     loss, _, params, _ = small_cnn()
     out = subprocess.run([dot, "-Tcanon"], input=viz.to_dot(loss, params).encode(),
                          capture_output=True, check=True)
-    assert out.stdout.decode().count("->") == 13
+    assert out.stdout.decode().count("->") == 11

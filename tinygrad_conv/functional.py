@@ -10,7 +10,7 @@ import numpy as np
 
 from tinygrad_conv import rng as _rng
 from tinygrad_conv.cnn_ops import conv2d, max_pool2d
-from tinygrad_conv.ops import cross_entropy, log_softmax, mse_loss, nll_loss, softmax
+from tinygrad_conv.ops import Linear, cross_entropy, log_softmax, mse_loss, nll_loss, softmax
 from tinygrad_conv.tensor import Tensor
 
 __all__ = [
@@ -33,12 +33,17 @@ def tanh(x: Tensor) -> Tensor:
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """x @ weight.T + bias, with x (..., in), weight (out, in), bias (out,)."""
-    if x.shape[-1:] != weight.shape[-1:] or weight.ndim != 2:
+    if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
         raise ValueError(
-            f"linear: input of shape {x.shape} needs weight of shape (out, {x.shape[-1]}), "
-            f"got {weight.shape}")
-    out = x @ weight.T
-    return out if bias is None else out + bias
+            f"linear: input of shape {x.shape} needs weight of shape (out, "
+            f"{x.shape[-1] if x.ndim else '?'}), got {weight.shape}")
+    if bias is None:
+        return Linear.apply(x, weight)
+    if bias.shape != (weight.shape[0],):
+        raise ValueError(
+            f"linear: bias must have shape ({weight.shape[0]},) for weight {weight.shape}, got "
+            f"{bias.shape}")
+    return Linear.apply(x, weight, bias)
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True,

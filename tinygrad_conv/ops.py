@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinygrad_conv._matmul import matmul as _matmul_kernel
 from tinygrad_conv.tensor import Function, Tensor
 
 
@@ -250,6 +251,25 @@ class Max(Function):
 # ----------------------------------------------------------------------------------------------
 
 
+def _blas_layout(x: np.ndarray) -> tuple[np.ndarray, bool]:
+    """x as (row-major matrix, transposed?): a transposed view is passed as its C-ordered base."""
+    if x.flags.c_contiguous:
+        return x, False
+    if x.T.flags.c_contiguous:
+        return x.T, True
+    return np.ascontiguousarray(x), False
+
+
+def matmul2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b. Two float matrices of one dtype go to the kernels' BLAS on the kernels' threads
+    (src/matmul.pyx says why); anything else to numpy."""
+    if a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.dtype.kind == "f" \
+            and a.dtype.itemsize in (4, 8):
+        (a_rows, trans_a), (b_rows, trans_b) = _blas_layout(a), _blas_layout(b)
+        return _matmul_kernel(a_rows, b_rows, trans_a, trans_b)
+    return a @ b
+
+
 class MatMul(Function):
     def forward(ctx, a, b):
         if a.ndim == 0 or b.ndim == 0:
@@ -263,7 +283,7 @@ class MatMul(Function):
                 f"of the first) != {k_b} ({'second-to-last' if b.ndim > 1 else 'only'} dim of "
                 "the second)")
         try:
-            out = a @ b
+            out = matmul2d(a, b)
         except ValueError:
             raise ValueError(
                 f"matmul: the batch dimensions of {a.shape} and {b.shape} cannot be broadcast "
@@ -285,10 +305,38 @@ class MatMul(Function):
             g = np.expand_dims(g, -1)
         da = db = None
         if ctx.needs_input_grad[0]:
-            da = unbroadcast(g @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+            da = unbroadcast(matmul2d(g, np.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
         if ctx.needs_input_grad[1]:
-            db = unbroadcast(np.swapaxes(a2, -1, -2) @ g, b2.shape).reshape(b.shape)
+            db = unbroadcast(matmul2d(np.swapaxes(a2, -1, -2), g), b2.shape).reshape(b.shape)
         return da, db
+
+
+class Linear(Function):
+    """x @ W^T + b for x (..., in), W (out, in), b (out,): the fully connected layer.
+
+    One op rather than `x @ W.T + b` so that dL/dW comes out directly in W's own row-major
+    layout (as the product Z'^T @ x) instead of as a transposed view that every optimizer step
+    would then walk with strided loops.
+    """
+
+    def forward(ctx, x, w, b=None):
+        x2 = x.reshape(-1, x.shape[-1])
+        out = matmul2d(x2, w.T)
+        if b is not None:
+            out += b
+        ctx.save_for_backward(x2, w, x.shape)
+        return out.reshape(x.shape[:-1] + (w.shape[0],))
+
+    # out = x W^T + b:  dL/dx = g W,  dL/dW = g^T x,  dL/db = g summed over the batch
+    def backward(ctx, g):
+        x2, w, x_shape = ctx.saved_values
+        g2 = g.reshape(-1, w.shape[0])
+        dx = matmul2d(g2, w).reshape(x_shape) if ctx.needs_input_grad[0] else None
+        dw = matmul2d(g2.T, x2) if ctx.needs_input_grad[1] else None
+        if len(ctx.needs_input_grad) == 2:
+            return dx, dw
+        db = g2.sum(axis=0) if ctx.needs_input_grad[2] else None
+        return dx, dw, db
 
 
 # ----------------------------------------------------------------------------------------------

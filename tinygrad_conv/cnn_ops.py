@@ -98,8 +98,11 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
             f"{op}: the kernel ({kh}x{kw}, dilation {d}, so {eh}x{ew}) is larger than the "
             f"padded input ({h + 2 * p[0]}x{wd + 2 * p[1]}: input {x.shape}, padding {p})")
     oh, ow = 1 + (h + 2 * p[0] - eh) // s[0], 1 + (wd + 2 * p[1] - ew) // s[1]
-    padded_image = c * (h + 2 * p[0]) * (wd + 2 * p[1])      # the kernels' per-thread copy
-    _check_size(op, x.shape, (n, f, oh, ow), (c * kh * kw, oh * ow, padded_image))
+    hp, wp = h + 2 * p[0], wd + 2 * p[1]
+    padded_image = c * hp * wp                                 # the kernels' per-thread copy
+    padded_grad = f * (hp + eh - 1) * (wp + ew - 1)            # pad(dilate(Z')) for dL/dA
+    _check_size(op, x.shape, (n, f, oh, ow),
+                (c * kh * kw, f * kh * kw, oh * ow, padded_image, padded_grad))
     tensors = (input, weight) if bias is None else (input, weight, bias)
     return Conv2d.apply(*tensors, stride=s, padding=p, dilation=d)
 

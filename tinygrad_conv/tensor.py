@@ -340,8 +340,9 @@ class Tensor:
         if not retain_graph:
             _forget_activations(order)
 
-    def _topological_order(self) -> list[Tensor]:
-        """Every tensor that requires grad and leads to self, each after all of its inputs.
+    def _topological_order(self, every_input: bool = False) -> list[Tensor]:
+        """Every tensor that requires grad (or, with every_input, every tensor) and leads to
+        self, each after all of its inputs; self comes last.
 
         An iterative depth-first search: a node is emitted once all its inputs were emitted.
         """
@@ -358,8 +359,8 @@ class Tensor:
             visited.add(id(node))
             stack.append((node, True))
             if node._ctx is not None:
-                for parent in node._ctx.parents:
-                    if parent.requires_grad and id(parent) not in visited:
+                for parent in reversed(node._ctx.parents):  # so the first input comes first
+                    if (every_input or parent.requires_grad) and id(parent) not in visited:
                         stack.append((parent, False))
         return order
 

@@ -35,23 +35,7 @@ def graph_nodes(tensor: Tensor) -> list[Tensor]:
     (so the list ends with `tensor`). Iterative: a deep graph needs no deep recursion."""
     if not isinstance(tensor, Tensor):
         raise TypeError(f"viz: expected a Tensor, got {type(tensor).__name__}")
-    order: list[Tensor] = []
-    seen: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(tensor, False)]
-    while stack:
-        node, inputs_done = stack.pop()
-        if inputs_done:
-            order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        if node._ctx is not None:
-            for parent in reversed(node._ctx.parents):  # reversed: first input emitted first
-                if id(parent) not in seen:
-                    stack.append((parent, False))
-    return order
+    return tensor._topological_order(every_input=True)
 
 
 def to_dot(tensor: Tensor, names: Mapping[str, Tensor] | None = None) -> str:

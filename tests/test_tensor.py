@@ -333,15 +333,25 @@ def test_gradcheck_reports_the_worst_element_of_a_wrong_backward():
     assert gradcheck(lambda t: WrongSquare.apply(t), [x], raise_exception=False) is False
 
 
-def test_a_loss_kept_after_backward_does_not_keep_the_activations_alive():
+def test_the_graph_keeps_only_what_backward_needs_and_backward_frees_that():
     x = Tensor(np.ones((8, 8)), requires_grad=True)
-    h = (x @ x).relu()
-    probe = weakref.ref(h)
+    z = x @ x            # ReLU's backward needs ReLU's output, not this input
+    h = z.relu()
+    z_values, h_values = weakref.ref(z.data), weakref.ref(h.data)
     loss = h.sum()
-    del h
-    assert probe() is not None  # before backward the graph needs it
+    del z, h
+    assert z_values() is None  # freed at once, though the graph is still alive
+    assert h_values() is not None  # saved by ReLU for its backward
     loss.backward()
-    assert probe() is None  # after backward only its op, shape and dtype remain
-    assert loss.grad_fn.parents[0].shape == (8, 8)
+    assert h_values() is None  # freed by backward, while the loss is still bound
+    assert loss.grad_fn.parents[0].shape == (8, 8)  # the graph's shape remains (for viz)
     with pytest.raises(RuntimeError, match="second time"):
         loss.backward()
+
+
+def test_an_intermediate_used_twice_is_one_node_and_its_gradients_add():
+    x = Tensor([1.0, 2.0], dtype=np.float64, requires_grad=True)
+    h = x.exp()
+    loss = (h * h + h).sum()  # d/dx (e^2x + e^x) = 2e^2x + e^x
+    loss.backward()
+    np.testing.assert_allclose(x.grad, 2 * np.exp(2 * x.data) + np.exp(x.data), rtol=1e-14)

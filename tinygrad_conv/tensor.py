@@ -140,7 +140,9 @@ class Function:
         out.data = data
         out.grad = None
         if record:
-            ctx.parents = tensors
+            # the graph keeps each input's node, not its values: an intermediate's data is freed
+            # as soon as neither the user nor a saved_for_backward needs it (as in PyTorch)
+            ctx.parents = tuple([t if t._ctx is None else t._graph_node() for t in tensors])
             out.requires_grad = True
             out._ctx = ctx
         else:
@@ -197,7 +199,7 @@ class Tensor:
     same shape and dtype as `data`, else None. `requires_grad`: whether gradients flow here.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_node", "__weakref__")
     # numpy must hand `array + tensor` to Tensor.__radd__ instead of looping over the tensor
     __array_ufunc__ = None
 
@@ -209,6 +211,14 @@ class Tensor:
         self.grad: np.ndarray | None = None
         self.requires_grad = bool(requires_grad)
         self._ctx: Function | None = None
+
+    def _graph_node(self) -> GraphNode:
+        """What the graph keeps of this (non-leaf) tensor; one per tensor, so a tensor used by
+        two ops is one node and its gradient contributions add up."""
+        node = getattr(self, "_node", None)
+        if node is None:
+            node = self._node = GraphNode(self._ctx, self.data.shape, self.data.dtype)
+        return node
 
     # -- what a tensor is ----------------------------------------------------------------------
     @property
@@ -300,8 +310,7 @@ class Tensor:
 
         # dL/dnode for every node still waiting for all its consumers, keyed by id(node)
         pending: dict[int, np.ndarray] = {id(self): seed}
-        order = self._topological_order()
-        for node in reversed(order):
+        for node in reversed(self._topological_order()):
             g = pending.pop(id(node), None)
             if g is None:
                 continue
@@ -326,19 +335,17 @@ class Tensor:
             for parent, pg in zip(ctx.parents, grads):
                 if pg is None or not parent.requires_grad:
                     continue
-                if pg.shape != parent.data.shape:
+                if pg.shape != parent.shape:
                     raise RuntimeError(
                         f"{type(ctx).__name__}.backward returned a gradient of shape {pg.shape} "
-                        f"for an input of shape {parent.data.shape}")
-                if pg.dtype != parent.data.dtype:  # mixed precision: each input its own dtype
-                    pg = pg.astype(parent.data.dtype)
+                        f"for an input of shape {parent.shape}")
+                if pg.dtype != parent.dtype:  # mixed precision: each input its own dtype
+                    pg = pg.astype(parent.dtype)
                 key = id(parent)
                 pending[key] = pg if key not in pending else pending[key] + pg
             if not retain_graph:
                 ctx.saved_values = ()
                 ctx.released = True
-        if not retain_graph:
-            _forget_activations(order)
 
     def _topological_order(self, every_input: bool = False) -> list[Tensor]:
         """Every tensor that requires grad (or, with every_input, every tensor) and leads to
@@ -494,31 +501,30 @@ class Tensor:
         return ops.Index.apply(self, index=_plain_index(index))
 
 
-def _forget_activations(order: list[Tensor]) -> None:
-    """After a backward, drop the graph's hold on intermediate values but keep its shape.
+class GraphNode:
+    """An intermediate tensor as the graph remembers it: the op that made it (`_ctx`), its shape
+    and dtype, and no values. Backward needs nothing more of it: whatever values an op's backward
+    uses, the op saved itself (`save_for_backward`)."""
 
-    Each op node keeps its inputs. Once the gradients are computed, an intermediate input is
-    replaced by a ghost: the same op (`_ctx`), shape and dtype, but no memory of its own. So a
-    loss that stays bound after `backward()` (as in `loss = step(); loss.backward()`) does not
-    keep the step's activations alive into the next step, while the graph can still be drawn
-    (viz) and a second backward still finds the released nodes and says so. Leaves are kept.
-    """
-    ghosts: dict[int, Tensor] = {}
-    for node in order:
-        ctx = node._ctx
-        if ctx is None:
-            continue
-        parents = []
-        for p in ctx.parents:
-            if p._ctx is not None:
-                ghost = ghosts.get(id(p))
-                if ghost is None:
-                    ghost = ghosts[id(p)] = Tensor.__new__(Tensor)
-                    ghost.data = np.broadcast_to(np.zeros((), dtype=p.data.dtype), p.data.shape)
-                    ghost.grad, ghost.requires_grad, ghost._ctx = None, True, p._ctx
-                p = ghost
-            parents.append(p)
-        ctx.parents = tuple(parents)
+    __slots__ = ("_ctx", "shape", "dtype", "__weakref__")
+    requires_grad = True
+    grad = None
+    is_leaf = False
+
+    def __init__(self, ctx: Function, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self._ctx, self.shape, self.dtype = ctx, shape, dtype
+
+    @property
+    def grad_fn(self) -> Function:
+        return self._ctx
+
+    @property
+    def data(self) -> np.ndarray:
+        """Zeros of the tensor's shape and dtype that take no memory (the values are gone)."""
+        return np.broadcast_to(np.zeros((), dtype=self.dtype), self.shape)
+
+    def __repr__(self) -> str:
+        return f"GraphNode({type(self._ctx).__name__}, shape={self.shape}, dtype={self.dtype})"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,22 +21,22 @@ kernel rotated 180 degrees, with filters and channels swapped, slides over it at
 
     dL/dA_pad[c] = sum over f of W_180[c, f] ⊛ pad(dilate(Z'[f], s), k_eff-1)
 
-which is the same correlation machinery as the forward pass (im2col of the padded Z', one
-matrix product with W_180[C, F*kh*kw]). The result covers A_pad, the padded input; rows and
-columns that no window reached come out zero, and the padding is cropped off at the end.
+evaluated tap by tap, which is what sliding the kernel means: for each position (i, j) of the
+rotated kernel, W_180[:, :, i, j] (a C x F matrix) times Z' shifted by that tap, all added up.
+Each of these is one matrix product straight out of a zero-bordered copy of Z' (no unrolling).
+The result covers A_pad, the padded input; rows and columns that no window reached come out
+zero, and the padding is cropped off at the end.
 
 For stride s > 1 most of the dilated Z' is zeros, and multiplying them would be wasted work.
 Split the rows of A_pad by their phase r = y mod s: the rows of one phase always meet the
-dilated Z' through the same taps, those i with (r + i*d - (k_eff-1)) divisible by s (an evenly
-spaced subset of the kernel's rows), and every other tap lands on an inserted zero. So each
-phase (r, q) is one correlation at stride s of the dilated, padded Z' with just those taps of
-W_180, written to the rows r, r+s, ... and columns q, q+s, ... of A_pad: the same formula, with
-the zeros skipped. For s = 1 there is one phase and every tap.
+dilated Z' through the same taps, those i with (r + i*d - (k_eff-1)) divisible by s, and every
+other tap lands on an inserted zero. Through those taps, row r + t*s of A_pad reads row
+t + e_i of Z' itself (e_i = (r + i*d - (k_eff-1)) / s), so each phase (r, q) is the same
+tap-by-tap sum over the undilated Z', written to rows r, r+s, ... and columns q, q+s, ... of
+A_pad: the same formula with the zeros skipped. For s = 1 there is one phase and every tap.
 NOTE: the scatter form, dcols = W^T @ Z' added back window by window (the tutorial's first
-expression, sum over z' of z' * dz/dA), gives the same numbers and is faster with BLAS (it
-multiplies by the small W instead of unrolling the larger padded Z'): conv fwd+bwd at
-(64,32,26,26)->64, 3x3 took 21 ms with it against 27 ms with this form (2 threads, float32).
-We keep the tutorial's form so that the kernel is the derivation; reference.py has it in NumPy.
+expression, sum over z' of z' * dz/dA), gives the same numbers; we keep the tutorial's form so
+that the kernel is the derivation. reference.py has it in NumPy.
 
 Work is split over images with OpenMP; each thread unrolls a band of output rows small enough
 to stay in L2 into its own reused workspace and calls single-threaded BLAS on it. Threads take
@@ -116,26 +116,17 @@ cdef void crop_image(const floating *a_pad,   # IN  (C, H + 2*ph, W + 2*pw)
                    W * sizeof(floating))
 
 
-cdef void dilate_and_pad(const floating *dz,   # IN  Z'[n]: (F, OH, OW)
-                         floating *zd,         # OUT (F, Hz, Wz), zero except Z' itself
-                         Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t Hz,
-                         Py_ssize_t Wz, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t top,
-                         Py_ssize_t left) noexcept nogil:
-    """zd[f, top + oh*sh, left + ow*sw] = Z'[f, oh, ow]: s-1 zeros between neighbours (the
-    stride's dilation) and a zero border (top/left = k_eff-1) around them."""
-    cdef Py_ssize_t f, oh, ow
-    cdef floating *row
-    cdef const floating *src
-    memset(zd, 0, F * Hz * Wz * sizeof(floating))
+cdef void pad_grad(const floating *dz,   # IN  Z'[n]: (F, OH, OW)
+                   floating *zp,         # OUT (F, Hz, Wz) (+ Wz of slack), zero but Z'
+                   Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t Hz,
+                   Py_ssize_t Wz, Py_ssize_t top, Py_ssize_t left) noexcept nogil:
+    """zp[f, top + oh, left + ow] = Z'[f, oh, ow], inside a zero border."""
+    cdef Py_ssize_t f, oh
+    memset(zp, 0, (F * Hz * Wz + Wz) * sizeof(floating))
     for f in range(F):
         for oh in range(OH):
-            row = zd + (f * Hz + top + oh * sh) * Wz + left
-            src = dz + (f * OH + oh) * OW
-            if sw == 1:
-                memcpy(row, src, OW * sizeof(floating))
-            else:
-                for ow in range(OW):
-                    row[ow * sw] = src[ow]
+            memcpy(zp + (f * Hz + top + oh) * Wz + left, dz + (f * OH + oh) * OW,
+                   OW * sizeof(floating))
 
 
 cdef void im2col(const floating *a_pad,   # IN  A_pad[n]: (C, Hp, Wp), padding included
@@ -262,52 +253,46 @@ def conv2d_backward(const floating[:, :, :, ::1] x,    # IN  A: (N, C, H, W)
     cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw
     cdef floating[:, ::1] ws_pad = _workspace("pad", threads, C * Hp * Wp if padded else 1, dtype)
 
-    # dL/dA: the rotated kernel W_180[c, f, i, j] = W[f, c, KH-1-i, KW-1-j] slides over Z'
-    # dilated by the stride and padded by k_eff-1, sized so that the result is A_pad's size
+    # dL/dA: tap (i, j) of the rotated kernel, W_180[c, f, i, j] = W[f, c, KH-1-i, KW-1-j],
+    # meets Z' shifted by (e_i, g_j) in the rows and columns of one phase of A_pad
     cdef Py_ssize_t KHe = dh * (KH - 1) + 1, KWe = dw * (KW - 1) + 1
-    cdef Py_ssize_t Hz = Hp + KHe - 1, Wz = Wp + KWe - 1
-    w180 = np.asarray(w)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
-    # one phase (r, q) per row and column residue mod the stride, with its taps of W_180
-    phase_list = []
+    w_taps_array = np.ascontiguousarray(
+        np.asarray(w)[:, :, ::-1, ::-1].transpose(2, 3, 1, 0)).reshape(KH * KW, C, F)
+    cdef floating[:, :, ::1] w_taps = w_taps_array
+    rows_of = {r: [(i, (r + i * dh - (KHe - 1)) // sh) for i in range(KH)
+                   if (r + i * dh - (KHe - 1)) % sh == 0] for r in range(sh)}
+    cols_of = {q: [(j, (q + j * dw - (KWe - 1)) // sw) for j in range(KW)
+                   if (q + j * dw - (KWe - 1)) % sw == 0] for q in range(sw)}
+    all_e = [e for taps in rows_of.values() for _, e in taps] or [0]
+    all_g = [g for taps in cols_of.values() for _, g in taps] or [0]
+    cdef Py_ssize_t TH = (Hp + sh - 1) // sh, TW = (Wp + sw - 1) // sw   # phase (0, 0)'s size
+    cdef Py_ssize_t top = max(0, -min(all_e)), left = max(0, -min(all_g))
+    cdef Py_ssize_t Hz = top + max(OH, TH + max(all_e)), Wz = left + max(OW, TW + max(all_g))
+    # phase table: (r, q, first tap, tap count); tap table: (offset into padded Z', W_180 tap)
+    phase_rows, tap_rows = [], []
     for r in range(sh):
-        taps_i = [i for i in range(KH) if (r + i * dh - (KHe - 1)) % sh == 0]
-        for c0 in range(sw):
-            taps_j = [j for j in range(KW) if (c0 + j * dw - (KWe - 1)) % sw == 0]
-            if taps_i and taps_j:
-                phase_list.append((r, c0, taps_i, taps_j))
-    cdef Py_ssize_t n_phases = len(phase_list)
-    # per phase: row, column, first tap (i0, j0), tap counts, tap spacing, weight offset
-    cdef Py_ssize_t[:, ::1] phase = np.zeros((max(n_phases, 1), 9), dtype=np.intp)
-    w_parts = []
-    cdef Py_ssize_t w_offset = 0, Kx_max = 1, cols_x_max = 1, k
-    for k, (r, c0, taps_i, taps_j) in enumerate(phase_list):
-        step_i = taps_i[1] - taps_i[0] if len(taps_i) > 1 else 1
-        step_j = taps_j[1] - taps_j[0] if len(taps_j) > 1 else 1
-        part = np.ascontiguousarray(w180[:, :, taps_i][:, :, :, taps_j]).reshape(-1)
-        phase[k, 0], phase[k, 1], phase[k, 2], phase[k, 3] = r, c0, taps_i[0], taps_j[0]
-        phase[k, 4], phase[k, 5], phase[k, 6], phase[k, 7] = (
-            len(taps_i), len(taps_j), step_i, step_j)
-        phase[k, 8] = w_offset
-        w_offset += part.size
-        w_parts.append(part)
-        Kx_max = max(Kx_max, F * len(taps_i) * len(taps_j))
-    cdef floating[::1] w_phases = np.concatenate(w_parts) if w_parts else np.zeros(1, dtype)
-    # rows and columns of A_pad in one phase, and how many rows of them one band holds
-    cdef Py_ssize_t TH = (Hp + sh - 1) // sh, TW = (Wp + sw - 1) // sw
-    cdef Py_ssize_t rows_x = band_rows(Kx_max, TH, TW, sizeof(floating))
-    cdef floating[:, ::1] ws_zd = _workspace("zd", threads, F * Hz * Wz * need_dx + 1, dtype)
-    cdef floating[:, ::1] ws_xcols = _workspace(
-        "xcols", threads, Kx_max * rows_x * TW * need_dx + 1, dtype)
-    cdef bint strided = sh > 1 or sw > 1
-    cdef floating[:, ::1] ws_xout = _workspace(
-        "xout", threads, C * rows_x * TW if strided and need_dx else 1, dtype)
+        for q in range(sw):
+            taps = [((e + top) * Wz + g + left, i * KW + j)
+                    for i, e in rows_of[r] for j, g in cols_of[q]]
+            if taps:
+                phase_rows.append((r, q, len(tap_rows), len(taps)))
+                tap_rows.extend(taps)
+    cdef Py_ssize_t n_phases = len(phase_rows)
+    cdef Py_ssize_t[:, ::1] phase = np.array(phase_rows or [(0, 0, 0, 0)], dtype=np.intp)
+    cdef Py_ssize_t[:, ::1] tap = np.array(tap_rows or [(0, 0)], dtype=np.intp)
+    # a band of a phase's rows: its output and the slice of Z' it reads stay in cache
+    cdef Py_ssize_t rows_x = max(1, min(TH, BAND_BYTES // ((C + F) * Wz * sizeof(floating))))
+    cdef floating[:, ::1] ws_zp = _workspace("zp", threads, (F * Hz * Wz + Wz) * need_dx + 1,
+                                             dtype)
+    cdef floating[:, ::1] ws_xout = _workspace("xout", threads, C * rows_x * Wz * need_dx + 1,
+                                               dtype)
     cdef floating[:, ::1] ws_dpad = _workspace(
         "dpad", threads, C * Hp * Wp if padded and need_dx else 1, dtype)
     cdef const floating *src
     cdef floating *dst
-    cdef floating *zd
-    cdef Py_ssize_t ph_k, pr, pc, T, U, Kx, t0, c, t, u
+    cdef floating *zp
     cdef floating *xout
+    cdef Py_ssize_t k, pr, pc, T, U, t0, c, t, u
 
     with nogil, parallel(num_threads=threads):
         memset(&ws_pad[threadid(), 0], 0, ws_pad.shape[1] * sizeof(floating))
@@ -332,40 +317,38 @@ def conv2d_backward(const floating[:, :, :, ::1] x,    # IN  A: (N, C, H, W)
                         gemm(False, True, F, K, nrows * OW, 1, &dz[n, 0, oh0, 0], P,
                              cols, nrows * OW, 1, &dw_v[q, 0, 0], K)
                 if need_dx:
-                    # dL/dA_pad = W_180 ⊛ pad(dilate(Z')), phase by phase and band by band
-                    zd = &ws_zd[tid, 0]
-                    dilate_and_pad(&dz[n, 0, 0, 0], zd, F, OH, OW, Hz, Wz, sh, sw,
-                                   KHe - 1, KWe - 1)
+                    # dL/dA_pad = W_180 ⊛ pad(dilate(Z')): phase by phase, band by band, and
+                    # for each tap, W_180[:, :, i, j] @ (Z' shifted by that tap)
+                    zp = &ws_zp[tid, 0]
+                    xout = &ws_xout[tid, 0]
+                    pad_grad(&dz[n, 0, 0, 0], zp, F, OH, OW, Hz, Wz, top, left)
                     dst = &dx_v[n, 0, 0, 0]   # zeros: rows no phase reaches stay zero
                     if padded:
                         dst = &ws_dpad[tid, 0]
                         memset(dst, 0, C * Hp * Wp * sizeof(floating))
-                    for ph_k in range(n_phases):
-                        pr = phase[ph_k, 0]
-                        pc = phase[ph_k, 1]
+                    for p in range(n_phases):
+                        pr = phase[p, 0]
+                        pc = phase[p, 1]
                         T = (Hp - pr + sh - 1) // sh
                         U = (Wp - pc + sw - 1) // sw
-                        Kx = F * phase[ph_k, 4] * phase[ph_k, 5]
                         for band in range((T + rows_x - 1) // rows_x):
                             t0 = band * rows_x
                             nrows = min(rows_x, T - t0)
-                            # the phase's taps only: rows i0, i0 + step, ... of W_180
-                            im2col(zd + (pr + phase[ph_k, 2] * dh) * Wz + pc + phase[ph_k, 3] * dw,
-                                   &ws_xcols[tid, 0], F, Hz, Wz, phase[ph_k, 4], phase[ph_k, 5],
-                                   t0, nrows, U, sh, sw, dh * phase[ph_k, 6], dw * phase[ph_k, 7])
-                            if not strided:   # one phase: the band is a block of A_pad's rows
-                                gemm(False, False, C, nrows * U, Kx, 1,
-                                     &w_phases[phase[ph_k, 8]], Kx, &ws_xcols[tid, 0],
-                                     nrows * U, 0, dst + t0 * Wp, Hp * Wp)
-                                continue
-                            xout = &ws_xout[tid, 0]
-                            gemm(False, False, C, nrows * U, Kx, 1, &w_phases[phase[ph_k, 8]],
-                                 Kx, &ws_xcols[tid, 0], nrows * U, 0, xout, nrows * U)
+                            # a band's rows are computed Wz wide; the columns past U are dropped
+                            for k in range(phase[p, 2], phase[p, 2] + phase[p, 3]):
+                                gemm(False, False, C, nrows * Wz, F, 1,
+                                     &w_taps[tap[k, 1], 0, 0], F, zp + t0 * Wz + tap[k, 0],
+                                     Hz * Wz, 0 if k == phase[p, 2] else 1, xout, nrows * Wz)
                             for c in range(C):   # rows pr + t*sh, columns pc + u*sw of A_pad
                                 for t in range(nrows):
-                                    for u in range(U):
-                                        dst[(c * Hp + pr + (t0 + t) * sh) * Wp + pc + u * sw] = \
-                                            xout[(c * nrows + t) * U + u]
+                                    if sw == 1:
+                                        memcpy(dst + (c * Hp + pr + (t0 + t) * sh) * Wp + pc,
+                                               xout + (c * nrows + t) * Wz,
+                                               U * sizeof(floating))
+                                    else:
+                                        for u in range(U):
+                                            dst[(c * Hp + pr + (t0 + t) * sh) * Wp + pc
+                                                + u * sw] = xout[(c * nrows + t) * Wz + u]
                     if padded:   # the padding's gradient is dropped
                         crop_image(dst, &dx_v[n, 0, 0, 0], C, H, W, ph, pw)
 

@@ -100,7 +100,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
     oh, ow = 1 + (h + 2 * p[0] - eh) // s[0], 1 + (wd + 2 * p[1] - ew) // s[1]
     hp, wp = h + 2 * p[0], wd + 2 * p[1]
     padded_image = c * hp * wp                                 # the kernels' per-thread copy
-    padded_grad = f * (hp + eh - 1) * (wp + ew - 1)            # pad(dilate(Z')) for dL/dA
+    padded_grad = f * (hp + eh - 1) * (wp + ew - 1)   # bounds the padded Z' of dL/dA
     _check_size(op, x.shape, (n, f, oh, ow),
                 (c * kh * kw, f * kh * kw, oh * ow, padded_image, padded_grad))
     tensors = (input, weight) if bias is None else (input, weight, bias)

@@ -51,12 +51,7 @@ def small(lib):
 
 def set_threads(n: int) -> None:
     torch.set_num_threads(n)
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(n, user_api="blas")  # numpy's BLAS, for our Linear layers
-    except ImportError:
-        pass
-    tinygrad_conv.set_num_threads(n)  # after threadpoolctl: keeps the kernels' BLAS at 1
+    tinygrad_conv.set_num_threads(n)  # conv, pool and Linear all run on these threads
 
 
 class Steps:

@@ -109,18 +109,6 @@ def make_optimizer(args: argparse.Namespace, model: nn.Module):
     return SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
 
 
-def set_threads(n: int) -> None:
-    """n threads for numpy's BLAS (the Linear layers) and for the conv and pool kernels."""
-    try:  # threadpoolctl is optional
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(n, user_api="blas")
-    except ImportError:
-        pass
-    # NOTE: after threadpool_limits, which also sets the BLAS inside the kernels to n threads:
-    # set_num_threads puts that one back to 1 thread per kernel thread (n * n would thrash)
-    tinygrad_conv.set_num_threads(n)
-
-
 def evaluate(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
     """(mean cross-entropy, accuracy in %) over every batch of `loader`."""
     model.eval()
@@ -201,7 +189,7 @@ class Progress:
 def train(args: argparse.Namespace) -> dict:
     """Run the training the options describe; return the final numbers."""
     if args.threads is not None:
-        set_threads(args.threads)
+        tinygrad_conv.set_num_threads(args.threads)  # conv, pool and Linear kernels
     train_set = MNIST(args.data_dir, train=True)
     test_set = MNIST(args.data_dir, train=False)
     if args.limit is not None:

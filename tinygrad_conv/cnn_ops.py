@@ -70,9 +70,9 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
     op = "conv2d"
     x = _float_tensor(op, "input", input)
     w = _float_tensor(op, "weight", weight)
-    s = _pair(op, "stride", stride, minimum=1)
-    p = _pair(op, "padding", padding, minimum=0)
-    d = _pair(op, "dilation", dilation, minimum=1)
+    s = int_pair(op, "stride", stride, minimum=1)
+    p = int_pair(op, "padding", padding, minimum=0)
+    d = int_pair(op, "dilation", dilation, minimum=1)
     _check_dims(op, "input", x, "(N, C, H, W)")
     _check_dims(op, "weight", w, "(F, C, KH, KW)")
     _same_dtype(op, "input", x, "weight", w)
@@ -117,9 +117,9 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
     """
     op = "max_pool2d"
     x = _float_tensor(op, "input", input)
-    k = _pair(op, "kernel_size", kernel_size, minimum=1)
-    s = k if stride is None else _pair(op, "stride", stride, minimum=1)
-    p = _pair(op, "padding", padding, minimum=0)
+    k = int_pair(op, "kernel_size", kernel_size, minimum=1)
+    s = k if stride is None else int_pair(op, "stride", stride, minimum=1)
+    p = int_pair(op, "padding", padding, minimum=0)
     _check_dims(op, "input", x, "(N, C, H, W)")
     n, c, h, w = x.shape
     if 0 in (c, h, w):
@@ -165,8 +165,9 @@ def _same_dtype(op: str, name_a: str, a: np.ndarray, name_b: str, b: np.ndarray)
             f"(shape {b.shape}); convert one so both have the same dtype")
 
 
-def _pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
-    """An int or an (h, w) pair of ints, each in [minimum, 2**31 - 1], as a pair."""
+def int_pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
+    """An int or an (h, w) pair of ints, each in [minimum, 2**31 - 1], as a pair (shared with
+    the nn layers, which check their arguments the same way)."""
     items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(items) != 2:
         raise ValueError(
@@ -177,9 +178,10 @@ def _pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
             raise TypeError(
                 f"{op}: {name} must be an int or a pair of ints, got {value!r} "
                 f"(with a {type(v).__name__})")
-        if not minimum <= v <= _LIMIT:
-            raise ValueError(
-                f"{op}: {name} must be between {minimum} and {_LIMIT}, got {value!r}")
+        if v < minimum:
+            raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+        if v > _LIMIT:
+            raise ValueError(f"{op}: {name} must be at most {_LIMIT}, got {value!r}")
     return int(items[0]), int(items[1])
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from tinygrad_conv import functional as F
 from tinygrad_conv import rng as _rng
+from tinygrad_conv.cnn_ops import int_pair
 from tinygrad_conv.tensor import Tensor
 
 __all__ = [
@@ -251,16 +252,6 @@ def _int(layer: str, name: str, value: Any, low: int) -> int:
     return int(value)
 
 
-def _pair(layer: str, name: str, value: Any, low: int) -> tuple[int, int]:
-    """An int or a pair of ints as (height, width), each >= low."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{layer}: {name} must be an int or a pair of ints, got {value!r}")
-        return _int(layer, name, value[0], low), _int(layer, name, value[1], low)
-    v = _int(layer, name, value, low)
-    return v, v
-
-
 def _float_dtype(layer: str, dtype) -> np.dtype:
     dtype = np.dtype(np.float32 if dtype is None else getattr(dtype, "name", dtype))
     if dtype not in (np.float32, np.float64):
@@ -314,10 +305,10 @@ class Conv2d(Module):
         super().__init__()
         self.in_channels = _int("Conv2d", "in_channels", in_channels, 1)
         self.out_channels = _int("Conv2d", "out_channels", out_channels, 1)
-        self.kernel_size = _pair("Conv2d", "kernel_size", kernel_size, 1)
-        self.stride = _pair("Conv2d", "stride", stride, 1)
-        self.padding = _pair("Conv2d", "padding", padding, 0)
-        self.dilation = _pair("Conv2d", "dilation", dilation, 1)
+        self.kernel_size = int_pair("Conv2d", "kernel_size", kernel_size, 1)
+        self.stride = int_pair("Conv2d", "stride", stride, 1)
+        self.padding = int_pair("Conv2d", "padding", padding, 0)
+        self.dilation = int_pair("Conv2d", "dilation", dilation, 1)
         dtype = _float_dtype("Conv2d", dtype)
         kh, kw = self.kernel_size
         bound = 1.0 / math.sqrt(self.in_channels * kh * kw)  # fan_in of one output value
@@ -349,10 +340,10 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0) -> None:
         super().__init__()
-        self.kernel_size = _pair("MaxPool2d", "kernel_size", kernel_size, 1)
-        self.stride = self.kernel_size if stride is None else _pair(
+        self.kernel_size = int_pair("MaxPool2d", "kernel_size", kernel_size, 1)
+        self.stride = self.kernel_size if stride is None else int_pair(
             "MaxPool2d", "stride", stride, 1)
-        self.padding = _pair("MaxPool2d", "padding", padding, 0)
+        self.padding = int_pair("MaxPool2d", "padding", padding, 0)
         for pad, k in zip(self.padding, self.kernel_size):
             if pad > k // 2:  # otherwise a window could lie wholly in the padding
                 raise ValueError(f"MaxPool2d: padding {self.padding} must be at most half of "

@@ -56,8 +56,8 @@ def uninterrupted(tmp_path_factory) -> dict:
 
 def _kill_and_resume(d: Path, during_write: bool, rng: random.Random,
                      expected: dict) -> bool:
-    """One trial: start the run, SIGKILL it, check the checkpoint, resume to the end.
-    Returns whether the kill landed while a checkpoint was being written."""
+    """One trial: start the run, SIGKILL it while it runs, check the checkpoint, resume to the
+    end. Returns whether the kill landed while a checkpoint was being written."""
     ckpt = d / "ck.npz"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     child = subprocess.Popen([sys.executable, str(SCRIPT), *RUN, "--threads", "1",
@@ -71,11 +71,13 @@ def _kill_and_resume(d: Path, during_write: bool, rng: random.Random,
             while child.poll() is None and time.monotonic() < deadline \
                     and not list(d.glob(".ck.npz.*.tmp")):
                 pass
-        else:  # kill at a random moment of the remaining run
-            time.sleep(rng.uniform(0.0, 1.5))
+        else:  # kill at a random moment of the rest of the run (it lasts ~0.1 s more)
+            time.sleep(rng.uniform(0.0, 0.05))
         child.send_signal(signal.SIGKILL)
     finally:
         child.wait()
+    assert child.returncode == -signal.SIGKILL, \
+        f"the run ended (status {child.returncode}) before the kill: the trial tested nothing"
     mid_write = bool(list(d.glob(".ck.npz.*.tmp")))
 
     state = tinygrad_conv.load(ckpt)  # the last checkpoint on disk always loads
@@ -104,6 +106,7 @@ def _trials(tmp_path: Path, n: int, uninterrupted: dict, seed: int) -> None:
                                        expected=uninterrupted)
     print(f"\ntest_kill_resume: {n} kill-and-resume trials, all resumed to the uninterrupted "
           f"run's final state; {mid_writes} killed during a checkpoint write")
+    assert mid_writes >= 1, "no kill landed during a checkpoint write"
 
 
 def test_sigkill_at_random_moments_always_resumes_to_the_uninterrupted_result(tmp_path,

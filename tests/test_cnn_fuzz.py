@@ -101,9 +101,12 @@ def one_case(rng: np.random.Generator, torch):
             params["stride"] = draw_int_or_pair(rng, wild, 1)
     grads = [rng.random() < 0.7 for _ in arrays]
     ours_in = [tensor(a, g) for a, g in zip(arrays, grads)]
+    op = "conv2d" if is_conv else "max_pool2d"
     try:
         out = conv2d(*ours_in, **params) if is_conv else max_pool2d(*ours_in, **params)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError) as e:
+        # a refusal of ours names the op; a numpy error leaking through would not
+        assert str(e).startswith(f"{op}: "), f"{op} raised an error that does not name it: {e}"
         return "refused"
 
     # we accepted the call, so PyTorch must accept it and agree

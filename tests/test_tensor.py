@@ -54,14 +54,8 @@ def test_non_numeric_data_is_a_type_error_that_says_what_was_given(bad, what):
         Tensor(bad)
 
 
-def test_unsupported_dtype_is_a_type_error():
-    with pytest.raises(TypeError, match="float16"):
-        Tensor([1.0], dtype=np.float16)
 
 
-def test_integer_tensor_cannot_require_grad():
-    with pytest.raises(TypeError, match="only float tensors"):
-        Tensor([1, 2], requires_grad=True)
 
 
 def test_item_of_a_many_element_tensor_is_an_error():
@@ -101,14 +95,20 @@ def test_a_chain_of_100000_ops_backpropagates_without_recursion_error():
     del y  # freeing the chain must not recurse either
 
 
+def both(fn, values):
+    """fn run on a float64 leaf in tinygrad_conv and in torch, then backward: the two grads."""
+    ours = Tensor(values, dtype=np.float64, requires_grad=True)
+    theirs = torch.tensor(values, dtype=torch.float64, requires_grad=True)
+    fn(ours).backward()
+    fn(theirs).backward()
+    return ours.grad, theirs.grad.numpy()
+
+
 def test_a_tensor_used_twice_accumulates_both_contributions():
-    x = Tensor([3.0], dtype=np.float64, requires_grad=True)
-    (x * x).sum().backward()
-    assert x.grad[0] == 6.0
-    y = Tensor([2.0], dtype=np.float64, requires_grad=True)
-    z = y * 3
-    (z + z * z).sum().backward()  # d/dy (3y + 9y^2) = 3 + 18y
-    assert y.grad[0] == 39.0
+    ours, theirs = both(lambda x: (x * x).sum(), [3.0, -1.5])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-15)
+    ours, theirs = both(lambda y: ((y * 3) + (y * 3) * (y * 3)).sum(), [2.0, 0.25])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-15)
 
 
 def test_diamond_graph_matches_torch():
@@ -127,9 +127,11 @@ def test_diamond_graph_matches_torch():
 
 def test_repeated_backward_accumulates_into_grad_like_torch():
     x = Tensor([1.0, -2.0], dtype=np.float64, requires_grad=True)
+    t = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
     for _ in range(3):
         (x * x).sum().backward()
-    np.testing.assert_array_equal(x.grad, 3 * 2 * x.data)
+        (t * t).sum().backward()
+    np.testing.assert_array_equal(x.grad, t.grad.numpy())
 
 
 def test_clearing_grad_with_none_starts_fresh():
@@ -212,18 +214,8 @@ def test_graph_is_freed_without_the_cyclic_garbage_collector():
         gc.enable()
 
 
-def test_mixed_float32_and_float64_promote_and_each_grad_keeps_its_dtype():
-    a = Tensor([1.0, 2.0], dtype=np.float32, requires_grad=True)
-    b = Tensor([3.0, 4.0], dtype=np.float64, requires_grad=True)
-    out = a * b
-    assert out.dtype == np.float64
-    out.sum().backward()
-    assert a.grad.dtype == np.float32 and b.grad.dtype == np.float64
 
 
-def test_python_scalars_do_not_promote_float32():
-    assert (Tensor([1.0]) * 2.5).dtype == np.float32
-    assert (1.5 - Tensor([1.0])).dtype == np.float32
 
 
 # -- no_grad -------------------------------------------------------------------------------------
@@ -350,8 +342,9 @@ def test_the_graph_keeps_only_what_backward_needs_and_backward_frees_that():
 
 
 def test_an_intermediate_used_twice_is_one_node_and_its_gradients_add():
-    x = Tensor([1.0, 2.0], dtype=np.float64, requires_grad=True)
-    h = x.exp()
-    loss = (h * h + h).sum()  # d/dx (e^2x + e^x) = 2e^2x + e^x
-    loss.backward()
-    np.testing.assert_allclose(x.grad, 2 * np.exp(2 * x.data) + np.exp(x.data), rtol=1e-14)
+    def f(x):
+        h = x.exp()
+        return (h * h + h).sum()
+
+    ours, theirs = both(f, [1.0, 2.0])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-14)

@@ -250,14 +250,18 @@ def interrupt_in_write_array(monkeypatch):
     monkeypatch.setattr(np.lib.format, "write_array", interrupted)
 
 
-@pytest.mark.parametrize("fail", [fail_in_write_array_after_some_bytes, fail_in_fsync,
-                                  fail_in_replace, interrupt_in_write_array])
+@pytest.mark.parametrize("fail, error, message", [
+    (fail_in_write_array_after_some_bytes, OSError, "No space left"),
+    (fail_in_fsync, OSError, "Input/output error"),
+    (fail_in_replace, PermissionError, "Permission denied"),
+    (interrupt_in_write_array, KeyboardInterrupt, ""),
+])
 def test_failed_save_keeps_the_previous_file_and_leaves_no_temp_file(tmp_path, monkeypatch,
-                                                                     fail):
+                                                                     fail, error, message):
     path, state = old_checkpoint(tmp_path)
     before = path.read_bytes()
     fail(monkeypatch)
-    with pytest.raises((OSError, KeyboardInterrupt)):
+    with pytest.raises(error, match=message):  # the injected failure itself, passed on
         save({"step": 2, "w": np.zeros(5), "big": np.ones(20_000)}, path)
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["ckpt.npz"]
@@ -267,7 +271,7 @@ def test_failed_save_keeps_the_previous_file_and_leaves_no_temp_file(tmp_path, m
 
 def test_invalid_state_is_rejected_before_touching_the_file(tmp_path):
     path, state = old_checkpoint(tmp_path)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"save: 'bad' is a list"):
         save({"step": 2, "bad": [1, 2]}, path)
     assert os.listdir(tmp_path) == ["ckpt.npz"]
     assert_same_tree(load(path), state)

@@ -420,7 +420,7 @@ def programs(draw, max_steps: int = 10):
         else:
             shape = tuple(draw(st.lists(st.integers(1, 4), min_size=0, max_size=3)))
         prog.add_leaf(_leaf(rng, shape))
-    for _ in range(draw(st.integers(1, max_steps))):
+    for _ in range(draw(st.integers(3, max_steps))):  # at least a few ops composed
         # prefer recent values, so programs grow deep rather than wide
         v = len(prog.values) - 1 - draw(st.integers(0, min(2, len(prog.values) - 1)))
         kind = draw(st.sampled_from(WEIGHTED_KINDS))

@@ -254,7 +254,7 @@ def interrupt_in_write_array(monkeypatch):
     (fail_in_write_array_after_some_bytes, OSError, "No space left"),
     (fail_in_fsync, OSError, "Input/output error"),
     (fail_in_replace, PermissionError, "Permission denied"),
-    (interrupt_in_write_array, KeyboardInterrupt, ""),
+    (interrupt_in_write_array, KeyboardInterrupt, None),  # the type is the whole signal
 ])
 def test_failed_save_keeps_the_previous_file_and_leaves_no_temp_file(tmp_path, monkeypatch,
                                                                      fail, error, message):

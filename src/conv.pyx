@@ -1,67 +1,486 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False
 """conv2d forward and its gradients, in the tutorial's notation (A input, W weight, Z output,
-Z' = dL/dZ the upstream gradient, ⊛ cross-correlation):
+Z' = dL/dZ the upstream gradient, ⊛ cross-correlation, k_eff = d*(k-1)+1 the dilated kernel's
+extent). tinygrad_conv/reference.py computes the same formulas in NumPy, one screen each
+(reference.conv2d_forward and reference.conv2d_backward): step into those to follow a number.
 
-    Z     = W ⊛ A + b                                  conv2d_forward
-    dL/dW = Z' ⊛ A       (summed over the batch)        conv2d_backward(need_dw)
-    dL/db = Z' summed over every axis but F             conv2d_backward(need_db)
-    dL/dA = W_180 ⊛ pad(dilate(Z', s), k-1)             conv2d_backward(need_dx)
+    Z     = W ⊛ A + b                                 conv2d_forward
+    dL/dA = W_180 ⊛ pad(dilate(Z', s), k_eff-1)       input_grad
+    dL/dW = Z' ⊛ A, summed over the batch             weight_grad
+    dL/db = Z' summed over every axis but F           bias_grad
 
-How: a window of A, unrolled, is one column of a patch matrix ("im2col"):
-cols[(c, i, j), (oh, ow)] = A_pad[c, oh*sh + i*dh, ow*sw + j*dw], where A_pad is a zero-bordered
-copy of the image (so the unrolling loops need no bounds tests). Then per image
+How: one micro-kernel (src/conv_tile.h, in C with SIMD intrinsics) computes all three
+correlations. It keeps a tile of outputs in registers, a few vectors of output channels by a
+handful of pixels, and adds up `vector of weights x one broadcast input value` over a reduction
+written as three loops:
+  - Z = W ⊛ A: over input channels c and taps (i, j), the filters' W[f, c, i, j] (a vector of
+    f) times A[c, y*s + i*d, x*s + j*d] for each pixel (y, x) of the tile;
+  - dL/dA = W_180 ⊛ pad(dilate(Z', s), k_eff-1): the same, applied to Z' with the kernel rotated
+    180 degrees and filters and channels swapped;
+  - dL/dW = Z' ⊛ A: the window slides over A with Z' in the role of the weights: vectors of Z'
+    over filters, broadcast A, the reduction over the output pixels.
+A and Z' are read where they lie (NCHW); stride and dilation are steps of the loops; only the
+weights and Z' are repacked, so that a vector of output channels is one load.
 
-    Z     = W[F, C*kh*kw] @ cols + b
-    dL/dW += Z'[F, OH*OW] @ cols^T
+Padding, and the zeros the stride inserts into Z', are never multiplied: for each output row
+(and column) a plan says which taps reach a real input cell (`plan_axis`). Rows with the same
+taps form a class, and each tile is made of pixels of one row class and one column class, so
+all its pixels share their taps. An Inf or NaN weight therefore reaches only the outputs and
+input gradients its taps touch, as in PyTorch.
 
-and dL/dA is computed exactly as the tutorial states it: Z' is dilated by the stride (s-1 zeros
-between its entries) and padded by k_eff-1 (k_eff = d*(k-1)+1, the kernel's extent), then the
-kernel rotated 180 degrees, with filters and channels swapped, slides over it at stride 1:
-
-    dL/dA_pad[c] = sum over f of W_180[c, f] ⊛ pad(dilate(Z'[f], s), k_eff-1)
-
-evaluated tap by tap, which is what sliding the kernel means: for each position (i, j) of the
-rotated kernel, W_180[:, :, i, j] (a C x F matrix) times Z' shifted by that tap, all added up.
-Each of these is one matrix product straight out of a zero-bordered copy of Z' (no unrolling).
-The result covers A_pad, the padded input; rows and columns that no window reached come out
-zero, and the padding is cropped off at the end.
-
-For stride s > 1 most of the dilated Z' is zeros, and multiplying them would be wasted work.
-Split the rows of A_pad by their phase r = y mod s: the rows of one phase always meet the
-dilated Z' through the same taps, those i with (r + i*d - (k_eff-1)) divisible by s, and every
-other tap lands on an inserted zero. Through those taps, row r + t*s of A_pad reads row
-t + e_i of Z' itself (e_i = (r + i*d - (k_eff-1)) / s), so each phase (r, q) is the same
-tap-by-tap sum over the undilated Z', written to rows r, r+s, ... and columns q, q+s, ... of
-A_pad: the same formula with the zeros skipped. For s = 1 there is one phase and every tap.
-NOTE: the scatter form, dcols = W^T @ Z' added back window by window (the tutorial's first
-expression, sum over z' of z' * dz/dA), gives the same numbers and measured faster at stride 1
-(fwd+bwd of (64,32,26,26)->64, 3x3: 21 ms against 26 ms, 2 threads, float32), but slower at
-stride 2; we keep the tutorial's form so that the kernel is the derivation. reference.py
-computes the same formula in NumPy, as plainly as it can be written.
-
-Work is split over images with OpenMP; each thread unrolls a band of output rows small enough
-to stay in L2 into its own reused workspace and calls single-threaded BLAS on it. Threads take
-images as they come free (a busy machine preempts one thread now and then), and dL/dW and dL/db
-go into per-chunk buffers added in chunk order, so results are bit-for-bit the same whatever the
-number of threads and whoever ran what.
+Threads (OpenMP): Z and dL/dA are split by tiles, which never write the same memory. dL/dW and
+dL/db are sums over images: the batch is cut into chunks that depend on the shapes only, each
+summed into its own buffer, and the buffers are added in chunk order, so the results are bit for
+bit the same whatever the number of threads and whoever ran what.
 """
 
+import os
 import threading
 
 import numpy as np
 
 from cython.parallel cimport parallel, prange, threadid
-from libc.string cimport memcpy, memset
+from libc.string cimport memset
 
-from kernels cimport floating, gemm, sum_of
+from kernels cimport floating, sum_of
 
 from tinygrad_conv._threads import get_num_threads
+from tinygrad_conv.cpu import cache_sizes
 
-# One band of the patch matrix (C*kh*kw rows by some output rows) is kept near this size so it
-# and the slice of Z or Z' it multiplies stay in the L2 cache (2 MiB per core where we measured;
-# 256 KiB to 8 MiB bands all ran within 5% of each other on the benchmark shapes).
-cdef Py_ssize_t BAND_BYTES = 1 << 20
+
+cdef extern from "microkernels.h" nogil:
+    ctypedef struct tgc_loops:
+        Py_ssize_t n[3]
+        Py_ssize_t vec_step[3]
+        Py_ssize_t in_step[3]
+    ctypedef void (*tgc_tile_f32)(const float *, const float *, const Py_ssize_t *, int,
+                                  const tgc_loops *, float *)
+    ctypedef void (*tgc_tile_f64)(const double *, const double *, const Py_ssize_t *, int,
+                                  const tgc_loops *, double *)
+    enum:
+        TGC_PORTABLE, TGC_AVX2, TGC_AVX512, TGC_MAX_PIX, TGC_MAX_VECTORS, TGC_TILE_CAPACITY
+    int tgc_best_path()
+    int tgc_lanes(int path, int itemsize)
+    int tgc_max_pixels(int path, int vectors)
+    tgc_tile_f32 tgc_tile_fn_f32(int path, int vectors)
+    tgc_tile_f64 tgc_tile_fn_f64(int path, int vectors)
+    double tgc_fma_probe(int path, int is_double, long rounds)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which instruction set: the widest the CPU has, or TINYGRAD_CONV_SIMD=portable|avx2|avx512
+# ---------------------------------------------------------------------------------------------
+
+PATHS = {"portable": TGC_PORTABLE, "avx2": TGC_AVX2, "avx512": TGC_AVX512}
+PATH_NAMES = {code: name for name, code in PATHS.items()}
+BEST_PATH = PATH_NAMES[tgc_best_path()]
+cdef int _path = tgc_best_path()
+
+
+def supported_paths():
+    """The SIMD paths this CPU can run, narrowest first."""
+    return [name for name, code in PATHS.items() if code <= PATHS[BEST_PATH]]
+
+
+def set_simd_path(name):
+    """Use the named SIMD path ("portable", "avx2" or "avx512") from now on."""
+    global _path
+    if name not in PATHS:
+        raise ValueError(f"set_simd_path: the SIMD path must be one of "
+                         f"'portable', 'avx2', 'avx512', got {name!r}")
+    if PATHS[name] > PATHS[BEST_PATH]:
+        raise ValueError(f"set_simd_path: this CPU cannot run the {name} path (it supports "
+                         f"{', '.join(supported_paths())})")
+    _path = PATHS[name]
+
+
+def get_simd_path():
+    """The name of the SIMD path the kernels use."""
+    return PATH_NAMES[_path]
+
+
+def vector_lanes(dtype):
+    """How many values of dtype one vector of the current path holds."""
+    return tgc_lanes(_path, np.dtype(dtype).itemsize)
+
+
+def fma_probe(str path, dtype, long rounds):
+    """Flops done by `rounds` rounds of FMAs on registers only (to measure the peak)."""
+    cdef int code = PATHS[path]
+    cdef int is_double = np.dtype(dtype) == np.float64
+    cdef double flops
+    with nogil:
+        flops = tgc_fma_probe(code, is_double, rounds)
+    return flops
+
+
+_env_path = os.environ.get("TINYGRAD_CONV_SIMD")
+if _env_path:
+    try:
+        set_simd_path(_env_path)
+    except ValueError as e:
+        raise ImportError(f"TINYGRAD_CONV_SIMD={_env_path!r}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Plans: which taps of the kernel reach a real input cell, output row by output row
+# ---------------------------------------------------------------------------------------------
+
+cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b     # a, b >= 0 (with cdivision, -(-a // b) would truncate)
+
+
+cdef Py_ssize_t gcd(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    while b:
+        a, b = b, a % b
+    return a
+
+
+cdef void plan_axis(Py_ssize_t[:, ::1] plan,   # OUT (out_len, 3): first tap, count, source
+                    Py_ssize_t in_len, Py_ssize_t taps, Py_ssize_t mult, Py_ssize_t offset,
+                    Py_ssize_t div, Py_ssize_t dil) noexcept nogil:
+    """Output coordinate y meets tap i at input coordinate (y*mult + offset + i*dil) / div:
+    a real cell only when the division is exact and the result lies in [0, in_len). Every
+    other tap lands on padding (or on a zero the stride inserted into Z') and is skipped.
+    plan[y] = (first real tap, how many, input coordinate of the first)."""
+    cdef Py_ssize_t y, i, pos, first, count, source
+    for y in range(plan.shape[0]):
+        first = count = source = 0
+        for i in range(taps):
+            pos = y * mult + offset + i * dil
+            if pos >= 0 and pos % div == 0 and pos // div < in_len:
+                if count == 0:
+                    first, source = i, pos // div
+                count += 1
+        plan[y, 0], plan[y, 1], plan[y, 2] = first, count, source
+
+
+cdef Py_ssize_t group_axis(const Py_ssize_t[:, ::1] plan,   # IN  from plan_axis
+                           Py_ssize_t[:, ::1] classes,      # OUT (first, count, start, size)
+                           Py_ssize_t[::1] members) noexcept nogil:   # OUT coordinates
+    """Gather the output coordinates with the same taps (first, count) into classes, and return
+    how many: the coordinates of class k are members[start:start + size]."""
+    cdef Py_ssize_t y, k, n_classes = 0, at = 0
+    for y in range(plan.shape[0]):
+        for k in range(n_classes):
+            if classes[k, 0] == plan[y, 0] and classes[k, 1] == plan[y, 1]:
+                break
+        else:
+            classes[n_classes, 0], classes[n_classes, 1] = plan[y, 0], plan[y, 1]
+            n_classes += 1
+    for k in range(n_classes):
+        classes[k, 2] = at
+        for y in range(plan.shape[0]):
+            if plan[y, 0] == classes[k, 0] and plan[y, 1] == classes[k, 1]:
+                members[at] = y
+                at += 1
+        classes[k, 3] = at - classes[k, 2]
+    return n_classes
+
+
+cdef class Axis:
+    """One axis (rows or columns) of a correlation: which taps each output coordinate meets."""
+    cdef Py_ssize_t[:, ::1] plan, classes
+    cdef Py_ssize_t[::1] members
+    cdef Py_ssize_t n_classes, tap_step, source_step
+
+    def __init__(self, Py_ssize_t out_len, Py_ssize_t in_len, Py_ssize_t taps,
+                 Py_ssize_t mult, Py_ssize_t offset, Py_ssize_t div, Py_ssize_t dil):
+        self.plan = np.empty((out_len, 3), dtype=np.intp)
+        self.classes = np.empty((out_len, 4), dtype=np.intp)
+        self.members = np.empty(out_len, dtype=np.intp)
+        plan_axis(self.plan, in_len, taps, mult, offset, div, dil)
+        self.n_classes = group_axis(self.plan, self.classes, self.members)
+        self.tap_step = div // gcd(div, dil)            # from one real tap to the next ...
+        self.source_step = dil * self.tap_step // div   # ... the input moves this far
+
+
+def forward_axis(out_len, in_len, taps, stride, pad, dil):
+    """Z = W ⊛ A along one axis: tap i of output y reads A at y*stride - pad + i*dil."""
+    return Axis(out_len, in_len, taps, stride, -pad, 1, dil)
+
+
+def input_grad_axis(out_len, grad_len, taps, stride, pad, dil):
+    """dL/dA = W_180 ⊛ pad(dilate(Z', s), k_eff-1) along one axis: tap i of the rotated kernel
+    at A's coordinate y (y + pad in the padded A) reads the dilated, padded Z' at
+    y + pad + i*dil, which is Z'[(y + pad + i*dil - (k_eff-1)) / s] when s divides it, and
+    otherwise a zero the stride inserted (or padding): skipped."""
+    k_eff = dil * (taps - 1) + 1
+    return Axis(out_len, grad_len, taps, 1, pad - (k_eff - 1), stride, dil)
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks of output channels, and the kernel packed for them
+# ---------------------------------------------------------------------------------------------
+
+def channel_blocks(Py_ssize_t per_group, Py_ssize_t groups, Py_ssize_t lanes):
+    """Each group's output channels in blocks of at most TGC_MAX_VECTORS vectors: rows of
+    (group, first channel in the group, vectors, channels, where its packed kernel starts).
+    The vectors are shared out evenly (5 vectors: 3 + 2, not 4 + 1), so tiles are wide."""
+    vectors = ceil_div(per_group, lanes)
+    n_blocks = ceil_div(vectors, TGC_MAX_VECTORS)
+    rows = []
+    for g in range(groups):
+        first = 0
+        for k in range(n_blocks):
+            v = vectors // n_blocks + (k < vectors % n_blocks)
+            rows.append([g, first, v, min(v * lanes, per_group - first), 0])
+            first += v * lanes
+    return np.array(rows, dtype=np.intp)
+
+
+def pack(kernel, Py_ssize_t[:, ::1] blocks, Py_ssize_t per_group, Py_ssize_t lanes):
+    """kernel (groups * per_group, R, KH, KW), output channel first, packed block by block as
+    [R][KH][KW][vectors * lanes], zeros in the lanes past the block's channels: the vector of
+    output channels at one reduction index and tap is one load. Sets blocks[:, 4] (starts)."""
+    parts, at = [], 0
+    for k in range(blocks.shape[0]):
+        g, first, vectors, count = blocks[k, 0], blocks[k, 1], blocks[k, 2], blocks[k, 3]
+        part = np.zeros(kernel.shape[1:] + (vectors * lanes,), dtype=kernel.dtype)
+        begin = g * per_group + first
+        part[..., :count] = np.moveaxis(kernel[begin:begin + count], 0, -1)
+        blocks[k, 4] = at
+        parts.append(part.ravel())
+        at += part.size
+    return np.concatenate(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Correlation in tiles: Z = W ⊛ A (+ b) and dL/dA = W_180 ⊛ pad(dilate(Z', s), k_eff-1)
+# ---------------------------------------------------------------------------------------------
+
+cdef struct Correlation:
+    # what is broadcast (A, or Z'; NCHW): image and plane sizes, row length, and how many of
+    # its channels a group sums over
+    Py_ssize_t image, plane, pitch, per_group
+    # the output (Z, or dL/dA; NCHW): the same, and how many of its channels a group has
+    Py_ssize_t out_image, out_plane, out_pitch, out_per_group
+    Py_ssize_t taps_h, taps_w   # kernel size
+    int path, lanes
+
+
+cdef struct AxisView:           # an Axis, seen from nogil code
+    const Py_ssize_t *plan
+    const Py_ssize_t *classes
+    const Py_ssize_t *members
+    Py_ssize_t tap_step, source_step
+
+
+cdef AxisView view(Axis axis):
+    cdef AxisView v
+    v.plan, v.classes, v.members = &axis.plan[0, 0], &axis.classes[0, 0], &axis.members[0]
+    v.tap_step, v.source_step = axis.tap_step, axis.source_step
+    return v
+
+
+cdef inline void run_tile(const floating *vec, const floating *src, const Py_ssize_t *pix,
+                          int npix, const tgc_loops *loops, floating *tile, int path,
+                          int vectors) noexcept nogil:
+    if floating is float:
+        tgc_tile_fn_f32(path, vectors)(vec, src, pix, npix, loops, tile)
+    else:
+        tgc_tile_fn_f64(path, vectors)(vec, src, pix, npix, loops, tile)
+
+
+cdef void correlate_tile(const Correlation *cor, const floating *kernel,
+                         const floating *src, const floating *bias, floating *out,
+                         const Py_ssize_t *block, const AxisView *rows, const AxisView *cols,
+                         Py_ssize_t row_class, Py_ssize_t col_class, Py_ssize_t first_pixel,
+                         int npix, Py_ssize_t r0, Py_ssize_t r1, bint add) noexcept nogil:
+    """One tile: pixels first_pixel.. (counted image by image, row by row) of the pixels in
+    (row class x column class), times one block of output channels, summed over the
+    reduction channels r0 <= r < r1 of its group: out = tile (+ bias), or out += tile."""
+    cdef const Py_ssize_t *rc = rows.classes + 4 * row_class
+    cdef const Py_ssize_t *cc = cols.classes + 4 * col_class
+    cdef floating tile[TGC_TILE_CAPACITY]
+    cdef Py_ssize_t pix[TGC_MAX_PIX]
+    cdef Py_ssize_t dst[TGC_MAX_PIX]
+    cdef Py_ssize_t p, k, n, y, x, o, per_image = rc[3] * cc[3]
+    cdef Py_ssize_t width = block[2] * cor.lanes, group = block[0]
+    for p in range(npix):
+        k = first_pixel + p
+        n, k = k // per_image, k % per_image
+        y, x = rows.members[rc[2] + k // cc[3]], cols.members[cc[2] + k % cc[3]]
+        pix[p] = n * cor.image + rows.plan[3 * y + 2] * cor.pitch + cols.plan[3 * x + 2]
+        dst[p] = n * cor.out_image + y * cor.out_pitch + x
+    cdef tgc_loops loops
+    loops.n[0] = r1 - r0                                      # reduction channels
+    loops.vec_step[0], loops.in_step[0] = cor.taps_h * cor.taps_w * width, cor.plane
+    loops.n[1] = rc[1]                                        # kernel rows that are real
+    loops.vec_step[1] = rows.tap_step * cor.taps_w * width
+    loops.in_step[1] = rows.source_step * cor.pitch
+    loops.n[2] = cc[1]                                        # kernel columns that are real
+    loops.vec_step[2], loops.in_step[2] = cols.tap_step * width, cols.source_step
+    run_tile(kernel + block[4] + ((r0 * cor.taps_h + rc[0]) * cor.taps_w + cc[0]) * width,
+             src + (group * cor.per_group + r0) * cor.plane, pix, npix, &loops, tile, cor.path,
+             <int> block[2])
+    out += (group * cor.out_per_group + block[1]) * cor.out_plane
+    cdef floating b = 0
+    for o in range(block[3]):
+        if add:
+            for p in range(npix):
+                out[o * cor.out_plane + dst[p]] += tile[p * width + o]
+        else:
+            if bias != NULL:
+                b = bias[group * cor.out_per_group + block[1] + o]
+            for p in range(npix):
+                out[o * cor.out_plane + dst[p]] = tile[p * width + o] + b
+
+
+cdef Py_ssize_t reduction_chunk(Py_ssize_t per_group, Py_ssize_t taps, Py_ssize_t width,
+                                Py_ssize_t itemsize, Py_ssize_t cache_bytes) noexcept nogil:
+    """How many reduction channels a pass over the output takes: all of them, unless one
+    block's packed kernel would not fit in half the L2 cache."""
+    cdef Py_ssize_t per_channel = taps * width * itemsize
+    return max(1, min(per_group, (cache_bytes // 2) // per_channel))
+
+
+cdef void correlate(const Correlation *cor, const floating *src, const floating *kernel,
+                    const floating *bias, Py_ssize_t[:, ::1] blocks, Axis rows, Axis cols,
+                    Py_ssize_t n_images, floating *out):
+    """out = the correlation `cor` describes: each block of output channels in turn, its tiles
+    shared out over the threads (they never write the same memory)."""
+    cdef AxisView rv = view(rows), cv = view(cols)
+    cdef Py_ssize_t b, rk, ck, t, k, r0, r1, chunk, pixels, npix, total
+    cdef Py_ssize_t n_pairs = rows.n_classes * cols.n_classes
+    cdef Py_ssize_t[::1] starts = np.zeros(n_pairs + 1, dtype=np.intp)
+    cdef Py_ssize_t l2 = cache_sizes()["L2"]
+    cdef Py_ssize_t n_cols = cols.n_classes
+    cdef int threads = get_num_threads(), tile_pixels
+    for b in range(blocks.shape[0]):
+        tile_pixels = tgc_max_pixels(cor.path, <int> blocks[b, 2])
+        for k in range(n_pairs):                 # tiles of each (row class, column class)
+            rk, ck = k // n_cols, k % n_cols
+            pixels = n_images * rows.classes[rk, 3] * cols.classes[ck, 3]
+            starts[k + 1] = starts[k] + (pixels + tile_pixels - 1) // tile_pixels
+        total = starts[n_pairs]
+        chunk = reduction_chunk(cor.per_group, cor.taps_h * cor.taps_w,
+                                blocks[b, 2] * cor.lanes, sizeof(floating), l2)
+        r0 = 0
+        while r0 < cor.per_group:
+            r1 = min(r0 + chunk, cor.per_group)
+            with nogil, parallel(num_threads=threads):
+                for t in prange(total, schedule="dynamic", chunksize=4):
+                    k = 0
+                    while starts[k + 1] <= t:
+                        k = k + 1
+                    rk, ck = k // n_cols, k % n_cols
+                    pixels = n_images * rv.classes[4 * rk + 3] * cv.classes[4 * ck + 3]
+                    npix = min(tile_pixels, pixels - (t - starts[k]) * tile_pixels)
+                    correlate_tile(cor, kernel, src, bias, out, &blocks[b, 0], &rv, &cv,
+                                   rk, ck,
+                                   (t - starts[k]) * tile_pixels, <int> npix, r0, r1, r0 > 0)
+            r0 = r1
+
+
+# ---------------------------------------------------------------------------------------------
+# dL/dW = Z' ⊛ A: the window slides over A, with Z' in the role of the weights
+# ---------------------------------------------------------------------------------------------
+
+cdef struct WeightGrad:
+    Py_ssize_t channels, height, width, per_group     # A: (C, H, W), C/groups a group
+    Py_ssize_t filters, out_h, out_w, filters_per_group   # Z': (F, OH, OW)
+    Py_ssize_t taps_h, taps_w, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w
+    Py_ssize_t band                    # output rows of Z' packed at a time (fits the L2)
+    int path, lanes
+
+
+cdef void tap_range(Py_ssize_t out_len, Py_ssize_t in_len, Py_ssize_t stride, Py_ssize_t pad,
+                    Py_ssize_t dil, Py_ssize_t tap, Py_ssize_t *lo,
+                    Py_ssize_t *hi) noexcept nogil:
+    """The outputs y in [lo, hi) whose tap `tap` reads a real cell: 0 <= y*s - pad + tap*d < in."""
+    cdef Py_ssize_t first = pad - tap * dil, last = in_len - 1 + pad - tap * dil
+    lo[0] = 0 if first <= 0 else (first + stride - 1) // stride
+    hi[0] = 0 if last < 0 else min(out_len, last // stride + 1)
+
+
+cdef void pack_grad_band(const floating *dz,      # IN  Z'[n]: (F, OH, OW)
+                         floating *zt,            # OUT [(oh - r0) * OW + ow][width]
+                         const WeightGrad *wg, const Py_ssize_t *block,
+                         Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """zt[oh - r0, ow, lane] = Z'[filter of the lane, oh, ow] for the rows r0 <= oh < r1 and the
+    block's filters (zeros in the lanes past them): a vector of filters is one load."""
+    cdef Py_ssize_t width = block[2] * wg.lanes, plane = wg.out_h * wg.out_w
+    cdef Py_ssize_t o, q, n_pix = (r1 - r0) * wg.out_w
+    cdef const floating *src = dz + (block[0] * wg.filters_per_group + block[1]) * plane \
+        + r0 * wg.out_w
+    memset(zt, 0, n_pix * width * sizeof(floating))
+    for o in range(block[3]):
+        for q in range(n_pix):
+            zt[q * width + o] = src[o * plane + q]
+
+
+cdef void weight_grad_tile(const floating *a, const floating *zt, floating *dw,
+                           const WeightGrad *wg, const Py_ssize_t *block, Py_ssize_t r0,
+                           Py_ssize_t r1, Py_ssize_t i, Py_ssize_t j, Py_ssize_t c0,
+                           int n_channels) noexcept nogil:
+    """dL/dW[f, c, i, j] += sum over the output pixels (oh, ow) of rows r0..r1 whose tap (i, j)
+    is real of Z'[f, oh, ow] * A[c, oh*s - pad + i*d, ow*s - pad + j*d], for the block's
+    filters f (vectors) and the channels c0 <= c < c0 + n_channels (broadcast)."""
+    cdef floating tile[TGC_TILE_CAPACITY]
+    cdef Py_ssize_t pix[TGC_MAX_PIX]
+    cdef Py_ssize_t oh_lo, oh_hi, ow_lo, ow_hi, p, o, width = block[2] * wg.lanes
+    cdef Py_ssize_t taps = wg.taps_h * wg.taps_w
+    tap_range(wg.out_h, wg.height, wg.stride_h, wg.pad_top, wg.dil_h, i, &oh_lo, &oh_hi)
+    tap_range(wg.out_w, wg.width, wg.stride_w, wg.pad_left, wg.dil_w, j, &ow_lo, &ow_hi)
+    oh_lo, oh_hi = max(oh_lo, r0), min(oh_hi, r1)
+    if oh_lo >= oh_hi or ow_lo >= ow_hi:
+        return
+    for p in range(n_channels):
+        pix[p] = ((block[0] * wg.per_group + c0 + p) * wg.height
+                  + oh_lo * wg.stride_h - wg.pad_top + i * wg.dil_h) * wg.width \
+            + ow_lo * wg.stride_w - wg.pad_left + j * wg.dil_w
+    cdef tgc_loops loops
+    loops.n[0], loops.vec_step[0], loops.in_step[0] = 1, 0, 0
+    loops.n[1] = oh_hi - oh_lo                                # output rows
+    loops.vec_step[1], loops.in_step[1] = wg.out_w * width, wg.stride_h * wg.width
+    loops.n[2] = ow_hi - ow_lo                                # output columns
+    loops.vec_step[2], loops.in_step[2] = width, wg.stride_w
+    run_tile(zt + ((oh_lo - r0) * wg.out_w + ow_lo) * width, a, pix, n_channels, &loops, tile,
+             wg.path, <int> block[2])
+    dw += ((block[0] * wg.filters_per_group + block[1]) * wg.per_group + c0) * taps \
+        + i * wg.taps_w + j
+    for o in range(block[3]):
+        for p in range(n_channels):
+            dw[(o * wg.per_group + p) * taps] += tile[p * width + o]
+
+
+cdef void weight_grad_image(const floating *a,      # IN  A[n]: (C, H, W)
+                            const floating *dz,     # IN  Z'[n]: (F, OH, OW)
+                            floating *dw,           # OUT += dL/dW: (F, C/groups, KH, KW)
+                            floating *zt,           # scratch for a band of Z', packed
+                            const WeightGrad *wg, const Py_ssize_t[:, ::1] blocks,
+                            const Py_ssize_t[:, ::1] channel_runs) noexcept nogil:
+    """dL/dW += Z'[n] ⊛ A[n]: band of output rows by band, tap by tap, channels by channels."""
+    cdef Py_ssize_t b, r0, r1, i, j, k
+    for b in range(blocks.shape[0]):
+        r0 = 0
+        while r0 < wg.out_h:
+            r1 = min(r0 + wg.band, wg.out_h)
+            pack_grad_band(dz, zt, wg, &blocks[b, 0], r0, r1)
+            for i in range(wg.taps_h):
+                for j in range(wg.taps_w):
+                    for k in range(channel_runs.shape[0]):
+                        weight_grad_tile(a, zt, dw, wg, &blocks[b, 0], r0, r1, i, j,
+                                         channel_runs[k, 0], <int> channel_runs[k, 1])
+            r0 = r1
+
+
+def even_runs(Py_ssize_t total, Py_ssize_t most):
+    """[start, size] rows cutting range(total) into the fewest runs of at most `most`, evenly
+    (32 by 6: 6, 6, 5, 5, 5, 5 rather than five 6s and a 2)."""
+    n_runs = ceil_div(total, most)
+    sizes = [total // n_runs + (k < total % n_runs) for k in range(n_runs)]
+    return np.array([[sum(sizes[:k]), sizes[k]] for k in range(n_runs)], dtype=np.intp)
+
+
+cdef Py_ssize_t reduction_chunks(Py_ssize_t n_images, Py_ssize_t part_bytes) noexcept nogil:
+    """Into how many chunks the batch is cut for the sums over images (dL/dW, dL/db): up to 16,
+    enough for the threads to share out, fewer when the partial sums would pass 64 MiB. It
+    depends on the shapes only, never on the threads, so the sums are repeatable."""
+    return max(1, min(n_images, 16, (64 << 20) // max(part_bytes, 1)))
+
 
 _workspaces = threading.local()
 
@@ -78,291 +497,169 @@ def _workspace(str name, Py_ssize_t threads, Py_ssize_t size, dtype):
     return buf[:threads * size].reshape(threads, size)
 
 
-cdef Py_ssize_t band_rows(Py_ssize_t K, Py_ssize_t OH, Py_ssize_t OW,
-                          Py_ssize_t itemsize) noexcept nogil:
-    """How many output rows one band of the patch matrix holds (at least one)."""
-    cdef Py_ssize_t rows = BAND_BYTES // (K * OW * itemsize)
-    if rows < 1:
-        return 1
-    return rows if rows < OH else OH
-
-
-cdef Py_ssize_t reduction_chunks(Py_ssize_t N, Py_ssize_t part_bytes) noexcept nogil:
-    """Into how many chunks the batch is cut for the dL/dW sum: up to 16 (enough for the
-    threads to share out), fewer when the partial sums would pass 64 MiB; shapes only."""
-    cdef Py_ssize_t chunks = min(N, 16, max(1, (64 << 20) // max(part_bytes, 1)))
-    return max(chunks, 1)
-
-
-cdef void pad_image(const floating *a,         # IN  A[n]: (C, H, W)
-                    floating *a_pad,            # OUT (C, H + 2*ph, W + 2*pw), border untouched
-                    Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                    Py_ssize_t ph, Py_ssize_t pw) noexcept nogil:
-    """A_pad[c, ph + h, pw + w] = A[c, h, w] (the caller keeps the border zero)."""
-    cdef Py_ssize_t c, h, Hp = H + 2 * ph, Wp = W + 2 * pw
-    for c in range(C):
-        for h in range(H):
-            memcpy(a_pad + (c * Hp + ph + h) * Wp + pw, a + (c * H + h) * W,
-                   W * sizeof(floating))
-
-
-cdef void crop_image(const floating *a_pad,   # IN  (C, H + 2*ph, W + 2*pw)
-                     floating *a,             # OUT (C, H, W)
-                     Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                     Py_ssize_t ph, Py_ssize_t pw) noexcept nogil:
-    """A[c, h, w] = A_pad[c, ph + h, pw + w]: the padding's gradient is dropped."""
-    cdef Py_ssize_t c, h, Hp = H + 2 * ph, Wp = W + 2 * pw
-    for c in range(C):
-        for h in range(H):
-            memcpy(a + (c * H + h) * W, a_pad + (c * Hp + ph + h) * Wp + pw,
-                   W * sizeof(floating))
-
-
-cdef void pad_grad(const floating *dz,   # IN  Z'[n]: (F, OH, OW)
-                   floating *zp,         # OUT (F, Hz, Wz) (+ Wz of slack), zero but Z'
-                   Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t Hz,
-                   Py_ssize_t Wz, Py_ssize_t top, Py_ssize_t left) noexcept nogil:
-    """zp[f, top + oh, left + ow] = Z'[f, oh, ow], inside a zero border."""
-    cdef Py_ssize_t f, oh
-    memset(zp, 0, (F * Hz * Wz + Wz) * sizeof(floating))
-    for f in range(F):
-        for oh in range(OH):
-            memcpy(zp + (f * Hz + top + oh) * Wz + left, dz + (f * OH + oh) * OW,
-                   OW * sizeof(floating))
-
-
-cdef void im2col(const floating *a_pad,   # IN  A_pad[n]: (C, Hp, Wp), padding included
-                 floating *cols,          # OUT (C*KH*KW, nrows*OW)
-                 Py_ssize_t C, Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t KH, Py_ssize_t KW,
-                 Py_ssize_t oh0, Py_ssize_t nrows, Py_ssize_t OW, Py_ssize_t sh,
-                 Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
-    """cols[(c, i, j), (oh - oh0, ow)] = A_pad[c, oh*sh + i*dh, ow*sw + j*dw], for the output
-    rows oh0 <= oh < oh0 + nrows: row (c, i, j) holds what tap (i, j) sees in each window."""
-    cdef Py_ssize_t c, i, j, r, ow
-    cdef floating *row
-    cdef const floating *src
-    for c in range(C):
-        for i in range(KH):
-            for j in range(KW):
-                row = cols + ((c * KH + i) * KW + j) * nrows * OW
-                src = a_pad + (c * Hp + oh0 * sh + i * dh) * Wp + j * dw
-                for r in range(nrows):
-                    for ow in range(OW):
-                        row[r * OW + ow] = src[r * sh * Wp + ow * sw]
-
-
-def conv2d_forward(const floating[:, :, :, ::1] a,   # IN  A: (N, C, H, W)
-                   const floating[:, :, :, ::1] w,   # IN  W: (F, C, KH, KW)
-                   const floating[::1] b,            # IN  b: (F,) or None
-                   stride, padding, dilation):       # IN  (h, w) pairs of ints
-    """Z = W ⊛ A + b, shape (N, F, OH, OW) with OH = 1 + (H + 2*ph - dh*(KH-1) - 1) // sh.
-
-    Arguments are C-contiguous arrays of one float dtype, already validated by cnn_ops.
-    """
-    cdef Py_ssize_t sh = stride[0], sw = stride[1], ph = padding[0], pw = padding[1]
-    cdef Py_ssize_t dh = dilation[0], dw = dilation[1]
-    cdef Py_ssize_t N = a.shape[0], C = a.shape[1], H = a.shape[2], W = a.shape[3]
-    cdef Py_ssize_t F = w.shape[0], KH = w.shape[2], KW = w.shape[3]
-    cdef Py_ssize_t OH = 1 + (H + 2 * ph - dh * (KH - 1) - 1) // sh
-    cdef Py_ssize_t OW = 1 + (W + 2 * pw - dw * (KW - 1) - 1) // sw
-    cdef Py_ssize_t K = C * KH * KW, P = OH * OW
-    cdef bint has_bias = b is not None
-    cdef Py_ssize_t n, f, p, band, oh0, nrows, tid
-    cdef floating *cols
-    cdef floating *zb
-    cdef floating beta = 1 if has_bias else 0
+def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :, ::1] dz,
+                         kernel_shape, stride, pads, dilation, Py_ssize_t groups,
+                         bint need_dw, bint need_db):
+    """(dL/dW = Z' ⊛ A summed over the batch, dL/db = Z' summed over all axes but F), each
+    None unless asked for; the batch in chunks summed in chunk order (see reduction_chunks)."""
+    cdef Py_ssize_t N = a.shape[0], F = dz.shape[1], P = dz.shape[2] * dz.shape[3]
+    cdef WeightGrad wg
+    wg.channels, wg.height, wg.width = a.shape[1], a.shape[2], a.shape[3]
+    wg.per_group, wg.filters, wg.filters_per_group = kernel_shape[1], F, F // groups
+    wg.out_h, wg.out_w = dz.shape[2], dz.shape[3]
+    wg.taps_h, wg.taps_w = kernel_shape[2], kernel_shape[3]
+    wg.stride_h, wg.stride_w, wg.dil_h, wg.dil_w = stride[0], stride[1], dilation[0], dilation[1]
+    wg.pad_top, wg.pad_left, wg.path = pads[0], pads[2], _path
+    wg.lanes = tgc_lanes(_path, sizeof(floating))
     dtype = np.float32 if floating is float else np.float64
+    blocks = channel_blocks(wg.filters_per_group, groups, wg.lanes)
+    cdef Py_ssize_t[:, ::1] block_view = blocks
+    cdef Py_ssize_t width = blocks[:, 2].max() * wg.lanes
+    cdef Py_ssize_t[:, ::1] runs = even_runs(
+        wg.per_group, min(tgc_max_pixels(_path, <int> v) for v in blocks[:, 2]))
+    # a band of Z' (packed) and the rows of A it meets stay in half the L2 cache
+    cdef Py_ssize_t row_bytes = (wg.out_w * width + wg.per_group * wg.stride_h * wg.width) \
+        * sizeof(floating)
+    wg.band = max(1, min(wg.out_h, (cache_sizes()["L2"] // 2) // row_bytes))
 
-    out = np.empty((N, F, OH, OW), dtype=dtype)
-    if N == 0:
-        return out
-    cdef floating[:, :, :, ::1] z = out
-    cdef Py_ssize_t rows = band_rows(K, OH, OW, sizeof(floating))
-    cdef int threads = min(get_num_threads(), N)
-    cdef floating[:, ::1] ws = _workspace("cols", threads, K * rows * OW, dtype)
-    # each thread copies its image into a zero-bordered buffer, so im2col needs no bounds tests
-    cdef bint padded = ph > 0 or pw > 0
-    cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw
-    cdef floating[:, ::1] ws_pad = _workspace("pad", threads, C * Hp * Wp if padded else 1, dtype)
-    cdef const floating *src
-
-    with nogil, parallel(num_threads=threads):
-        memset(&ws_pad[threadid(), 0], 0, ws_pad.shape[1] * sizeof(floating))
-        for n in prange(N, schedule="dynamic"):    # images share nothing: take them as free
-            tid = threadid()
-            cols = &ws[tid, 0]
-            src = &a[n, 0, 0, 0]
-            if padded:
-                pad_image(src, &ws_pad[tid, 0], C, H, W, ph, pw)
-                src = &ws_pad[tid, 0]
-            for band in range((OH + rows - 1) // rows):
-                oh0 = band * rows
-                nrows = min(rows, OH - oh0)
-                im2col(src, cols, C, Hp, Wp, KH, KW, oh0, nrows, OW, sh, sw, dh, dw)
-                # Z[n, :, band] = W @ cols + b: the bias goes in first, and gemm adds onto it
-                zb = &z[n, 0, oh0, 0]
-                if has_bias:
-                    for f in range(F):
-                        for p in range(nrows * OW):
-                            zb[f * P + p] = b[f]
-                gemm(False, False, F, nrows * OW, K, 1, &w[0, 0, 0, 0], K,
-                     cols, nrows * OW, beta, zb, P)
-    return out
-
-
-def conv2d_backward(const floating[:, :, :, ::1] x,    # IN  A: (N, C, H, W)
-                    const floating[:, :, :, ::1] w,    # IN  W: (F, C, KH, KW)
-                    const floating[:, :, :, ::1] dz,   # IN  Z' = dL/dZ: (N, F, OH, OW)
-                    stride, padding, dilation,         # IN  (h, w) pairs of ints
-                    bint need_dx, bint need_dw, bint need_db):
-    """(dL/dA, dL/dW, dL/db), each None unless asked for.
-
-    dL/dA = W_180 ⊛ pad(dilate(Z', s), k-1) (N, C, H, W), dL/dW = Z' ⊛ A (F, C, KH, KW),
-    dL/db = Z' summed over N, OH, OW (F,).
-    """
-    cdef Py_ssize_t sh = stride[0], sw = stride[1], ph = padding[0], pw = padding[1]
-    cdef Py_ssize_t dh = dilation[0], dw = dilation[1]
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t F = w.shape[0], KH = w.shape[2], KW = w.shape[3]
-    cdef Py_ssize_t OH = dz.shape[2], OW = dz.shape[3]
-    cdef Py_ssize_t K = C * KH * KW, P = OH * OW
-    cdef Py_ssize_t n, f, p, band, oh0, nrows, tid
-    cdef const floating *dzb
-    cdef floating *cols
-    dtype = np.float32 if floating is float else np.float64
-    assert dz.shape[0] == N and dz.shape[1] == F, "conv2d_backward: Z' does not match A and W"
-
-    dx = np.zeros((N, C, H, W), dtype=dtype) if need_dx else None
-    cdef Py_ssize_t rows = band_rows(K, OH, OW, sizeof(floating))
-    # dL/dW and dL/db are sums over images. The batch is cut into a fixed number of chunks (it
-    # depends on the shapes only), each summed into its own buffer by whichever thread takes
-    # it, and the buffers are added in chunk order: the result does not depend on the number
-    # of threads or on which thread ran what, so threads can take chunks as they come free.
-    cdef Py_ssize_t chunks = reduction_chunks(N, F * K * sizeof(floating))
-    cdef Py_ssize_t per_chunk = (N + chunks - 1) // chunks if N else 1
-    chunks = (N + per_chunk - 1) // per_chunk
-    cdef Py_ssize_t q, n_end
+    cdef Py_ssize_t dw_size = F * wg.per_group * wg.taps_h * wg.taps_w
+    cdef Py_ssize_t chunks = reduction_chunks(N, dw_size * sizeof(floating)) if N else 1
+    cdef Py_ssize_t per_chunk = ceil_div(N, chunks) if N else 1
+    chunks = ceil_div(N, per_chunk) if N else 1
     cdef int threads = max(1, min(get_num_threads(), chunks))
-    dw_parts = np.zeros((max(chunks, 1), F, K), dtype=dtype) if need_dw else None
-    # (db in double: it sums N*OH*OW terms)
-    db_parts = np.zeros((max(chunks, 1), F), dtype=np.float64) if need_db else None
-    cdef floating[:, :, :, ::1] dx_v = dx if need_dx else np.zeros((1, 1, 1, 1), dtype)
-    cdef floating[:, :, ::1] dw_v = dw_parts if need_dw else np.zeros((1, 1, 1), dtype)
-    cdef double[:, ::1] db_v = db_parts if need_db else np.zeros((1, 1))
-    cdef floating[:, ::1] ws_cols = _workspace("cols", threads, K * rows * OW * need_dw + 1,
-                                               dtype)
-    cdef bint padded = ph > 0 or pw > 0
-    cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw
-    cdef floating[:, ::1] ws_pad = _workspace("pad", threads, C * Hp * Wp if padded else 1, dtype)
-
-    # dL/dA: tap (i, j) of the rotated kernel, W_180[c, f, i, j] = W[f, c, KH-1-i, KW-1-j],
-    # meets Z' shifted by (e_i, g_j) in the rows and columns of one phase of A_pad
-    cdef Py_ssize_t KHe = dh * (KH - 1) + 1, KWe = dw * (KW - 1) + 1
-    w_taps_array = np.ascontiguousarray(
-        np.asarray(w)[:, :, ::-1, ::-1].transpose(2, 3, 1, 0)).reshape(KH * KW, C, F)
-    cdef floating[:, :, ::1] w_taps = w_taps_array
-    rows_of = {r: [(i, (r + i * dh - (KHe - 1)) // sh) for i in range(KH)
-                   if (r + i * dh - (KHe - 1)) % sh == 0] for r in range(sh)}
-    cols_of = {q: [(j, (q + j * dw - (KWe - 1)) // sw) for j in range(KW)
-                   if (q + j * dw - (KWe - 1)) % sw == 0] for q in range(sw)}
-    all_e = [e for taps in rows_of.values() for _, e in taps] or [0]
-    all_g = [g for taps in cols_of.values() for _, g in taps] or [0]
-    cdef Py_ssize_t TH = (Hp + sh - 1) // sh, TW = (Wp + sw - 1) // sw   # phase (0, 0)'s size
-    cdef Py_ssize_t top = max(0, -min(all_e)), left = max(0, -min(all_g))
-    cdef Py_ssize_t Hz = top + max(OH, TH + max(all_e)), Wz = left + max(OW, TW + max(all_g))
-    # phase table: (r, q, first tap, tap count); tap table: (offset into padded Z', W_180 tap)
-    phase_rows, tap_rows = [], []
-    for r in range(sh):
-        for q in range(sw):
-            taps = [((e + top) * Wz + g + left, i * KW + j)
-                    for i, e in rows_of[r] for j, g in cols_of[q]]
-            if taps:
-                phase_rows.append((r, q, len(tap_rows), len(taps)))
-                tap_rows.extend(taps)
-    cdef Py_ssize_t n_phases = len(phase_rows)
-    cdef Py_ssize_t[:, ::1] phase = np.array(phase_rows or [(0, 0, 0, 0)], dtype=np.intp)
-    cdef Py_ssize_t[:, ::1] tap = np.array(tap_rows or [(0, 0)], dtype=np.intp)
-    # a band of a phase's rows: its output and the slice of Z' it reads stay in cache
-    cdef Py_ssize_t rows_x = max(1, min(TH, BAND_BYTES // ((C + F) * Wz * sizeof(floating))))
-    cdef floating[:, ::1] ws_zp = _workspace("zp", threads, (F * Hz * Wz + Wz) * need_dx + 1,
-                                             dtype)
-    cdef floating[:, ::1] ws_xout = _workspace("xout", threads, C * rows_x * Wz * need_dx + 1,
-                                               dtype)
-    cdef floating[:, ::1] ws_dpad = _workspace(
-        "dpad", threads, C * Hp * Wp if padded and need_dx else 1, dtype)
-    cdef const floating *src
-    cdef floating *dst
-    cdef floating *zp
-    cdef floating *xout
-    cdef Py_ssize_t k, pr, pc, T, U, t0, c, t, u
-
+    dw_parts = np.zeros((chunks, dw_size if need_dw else 1), dtype=dtype)
+    db_parts = np.zeros((chunks, F if need_db else 1))      # in double: N*OH*OW terms
+    cdef floating[:, ::1] dw_v = dw_parts
+    cdef double[:, ::1] db_v = db_parts
+    cdef floating[:, ::1] zt = _workspace("zt", threads, wg.band * wg.out_w * width, dtype)
+    cdef Py_ssize_t q, n, f
     with nogil, parallel(num_threads=threads):
-        memset(&ws_pad[threadid(), 0], 0, ws_pad.shape[1] * sizeof(floating))
         for q in prange(chunks, schedule="dynamic"):
-            tid = threadid()
-            cols = &ws_cols[tid, 0]
-            n_end = min(N, (q + 1) * per_chunk)
-            for n in range(q * per_chunk, n_end):
-                if need_db:
+            for n in range(q * per_chunk, min(N, (q + 1) * per_chunk)):
+                if need_db:     # dL/db = Z' summed over every axis but F
                     for f in range(F):
                         db_v[q, f] += sum_of(&dz[n, f, 0, 0], P)
-                if need_dw:
-                    # dL/dW += Z'[n, :, band] @ cols^T, band by band
-                    src = &x[n, 0, 0, 0]
-                    if padded:
-                        pad_image(src, &ws_pad[tid, 0], C, H, W, ph, pw)
-                        src = &ws_pad[tid, 0]
-                    for band in range((OH + rows - 1) // rows):
-                        oh0 = band * rows
-                        nrows = min(rows, OH - oh0)
-                        im2col(src, cols, C, Hp, Wp, KH, KW, oh0, nrows, OW, sh, sw, dh, dw)
-                        gemm(False, True, F, K, nrows * OW, 1, &dz[n, 0, oh0, 0], P,
-                             cols, nrows * OW, 1, &dw_v[q, 0, 0], K)
-                if need_dx:
-                    # dL/dA_pad = W_180 ⊛ pad(dilate(Z')): phase by phase, band by band, and
-                    # for each tap, W_180[:, :, i, j] @ (Z' shifted by that tap)
-                    zp = &ws_zp[tid, 0]
-                    xout = &ws_xout[tid, 0]
-                    pad_grad(&dz[n, 0, 0, 0], zp, F, OH, OW, Hz, Wz, top, left)
-                    dst = &dx_v[n, 0, 0, 0]   # zeros: rows no phase reaches stay zero
-                    if padded:
-                        dst = &ws_dpad[tid, 0]
-                        memset(dst, 0, C * Hp * Wp * sizeof(floating))
-                    for p in range(n_phases):
-                        pr = phase[p, 0]
-                        pc = phase[p, 1]
-                        T = (Hp - pr + sh - 1) // sh
-                        U = (Wp - pc + sw - 1) // sw
-                        for band in range((T + rows_x - 1) // rows_x):
-                            t0 = band * rows_x
-                            nrows = min(rows_x, T - t0)
-                            # a band's rows are computed Wz wide; the columns past U are dropped
-                            for k in range(phase[p, 2], phase[p, 2] + phase[p, 3]):
-                                gemm(False, False, C, nrows * Wz, F, 1,
-                                     &w_taps[tap[k, 1], 0, 0], F, zp + t0 * Wz + tap[k, 0],
-                                     Hz * Wz, 0 if k == phase[p, 2] else 1, xout, nrows * Wz)
-                            for c in range(C):   # rows pr + t*sh, columns pc + u*sw of A_pad
-                                for t in range(nrows):
-                                    if sw == 1:
-                                        memcpy(dst + (c * Hp + pr + (t0 + t) * sh) * Wp + pc,
-                                               xout + (c * nrows + t) * Wz,
-                                               U * sizeof(floating))
-                                    else:
-                                        for u in range(U):
-                                            dst[(c * Hp + pr + (t0 + t) * sh) * Wp + pc
-                                                + u * sw] = xout[(c * nrows + t) * Wz + u]
-                    if padded:   # the padding's gradient is dropped
-                        crop_image(dst, &dx_v[n, 0, 0, 0], C, H, W, ph, pw)
-
+                if need_dw:     # dL/dW += Z'[n] ⊛ A[n]
+                    weight_grad_image(&a[n, 0, 0, 0], &dz[n, 0, 0, 0], &dw_v[q, 0],
+                                      &zt[threadid(), 0], &wg, block_view, runs)
     dweight = dbias = None
     if need_dw:
         dweight = dw_parts[0]
-        for q in range(1, chunks):    # in chunk order, so the sum is repeatable
+        for q in range(1, chunks):      # in chunk order, so the sum is repeatable
             dweight += dw_parts[q]
-        dweight = dweight.reshape(F, C, KH, KW)
+        dweight = dweight.reshape(kernel_shape)
     if need_db:
         dbias = db_parts[0]
         for q in range(1, chunks):
             dbias += db_parts[q]
         dbias = dbias.astype(dtype)
-    return dx, dweight, dbias
+    return dweight, dbias
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry points (arguments already validated by cnn_ops: C-contiguous arrays of one float
+# dtype, shapes that agree, sizes that fit)
+# ---------------------------------------------------------------------------------------------
+
+def four_pads(padding):
+    """(top, bottom, left, right) from (ph, pw) or ((top, bottom), (left, right))."""
+    ph, pw = padding
+    top, bottom = (ph, ph) if isinstance(ph, (int, np.integer)) else ph
+    left, right = (pw, pw) if isinstance(pw, (int, np.integer)) else pw
+    return int(top), int(bottom), int(left), int(right)
+
+
+def out_size(Py_ssize_t size, Py_ssize_t taps, Py_ssize_t stride, Py_ssize_t pads,
+             Py_ssize_t dil):
+    """1 + (size + pads - dil*(taps-1) - 1) // stride, pads the padding on both sides."""
+    return 1 + (size + pads - dil * (taps - 1) - 1) // stride
+
+
+cdef Correlation correlation(int path, Py_ssize_t lanes, src_shape, Py_ssize_t per_group,
+                             out_shape, Py_ssize_t out_per_group, kernel_shape):
+    cdef Correlation cor
+    cor.per_group, cor.out_per_group = per_group, out_per_group
+    cor.plane, cor.pitch = src_shape[2] * src_shape[3], src_shape[3]
+    cor.image = src_shape[1] * cor.plane
+    cor.out_plane, cor.out_pitch = out_shape[2] * out_shape[3], out_shape[3]
+    cor.out_image = out_shape[1] * cor.out_plane
+    cor.taps_h, cor.taps_w = kernel_shape[2], kernel_shape[3]
+    cor.path, cor.lanes = path, <int> lanes
+    return cor
+
+
+def conv2d_forward(const floating[:, :, :, ::1] a,   # IN  A: (N, C, H, W)
+                   const floating[:, :, :, ::1] w,   # IN  W: (F, C/groups, KH, KW)
+                   const floating[::1] b,            # IN  b: (F,) or None
+                   stride, padding, dilation,        # IN  (h, w) pairs of ints
+                   Py_ssize_t groups=1):
+    """Z = W ⊛ A + b, shape (N, F, OH, OW), OH = out_size(H, KH, sh, top + bottom, dh).
+    padding is (ph, pw) or ((top, bottom), (left, right))."""
+    cdef Py_ssize_t N = a.shape[0], F = w.shape[0]
+    top, bottom, left, right = four_pads(padding)
+    OH = out_size(a.shape[2], w.shape[2], stride[0], top + bottom, dilation[0])
+    OW = out_size(a.shape[3], w.shape[3], stride[1], left + right, dilation[1])
+    dtype = np.float32 if floating is float else np.float64
+    out = np.empty((N, F, OH, OW), dtype=dtype)
+    if N == 0:
+        return out
+    cdef floating[:, :, :, ::1] z = out
+    lanes = tgc_lanes(_path, sizeof(floating))
+    cdef Py_ssize_t[:, ::1] blocks = channel_blocks(F // groups, groups, lanes)
+    cdef floating[::1] kernel = pack(np.asarray(w), blocks, F // groups, lanes)
+    kernel_shape = (F, w.shape[1], w.shape[2], w.shape[3])
+    cdef Correlation cor = correlation(_path, lanes, (N, a.shape[1], a.shape[2], a.shape[3]),
+                                       w.shape[1], out.shape, F // groups, kernel_shape)
+    cdef const floating *bias = NULL if b is None else &b[0]
+    cdef Axis rows = forward_axis(OH, a.shape[2], w.shape[2], stride[0], top, dilation[0])
+    cdef Axis cols = forward_axis(OW, a.shape[3], w.shape[3], stride[1], left, dilation[1])
+    # Z = W ⊛ A + b
+    correlate(&cor, &a[0, 0, 0, 0], &kernel[0], bias, blocks, rows, cols, N, &z[0, 0, 0, 0])
+    return out
+
+
+def input_grad(const floating[:, :, :, ::1] dz, const floating[:, :, :, ::1] w, input_shape,
+               stride, pads, dilation, Py_ssize_t groups):
+    """dL/dA = W_180 ⊛ pad(dilate(Z', s), k_eff-1), shape input_shape (N, C, H, W)."""
+    cdef Py_ssize_t N = dz.shape[0], F = w.shape[0], C = input_shape[1]
+    cdef Py_ssize_t KH = w.shape[2], KW = w.shape[3], per_group = w.shape[1]
+    dtype = np.float32 if floating is float else np.float64
+    dx = np.empty(input_shape, dtype=dtype)
+    if N == 0:
+        return dx
+    cdef floating[:, :, :, ::1] dx_v = dx
+    # W_180[c, f, i, j] = W[f, c, KH-1-i, KW-1-j] in each group: rotated 180 degrees, with
+    # filters and channels swapped (the channels of A are what dL/dA has one plane each for)
+    w_180 = np.asarray(w)[:, :, ::-1, ::-1].reshape(groups, F // groups, per_group, KH, KW)
+    w_180 = w_180.transpose(0, 2, 1, 3, 4).reshape(C, F // groups, KH, KW)
+    lanes = tgc_lanes(_path, sizeof(floating))
+    cdef Py_ssize_t[:, ::1] blocks = channel_blocks(per_group, groups, lanes)
+    cdef floating[::1] kernel = pack(w_180, blocks, per_group, lanes)
+    cdef Correlation cor = correlation(
+        _path, lanes, (N, F, dz.shape[2], dz.shape[3]), F // groups, input_shape, per_group,
+        (C, F // groups, KH, KW))
+    cdef Axis rows = input_grad_axis(input_shape[2], dz.shape[2], KH, stride[0], pads[0],
+                                     dilation[0])
+    cdef Axis cols = input_grad_axis(input_shape[3], dz.shape[3], KW, stride[1], pads[2],
+                                     dilation[1])
+    # dL/dA = W_180 ⊛ pad(dilate(Z', s), k_eff-1)
+    correlate(&cor, &dz[0, 0, 0, 0], &kernel[0], NULL, blocks, rows, cols, N, &dx_v[0, 0, 0, 0])
+    return dx
+
+
+def conv2d_backward(const floating[:, :, :, ::1] a,    # IN  A: (N, C, H, W)
+                    const floating[:, :, :, ::1] w,    # IN  W: (F, C/groups, KH, KW)
+                    const floating[:, :, :, ::1] dz,   # IN  Z' = dL/dZ: (N, F, OH, OW)
+                    stride, padding, dilation,         # IN  as for conv2d_forward
+                    bint need_dx, bint need_dw, bint need_db, Py_ssize_t groups=1):
+    """(dL/dA, dL/dW, dL/db), each None unless asked for."""
+    pads = four_pads(padding)
+    dx = None
+    if need_dx:
+        dx = input_grad(dz, w, (a.shape[0], a.shape[1], a.shape[2], a.shape[3]), stride, pads,
+                        dilation, groups)
+    dw, db = None, None
+    if need_dw or need_db:
+        dw, db = weight_and_bias_grad(a, dz, (w.shape[0], w.shape[1], w.shape[2], w.shape[3]),
+                                      stride, pads, dilation, groups, need_dw, need_db)
+    return dx, dw, db

@@ -1,0 +1,353 @@
+/* The convolution micro-kernel (src/conv_tile.h) compiled for three instruction sets, and the
+ * choice between them at run time.
+ *
+ *   avx512    AVX-512F, 16 floats (8 doubles) a vector, 32 vector registers
+ *   avx2      AVX2 + FMA, 8 floats (4 doubles) a vector, 16 vector registers
+ *   portable  plain C on 4-wide arrays: any compiler, any CPU (ARM included)
+ *
+ * The SIMD versions are compiled with per-function target attributes, not -mavx512f for the
+ * whole file, so one build runs on every x86-64: a path is used only when the CPU (and the
+ * operating system, which must save the wider registers) supports it.
+ */
+#ifndef TINYGRAD_CONV_MICROKERNELS_H
+#define TINYGRAD_CONV_MICROKERNELS_H
+
+#include <stddef.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
+#define TGC_X86 1
+#include <immintrin.h>
+#else
+#define TGC_X86 0
+#endif
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define TGC_INLINE __forceinline
+#define TGC_TARGET_AVX512
+#define TGC_TARGET_AVX2
+#include <intrin.h>
+#else
+#define TGC_INLINE inline __attribute__((always_inline))
+#define TGC_TARGET_AVX512 __attribute__((target("avx512f")))
+#define TGC_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#endif
+
+enum { TGC_PORTABLE = 0, TGC_AVX2 = 1, TGC_AVX512 = 2, TGC_N_PATHS = 3 };
+#define TGC_MAX_PIX 12
+#define TGC_MAX_VECTORS 4
+/* room for the largest tile: TGC_MAX_PIX pixels x TGC_MAX_VECTORS vectors of 16 floats */
+#define TGC_TILE_CAPACITY (TGC_MAX_PIX * TGC_MAX_VECTORS * 16)
+
+/* the three loops of a tile's reduction: n[k] steps, each moving vec and in by these many
+ * elements */
+typedef struct {
+    ptrdiff_t n[3];
+    ptrdiff_t vec_step[3];
+    ptrdiff_t in_step[3];
+} tgc_loops;
+
+typedef void (*tgc_tile_f32)(const float *vec, const float *in, const ptrdiff_t *pix,
+                             int npix, const tgc_loops *loops, float *tile);
+typedef void (*tgc_tile_f64)(const double *vec, const double *in, const ptrdiff_t *pix,
+                             int npix, const tgc_loops *loops, double *tile);
+
+static volatile double tgc_probe_sink = 0;
+
+#define TGC_C1(V) TGC_CASE(V, 1)
+#define TGC_C2(V) TGC_C1(V) TGC_CASE(V, 2)
+#define TGC_C3(V) TGC_C2(V) TGC_CASE(V, 3)
+#define TGC_C4(V) TGC_C3(V) TGC_CASE(V, 4)
+#define TGC_C5(V) TGC_C4(V) TGC_CASE(V, 5)
+#define TGC_C6(V) TGC_C5(V) TGC_CASE(V, 6)
+#define TGC_C7(V) TGC_C6(V) TGC_CASE(V, 7)
+#define TGC_C8(V) TGC_C7(V) TGC_CASE(V, 8)
+#define TGC_C9(V) TGC_C8(V) TGC_CASE(V, 9)
+#define TGC_C10(V) TGC_C9(V) TGC_CASE(V, 10)
+#define TGC_C11(V) TGC_C10(V) TGC_CASE(V, 11)
+#define TGC_C12(V) TGC_C11(V) TGC_CASE(V, 12)
+
+/* ---- portable: 4-wide arrays the compiler may vectorize for whatever CPU it targets ---- */
+#define TGC_PORTABLE_OPS(TYPE, VT)                                                            \
+    typedef struct { TYPE v[4]; } VT;                                                         \
+    static TGC_INLINE VT VT##_zero(void) { VT r = {{0, 0, 0, 0}}; return r; }                 \
+    static TGC_INLINE VT VT##_load(const TYPE *p) { VT r; memcpy(r.v, p, sizeof r.v); return r; } \
+    static TGC_INLINE VT VT##_bcast(TYPE x) { VT r = {{x, x, x, x}}; return r; }              \
+    static TGC_INLINE VT VT##_fma(VT a, VT b, VT c)                                           \
+    { for (int l = 0; l < 4; l++) c.v[l] += a.v[l] * b.v[l]; return c; }                      \
+    static TGC_INLINE void VT##_store(TYPE *p, VT a) { memcpy(p, a.v, sizeof a.v); }
+
+TGC_PORTABLE_OPS(float, tgc_v4f)
+TGC_PORTABLE_OPS(double, tgc_v4d)
+
+#define TARGET
+#define LANES 4
+#define TGC_CASES_1 TGC_C8(1)
+#define TGC_CASES_2 TGC_C6(2)
+#define TGC_CASES_3 TGC_C4(3)
+#define TGC_CASES_4 TGC_C3(4)
+#define VZERO() VT_(zero)()
+#define VLOAD(p) VT_(load)(p)
+#define VBCAST(p) VT_(bcast)(*(p))
+#define VBCAST_VALUE(x) VT_(bcast)(x)
+#define VFMA(a, b, c) VT_(fma)(a, b, c)
+#define VSTORE(p, v) VT_(store)(p, v)
+
+#define T float
+#define V tgc_v4f
+#define VT_(op) tgc_v4f_##op
+#define SUFFIX portable_f32
+#include "conv_tile.h"
+#undef T
+#undef V
+#undef VT_
+#undef SUFFIX
+
+#define T double
+#define V tgc_v4d
+#define VT_(op) tgc_v4d_##op
+#define SUFFIX portable_f64
+#include "conv_tile.h"
+#undef T
+#undef V
+#undef VT_
+#undef SUFFIX
+
+#undef TARGET
+#undef LANES
+#undef TGC_CASES_1
+#undef TGC_CASES_2
+#undef TGC_CASES_3
+#undef TGC_CASES_4
+#undef VZERO
+#undef VLOAD
+#undef VBCAST
+#undef VBCAST_VALUE
+#undef VFMA
+#undef VSTORE
+
+#if TGC_X86
+/* ---- AVX2 + FMA: 16 registers, so at most 12 accumulators ---- */
+#define TARGET TGC_TARGET_AVX2
+#define TGC_CASES_1 TGC_C12(1)
+#define TGC_CASES_2 TGC_C6(2)
+#define TGC_CASES_3 TGC_C4(3)
+#define TGC_CASES_4 TGC_C3(4)
+
+#define T float
+#define V __m256
+#define LANES 8
+#define SUFFIX avx2_f32
+#define VZERO() _mm256_setzero_ps()
+#define VLOAD(p) _mm256_loadu_ps(p)
+#define VBCAST(p) _mm256_broadcast_ss(p)
+#define VBCAST_VALUE(x) _mm256_set1_ps(x)
+#define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define VSTORE(p, v) _mm256_storeu_ps(p, v)
+#include "conv_tile.h"
+#undef T
+#undef V
+#undef LANES
+#undef SUFFIX
+#undef VZERO
+#undef VLOAD
+#undef VBCAST
+#undef VBCAST_VALUE
+#undef VFMA
+#undef VSTORE
+
+#define T double
+#define V __m256d
+#define LANES 4
+#define SUFFIX avx2_f64
+#define VZERO() _mm256_setzero_pd()
+#define VLOAD(p) _mm256_loadu_pd(p)
+#define VBCAST(p) _mm256_broadcast_sd(p)
+#define VBCAST_VALUE(x) _mm256_set1_pd(x)
+#define VFMA(a, b, c) _mm256_fmadd_pd(a, b, c)
+#define VSTORE(p, v) _mm256_storeu_pd(p, v)
+#include "conv_tile.h"
+#undef T
+#undef V
+#undef LANES
+#undef SUFFIX
+#undef VZERO
+#undef VLOAD
+#undef VBCAST
+#undef VBCAST_VALUE
+#undef VFMA
+#undef VSTORE
+
+#undef TARGET
+#undef TGC_CASES_1
+#undef TGC_CASES_2
+#undef TGC_CASES_3
+#undef TGC_CASES_4
+
+/* ---- AVX-512F: 32 registers, so up to 24 accumulators ---- */
+#define TARGET TGC_TARGET_AVX512
+#define TGC_CASES_1 TGC_C12(1)
+#define TGC_CASES_2 TGC_C12(2)
+#define TGC_CASES_3 TGC_C8(3)
+#define TGC_CASES_4 TGC_C6(4)
+
+#define T float
+#define V __m512
+#define LANES 16
+#define SUFFIX avx512_f32
+#define VZERO() _mm512_setzero_ps()
+#define VLOAD(p) _mm512_loadu_ps(p)
+#define VBCAST(p) _mm512_set1_ps(*(p))
+#define VBCAST_VALUE(x) _mm512_set1_ps(x)
+#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define VSTORE(p, v) _mm512_storeu_ps(p, v)
+#include "conv_tile.h"
+#undef T
+#undef V
+#undef LANES
+#undef SUFFIX
+#undef VZERO
+#undef VLOAD
+#undef VBCAST
+#undef VBCAST_VALUE
+#undef VFMA
+#undef VSTORE
+
+#define T double
+#define V __m512d
+#define LANES 8
+#define SUFFIX avx512_f64
+#define VZERO() _mm512_setzero_pd()
+#define VLOAD(p) _mm512_loadu_pd(p)
+#define VBCAST(p) _mm512_set1_pd(*(p))
+#define VBCAST_VALUE(x) _mm512_set1_pd(x)
+#define VFMA(a, b, c) _mm512_fmadd_pd(a, b, c)
+#define VSTORE(p, v) _mm512_storeu_pd(p, v)
+#include "conv_tile.h"
+#undef T
+#undef V
+#undef LANES
+#undef SUFFIX
+#undef VZERO
+#undef VLOAD
+#undef VBCAST
+#undef VBCAST_VALUE
+#undef VFMA
+#undef VSTORE
+
+#undef TARGET
+#undef TGC_CASES_1
+#undef TGC_CASES_2
+#undef TGC_CASES_3
+#undef TGC_CASES_4
+#endif /* TGC_X86 */
+
+/* ---- what the CPU can run ---- */
+
+#if TGC_X86
+#if defined(_MSC_VER) && !defined(__clang__)
+static void tgc_cpuid(int leaf, int sub, unsigned r[4])
+{
+    int v[4];
+    __cpuidex(v, leaf, sub);
+    for (int k = 0; k < 4; k++) r[k] = (unsigned)v[k];
+}
+static unsigned long long tgc_xgetbv(void) { return _xgetbv(0); }
+#else
+#include <cpuid.h>
+static void tgc_cpuid(int leaf, int sub, unsigned r[4])
+{
+    __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
+}
+static unsigned long long tgc_xgetbv(void)
+{
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((unsigned long long)hi << 32) | lo;
+}
+#endif
+#endif
+
+/* The widest path this CPU and operating system can run. */
+static int tgc_best_path(void)
+{
+#if TGC_X86
+    unsigned r[4];
+    tgc_cpuid(0, 0, r);
+    unsigned max_leaf = r[0];
+    tgc_cpuid(1, 0, r);
+    int osxsave = (r[2] >> 27) & 1, fma = (r[2] >> 12) & 1, avx = (r[2] >> 28) & 1;
+    if (!osxsave || !avx || max_leaf < 7)
+        return TGC_PORTABLE;
+    unsigned long long xcr0 = tgc_xgetbv();
+    int os_ymm = (xcr0 & 0x6) == 0x6;           /* SSE and AVX state saved */
+    int os_zmm = (xcr0 & 0xe6) == 0xe6;         /* ... and opmask, ZMM0-15, ZMM16-31 */
+    tgc_cpuid(7, 0, r);
+    int avx2 = (r[1] >> 5) & 1, avx512f = (r[1] >> 16) & 1;
+    if (avx512f && os_zmm)
+        return TGC_AVX512;
+    if (avx2 && fma && os_ymm)
+        return TGC_AVX2;
+#endif
+    return TGC_PORTABLE;
+}
+
+/* Lanes in a vector of `path` for floats of `itemsize` bytes. */
+static int tgc_lanes(int path, int itemsize)
+{
+    int bytes = path == TGC_AVX512 ? 64 : path == TGC_AVX2 ? 32 : 4 * itemsize;
+    return bytes / itemsize;
+}
+
+/* How many pixels a tile of `vectors` vectors holds on `path` (the register budget). */
+static int tgc_max_pixels(int path, int vectors)
+{
+    static const int limits[TGC_N_PATHS][TGC_MAX_VECTORS] = {
+        {8, 6, 4, 3},       /* portable */
+        {12, 6, 4, 3},      /* avx2: 16 registers */
+        {12, 12, 8, 6},     /* avx512: 32 registers */
+    };
+    return limits[path][vectors - 1];
+}
+
+static tgc_tile_f32 tgc_tile_fn_f32(int path, int vectors)
+{
+    static const tgc_tile_f32 table[TGC_N_PATHS][TGC_MAX_VECTORS] = {
+        {tgc_tile_1_portable_f32, tgc_tile_2_portable_f32, tgc_tile_3_portable_f32,
+         tgc_tile_4_portable_f32},
+#if TGC_X86
+        {tgc_tile_1_avx2_f32, tgc_tile_2_avx2_f32, tgc_tile_3_avx2_f32, tgc_tile_4_avx2_f32},
+        {tgc_tile_1_avx512_f32, tgc_tile_2_avx512_f32, tgc_tile_3_avx512_f32,
+         tgc_tile_4_avx512_f32},
+#endif
+    };
+    return table[path][vectors - 1];
+}
+
+static tgc_tile_f64 tgc_tile_fn_f64(int path, int vectors)
+{
+    static const tgc_tile_f64 table[TGC_N_PATHS][TGC_MAX_VECTORS] = {
+        {tgc_tile_1_portable_f64, tgc_tile_2_portable_f64, tgc_tile_3_portable_f64,
+         tgc_tile_4_portable_f64},
+#if TGC_X86
+        {tgc_tile_1_avx2_f64, tgc_tile_2_avx2_f64, tgc_tile_3_avx2_f64, tgc_tile_4_avx2_f64},
+        {tgc_tile_1_avx512_f64, tgc_tile_2_avx512_f64, tgc_tile_3_avx512_f64,
+         tgc_tile_4_avx512_f64},
+#endif
+    };
+    return table[path][vectors - 1];
+}
+
+/* Flops done by `rounds` rounds of the FMA probe of `path`, float32 or float64. */
+static double tgc_fma_probe(int path, int is_double, long rounds)
+{
+#if TGC_X86
+    if (path == TGC_AVX512)
+        return is_double ? tgc_fma_probe_avx512_f64(rounds) : tgc_fma_probe_avx512_f32(rounds);
+    if (path == TGC_AVX2)
+        return is_double ? tgc_fma_probe_avx2_f64(rounds) : tgc_fma_probe_avx2_f32(rounds);
+#endif
+    return is_double ? tgc_fma_probe_portable_f64(rounds) : tgc_fma_probe_portable_f32(rounds);
+}
+
+#endif /* TINYGRAD_CONV_MICROKERNELS_H */

@@ -50,7 +50,13 @@ def kernel(name, extra_compile_args=(), **kwargs):
     )
 
 
-extensions = [kernel("threads"), kernel("conv"), kernel("pool"), kernel("matmul")]
+extensions = [
+    kernel("threads"),
+    # the C micro-kernels are headers included by conv.pyx: a change to them rebuilds it
+    kernel("conv", depends=["src/microkernels.h", "src/conv_tile.h", "src/kernels.pxd"]),
+    kernel("pool"),
+    kernel("matmul"),
+]
 
 setup(
     ext_modules=cythonize(

@@ -66,6 +66,16 @@ cdef extern from "microkernels.h" nogil:
     tgc_tile_f32 tgc_tile_fn_f32(int path, int vectors)
     tgc_tile_f64 tgc_tile_fn_f64(int path, int vectors)
     double tgc_fma_probe(int path, int is_double, long rounds)
+    void TGC_PREFETCH_WRITE(const void *p)
+    void tgc_store_generic_f32(const float *tile, int width, int npix, int count, float *out,
+                               Py_ssize_t plane, const Py_ssize_t *dst, const float *bias,
+                               int add)
+    void tgc_store_generic_f64(const double *tile, int width, int npix, int count,
+                               double *out, Py_ssize_t plane, const Py_ssize_t *dst,
+                               const double *bias, int add)
+    void tgc_store_avx512_f32(const float *tile, int width, int npix, int count, float *out,
+                              Py_ssize_t plane, Py_ssize_t d0, Py_ssize_t d1, int split,
+                              const float *bias, int add)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,14 +306,23 @@ cdef void correlate_tile(const Correlation *cor, const floating *kernel,
     cdef floating tile[TGC_TILE_CAPACITY]
     cdef Py_ssize_t pix[TGC_MAX_PIX]
     cdef Py_ssize_t dst[TGC_MAX_PIX]
-    cdef Py_ssize_t p, k, n, y, x, o, per_image = rc[3] * cc[3]
+    cdef Py_ssize_t p, n, y, x, o, per_image = rc[3] * cc[3]
     cdef Py_ssize_t width = block[2] * cor.lanes, group = block[0]
-    for p in range(npix):
-        k = first_pixel + p
-        n, k = k // per_image, k % per_image
-        y, x = rows.members[rc[2] + k // cc[3]], cols.members[cc[2] + k % cc[3]]
-        pix[p] = n * cor.image + rows.plan[3 * y + 2] * cor.pitch + cols.plan[3 * x + 2]
-        dst[p] = n * cor.out_image + y * cor.out_pitch + x
+    cdef Py_ssize_t n_at = first_pixel // per_image, at = first_pixel % per_image
+    cdef Py_ssize_t y_at = at // cc[3], x_at = at % cc[3]
+    for p in range(npix):       # the pixels, image by image, row by row
+        y, x = rows.members[rc[2] + y_at], cols.members[cc[2] + x_at]
+        pix[p] = n_at * cor.image + rows.plan[3 * y + 2] * cor.pitch + cols.plan[3 * x + 2]
+        dst[p] = n_at * cor.out_image + y * cor.out_pitch + x
+        x_at += 1
+        if x_at == cc[3]:
+            x_at, y_at = 0, y_at + 1
+            if y_at == rc[3]:
+                y_at, n_at = 0, n_at + 1
+    out += (group * cor.out_per_group + block[1]) * cor.out_plane
+    for o in range(block[3]):    # the tile's output lines, fetched while it computes
+        TGC_PREFETCH_WRITE(out + o * cor.out_plane + dst[0])
+        TGC_PREFETCH_WRITE(out + o * cor.out_plane + dst[npix - 1])
     cdef tgc_loops loops
     loops.n[0] = r1 - r0                                      # reduction channels
     loops.vec_step[0], loops.in_step[0] = cor.taps_h * cor.taps_w * width, cor.plane
@@ -315,17 +334,37 @@ cdef void correlate_tile(const Correlation *cor, const floating *kernel,
     run_tile(kernel + block[4] + ((r0 * cor.taps_h + rc[0]) * cor.taps_w + cc[0]) * width,
              src + (group * cor.per_group + r0) * cor.plane, pix, npix, &loops, tile, cor.path,
              <int> block[2])
-    out += (group * cor.out_per_group + block[1]) * cor.out_plane
-    cdef floating b = 0
-    for o in range(block[3]):
-        if add:
-            for p in range(npix):
-                out[o * cor.out_plane + dst[p]] += tile[p * width + o]
+    store_tile(tile, <int> width, npix, <int> block[3], out, cor.out_plane, dst,
+               NULL if bias == NULL or add else bias + group * cor.out_per_group + block[1],
+               add, cor.path)
+
+
+cdef int two_runs(const Py_ssize_t *dst, int npix) noexcept nogil:
+    """Where the second run of consecutive outputs starts (npix if there is one run), or -1 if
+    the pixels do not lie in at most two runs."""
+    cdef int p, split = npix
+    for p in range(1, npix):
+        if split == npix and dst[p] != dst[0] + p:
+            split = p
+        elif split < npix and dst[p] != dst[split] + p - split:
+            return -1
+    return split
+
+
+cdef inline void store_tile(const floating *tile, int width, int npix, int count,
+                            floating *out, Py_ssize_t plane, const Py_ssize_t *dst,
+                            const floating *bias, bint add, int path) noexcept nogil:
+    """out[o * plane + dst[p]] = tile[p][o] (+ bias[o]), or += tile[p][o]: the registers' pixel-
+    major tile written to the NCHW output, transposed in registers where the path can."""
+    cdef int split = two_runs(dst, npix)
+    if floating is float:
+        if path == TGC_AVX512 and split >= 0:
+            tgc_store_avx512_f32(tile, width, npix, count, out, plane, dst[0],
+                                 dst[split] if split < npix else 0, split, bias, add)
         else:
-            if bias != NULL:
-                b = bias[group * cor.out_per_group + block[1] + o]
-            for p in range(npix):
-                out[o * cor.out_plane + dst[p]] = tile[p * width + o] + b
+            tgc_store_generic_f32(tile, width, npix, count, out, plane, dst, bias, add)
+    else:
+        tgc_store_generic_f64(tile, width, npix, count, out, plane, dst, bias, add)
 
 
 cdef Py_ssize_t reduction_chunk(Py_ssize_t per_group, Py_ssize_t taps, Py_ssize_t width,
@@ -439,11 +478,12 @@ cdef void weight_grad_tile(const floating *a, const floating *zt, floating *dw,
     loops.vec_step[2], loops.in_step[2] = width, wg.stride_w
     run_tile(zt + ((oh_lo - r0) * wg.out_w + ow_lo) * width, a, pix, n_channels, &loops, tile,
              wg.path, <int> block[2])
-    dw += ((block[0] * wg.filters_per_group + block[1]) * wg.per_group + c0) * taps \
-        + i * wg.taps_w + j
-    for o in range(block[3]):
-        for p in range(n_channels):
-            dw[(o * wg.per_group + p) * taps] += tile[p * width + o]
+    cdef Py_ssize_t dst[TGC_MAX_PIX]
+    for p in range(n_channels):     # dL/dW[f, c0 + p, i, j]
+        dst[p] = p * taps
+    store_tile(tile, <int> width, n_channels, <int> block[3],
+               dw + ((block[0] * wg.filters_per_group + block[1]) * wg.per_group + c0) * taps
+               + i * wg.taps_w + j, wg.per_group * taps, dst, NULL, True, wg.path)
 
 
 cdef void weight_grad_image(const floating *a,      # IN  A[n]: (C, H, W)

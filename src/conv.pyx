@@ -55,9 +55,9 @@ cdef extern from "microkernels.h" nogil:
         Py_ssize_t vec_step[3]
         Py_ssize_t in_step[3]
     ctypedef void (*tgc_tile_f32)(const float *, const float *, const Py_ssize_t *, int,
-                                  const tgc_loops *, float *)
+                                  const tgc_loops *, float *, const Py_ssize_t *, int)
     ctypedef void (*tgc_tile_f64)(const double *, const double *, const Py_ssize_t *, int,
-                                  const tgc_loops *, double *)
+                                  const tgc_loops *, double *, const Py_ssize_t *, int)
     enum:
         TGC_PORTABLE, TGC_AVX2, TGC_AVX512, TGC_MAX_PIX, TGC_MAX_VECTORS, TGC_TILE_CAPACITY
     int tgc_best_path()
@@ -66,16 +66,12 @@ cdef extern from "microkernels.h" nogil:
     tgc_tile_f32 tgc_tile_fn_f32(int path, int vectors)
     tgc_tile_f64 tgc_tile_fn_f64(int path, int vectors)
     double tgc_fma_probe(int path, int is_double, long rounds)
-    void TGC_PREFETCH_WRITE(const void *p)
-    void tgc_store_generic_f32(const float *tile, int width, int npix, int count, float *out,
-                               Py_ssize_t plane, const Py_ssize_t *dst, const float *bias,
-                               int add)
-    void tgc_store_generic_f64(const double *tile, int width, int npix, int count,
-                               double *out, Py_ssize_t plane, const Py_ssize_t *dst,
-                               const double *bias, int add)
-    void tgc_store_avx512_f32(const float *tile, int width, int npix, int count, float *out,
-                              Py_ssize_t plane, Py_ssize_t d0, Py_ssize_t d1, int split,
-                              const float *bias, int add)
+    void tgc_unstage_generic_f32(const float *stage, int width, Py_ssize_t npix, int count,
+                                 float *out, Py_ssize_t plane, const float *bias, int add)
+    void tgc_unstage_generic_f64(const double *stage, int width, Py_ssize_t npix, int count,
+                                 double *out, Py_ssize_t plane, const double *bias, int add)
+    void tgc_unstage_avx512_f32(const float *stage, int width, Py_ssize_t npix, int count,
+                                float *out, Py_ssize_t plane, const float *bias, int add)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,6 +252,21 @@ def pack(kernel, Py_ssize_t[:, ::1] blocks, Py_ssize_t per_group, Py_ssize_t lan
     return np.concatenate(parts)
 
 
+_workspaces = threading.local()
+
+
+def _workspace(str name, Py_ssize_t threads, Py_ssize_t size, dtype):
+    """A (threads, size) scratch array, reused across calls from the same Python thread."""
+    key = (name, np.dtype(dtype).char)
+    cached = getattr(_workspaces, "arrays", None)
+    if cached is None:
+        cached = _workspaces.arrays = {}
+    buf = cached.get(key)
+    if buf is None or buf.size < threads * size:
+        buf = cached[key] = np.empty(threads * size, dtype=dtype)
+    return buf[:threads * size].reshape(threads, size)
+
+
 # ---------------------------------------------------------------------------------------------
 # Correlation in tiles: Z = W ⊛ A (+ b) and dL/dA = W_180 ⊛ pad(dilate(Z', s), k_eff-1)
 # ---------------------------------------------------------------------------------------------
@@ -267,6 +278,8 @@ cdef struct Correlation:
     # the output (Z, or dL/dA; NCHW): the same, and how many of its channels a group has
     Py_ssize_t out_image, out_plane, out_pitch, out_per_group
     Py_ssize_t taps_h, taps_w   # kernel size
+    Py_ssize_t band             # output rows a task computes (its staging buffer fits the L2)
+    Py_ssize_t chunk            # reduction channels a pass takes (its kernel fits the L2)
     int path, lanes
 
 
@@ -274,55 +287,54 @@ cdef struct AxisView:           # an Axis, seen from nogil code
     const Py_ssize_t *plan
     const Py_ssize_t *classes
     const Py_ssize_t *members
-    Py_ssize_t tap_step, source_step
+    Py_ssize_t n_classes, tap_step, source_step
 
 
 cdef AxisView view(Axis axis):
     cdef AxisView v
     v.plan, v.classes, v.members = &axis.plan[0, 0], &axis.classes[0, 0], &axis.members[0]
-    v.tap_step, v.source_step = axis.tap_step, axis.source_step
+    v.n_classes, v.tap_step, v.source_step = axis.n_classes, axis.tap_step, axis.source_step
     return v
 
 
 cdef inline void run_tile(const floating *vec, const floating *src, const Py_ssize_t *pix,
-                          int npix, const tgc_loops *loops, floating *tile, int path,
+                          int npix, const tgc_loops *loops, floating *out,
+                          const Py_ssize_t *out_at, bint accumulate, int path,
                           int vectors) noexcept nogil:
     if floating is float:
-        tgc_tile_fn_f32(path, vectors)(vec, src, pix, npix, loops, tile)
+        tgc_tile_fn_f32(path, vectors)(vec, src, pix, npix, loops, out, out_at, accumulate)
     else:
-        tgc_tile_fn_f64(path, vectors)(vec, src, pix, npix, loops, tile)
+        tgc_tile_fn_f64(path, vectors)(vec, src, pix, npix, loops, out, out_at, accumulate)
 
 
-cdef void correlate_tile(const Correlation *cor, const floating *kernel,
-                         const floating *src, const floating *bias, floating *out,
-                         const Py_ssize_t *block, const AxisView *rows, const AxisView *cols,
-                         Py_ssize_t row_class, Py_ssize_t col_class, Py_ssize_t first_pixel,
-                         int npix, Py_ssize_t r0, Py_ssize_t r1, bint add) noexcept nogil:
-    """One tile: pixels first_pixel.. (counted image by image, row by row) of the pixels in
-    (row class x column class), times one block of output channels, summed over the
-    reduction channels r0 <= r < r1 of its group: out = tile (+ bias), or out += tile."""
+cdef inline void unstage(const floating *stage, int width, Py_ssize_t npix, int count,
+                         floating *out, Py_ssize_t plane, const floating *bias, bint add,
+                         int path) noexcept nogil:
+    """out[o * plane + q] = stage[q][o] (+ bias[o]): the tiles' pixel-major staging buffer to
+    the NCHW output, a transpose (in registers where the path can)."""
+    if floating is float:
+        if path == TGC_AVX512:
+            tgc_unstage_avx512_f32(stage, width, npix, count, out, plane, bias, add)
+        else:
+            tgc_unstage_generic_f32(stage, width, npix, count, out, plane, bias, add)
+    else:
+        tgc_unstage_generic_f64(stage, width, npix, count, out, plane, bias, add)
+
+
+cdef void correlate_class(const Correlation *cor, const floating *kernel,
+                          const floating *src, const Py_ssize_t *block, const AxisView *rows,
+                          const AxisView *cols, Py_ssize_t row_class, Py_ssize_t col_class,
+                          Py_ssize_t y0, Py_ssize_t y1, Py_ssize_t r0, Py_ssize_t r1,
+                          floating *stage) noexcept nogil:
+    """The outputs (y, x) of rows y0 <= y < y1 in (row class x column class), all with the same
+    real taps, for one block of output channels, summed over the reduction channels
+    r0 <= r < r1 of its group, tile by tile into stage[(y - y0) * out_w + x][channel]."""
     cdef const Py_ssize_t *rc = rows.classes + 4 * row_class
     cdef const Py_ssize_t *cc = cols.classes + 4 * col_class
-    cdef floating tile[TGC_TILE_CAPACITY]
+    cdef Py_ssize_t width = block[2] * cor.lanes, i, j, y, x
+    cdef int npix = 0, most = tgc_max_pixels(cor.path, <int> block[2])
     cdef Py_ssize_t pix[TGC_MAX_PIX]
-    cdef Py_ssize_t dst[TGC_MAX_PIX]
-    cdef Py_ssize_t p, n, y, x, o, per_image = rc[3] * cc[3]
-    cdef Py_ssize_t width = block[2] * cor.lanes, group = block[0]
-    cdef Py_ssize_t n_at = first_pixel // per_image, at = first_pixel % per_image
-    cdef Py_ssize_t y_at = at // cc[3], x_at = at % cc[3]
-    for p in range(npix):       # the pixels, image by image, row by row
-        y, x = rows.members[rc[2] + y_at], cols.members[cc[2] + x_at]
-        pix[p] = n_at * cor.image + rows.plan[3 * y + 2] * cor.pitch + cols.plan[3 * x + 2]
-        dst[p] = n_at * cor.out_image + y * cor.out_pitch + x
-        x_at += 1
-        if x_at == cc[3]:
-            x_at, y_at = 0, y_at + 1
-            if y_at == rc[3]:
-                y_at, n_at = 0, n_at + 1
-    out += (group * cor.out_per_group + block[1]) * cor.out_plane
-    for o in range(block[3]):    # the tile's output lines, fetched while it computes
-        TGC_PREFETCH_WRITE(out + o * cor.out_plane + dst[0])
-        TGC_PREFETCH_WRITE(out + o * cor.out_plane + dst[npix - 1])
+    cdef Py_ssize_t at[TGC_MAX_PIX]
     cdef tgc_loops loops
     loops.n[0] = r1 - r0                                      # reduction channels
     loops.vec_step[0], loops.in_step[0] = cor.taps_h * cor.taps_w * width, cor.plane
@@ -331,86 +343,78 @@ cdef void correlate_tile(const Correlation *cor, const floating *kernel,
     loops.in_step[1] = rows.source_step * cor.pitch
     loops.n[2] = cc[1]                                        # kernel columns that are real
     loops.vec_step[2], loops.in_step[2] = cols.tap_step * width, cols.source_step
-    run_tile(kernel + block[4] + ((r0 * cor.taps_h + rc[0]) * cor.taps_w + cc[0]) * width,
-             src + (group * cor.per_group + r0) * cor.plane, pix, npix, &loops, tile, cor.path,
-             <int> block[2])
-    store_tile(tile, <int> width, npix, <int> block[3], out, cor.out_plane, dst,
-               NULL if bias == NULL or add else bias + group * cor.out_per_group + block[1],
-               add, cor.path)
+    kernel += block[4] + ((r0 * cor.taps_h + rc[0]) * cor.taps_w + cc[0]) * width
+    src += (block[0] * cor.per_group + r0) * cor.plane
+    for i in range(rc[3]):
+        y = rows.members[rc[2] + i]
+        if y < y0 or y >= y1:
+            continue
+        for j in range(cc[3]):
+            x = cols.members[cc[2] + j]
+            pix[npix] = rows.plan[3 * y + 2] * cor.pitch + cols.plan[3 * x + 2]
+            at[npix] = ((y - y0) * cor.out_pitch + x) * width
+            npix += 1
+            if npix == most:
+                run_tile(kernel, src, pix, npix, &loops, stage, at, r0 > 0, cor.path,
+                         <int> block[2])
+                npix = 0
+    if npix:
+        run_tile(kernel, src, pix, npix, &loops, stage, at, r0 > 0, cor.path, <int> block[2])
 
 
-cdef int two_runs(const Py_ssize_t *dst, int npix) noexcept nogil:
-    """Where the second run of consecutive outputs starts (npix if there is one run), or -1 if
-    the pixels do not lie in at most two runs."""
-    cdef int p, split = npix
-    for p in range(1, npix):
-        if split == npix and dst[p] != dst[0] + p:
-            split = p
-        elif split < npix and dst[p] != dst[split] + p - split:
-            return -1
-    return split
-
-
-cdef inline void store_tile(const floating *tile, int width, int npix, int count,
-                            floating *out, Py_ssize_t plane, const Py_ssize_t *dst,
-                            const floating *bias, bint add, int path) noexcept nogil:
-    """out[o * plane + dst[p]] = tile[p][o] (+ bias[o]), or += tile[p][o]: the registers' pixel-
-    major tile written to the NCHW output, transposed in registers where the path can."""
-    cdef int split = two_runs(dst, npix)
-    if floating is float:
-        if path == TGC_AVX512 and split >= 0:
-            tgc_store_avx512_f32(tile, width, npix, count, out, plane, dst[0],
-                                 dst[split] if split < npix else 0, split, bias, add)
-        else:
-            tgc_store_generic_f32(tile, width, npix, count, out, plane, dst, bias, add)
-    else:
-        tgc_store_generic_f64(tile, width, npix, count, out, plane, dst, bias, add)
-
-
-cdef Py_ssize_t reduction_chunk(Py_ssize_t per_group, Py_ssize_t taps, Py_ssize_t width,
-                                Py_ssize_t itemsize, Py_ssize_t cache_bytes) noexcept nogil:
-    """How many reduction channels a pass over the output takes: all of them, unless one
-    block's packed kernel would not fit in half the L2 cache."""
-    cdef Py_ssize_t per_channel = taps * width * itemsize
-    return max(1, min(per_group, (cache_bytes // 2) // per_channel))
-
-
-cdef void correlate(const Correlation *cor, const floating *src, const floating *kernel,
-                    const floating *bias, Py_ssize_t[:, ::1] blocks, Axis rows, Axis cols,
-                    Py_ssize_t n_images, floating *out):
-    """out = the correlation `cor` describes: each block of output channels in turn, its tiles
-    shared out over the threads (they never write the same memory)."""
-    cdef AxisView rv = view(rows), cv = view(cols)
-    cdef Py_ssize_t b, rk, ck, t, k, r0, r1, chunk, pixels, npix, total
-    cdef Py_ssize_t n_pairs = rows.n_classes * cols.n_classes
-    cdef Py_ssize_t[::1] starts = np.zeros(n_pairs + 1, dtype=np.intp)
-    cdef Py_ssize_t l2 = cache_sizes()["L2"]
-    cdef Py_ssize_t n_cols = cols.n_classes
-    cdef int threads = get_num_threads(), tile_pixels
+cdef void correlate_band(const Correlation *cor, const floating *kernel,
+                         const floating *src, const floating *bias, floating *out,
+                         const Py_ssize_t[:, ::1] blocks, const AxisView *rows,
+                         const AxisView *cols, Py_ssize_t y0, Py_ssize_t y1,
+                         floating *stage) noexcept nogil:
+    """Output rows y0 <= y < y1 of one image, every block of output channels: the tiles go to
+    the staging buffer, which then goes to `out` transposed (+ bias)."""
+    cdef Py_ssize_t b, rk, ck, r0, r1, group, first
     for b in range(blocks.shape[0]):
-        tile_pixels = tgc_max_pixels(cor.path, <int> blocks[b, 2])
-        for k in range(n_pairs):                 # tiles of each (row class, column class)
-            rk, ck = k // n_cols, k % n_cols
-            pixels = n_images * rows.classes[rk, 3] * cols.classes[ck, 3]
-            starts[k + 1] = starts[k] + (pixels + tile_pixels - 1) // tile_pixels
-        total = starts[n_pairs]
-        chunk = reduction_chunk(cor.per_group, cor.taps_h * cor.taps_w,
-                                blocks[b, 2] * cor.lanes, sizeof(floating), l2)
         r0 = 0
-        while r0 < cor.per_group:
-            r1 = min(r0 + chunk, cor.per_group)
-            with nogil, parallel(num_threads=threads):
-                for t in prange(total, schedule="dynamic", chunksize=4):
-                    k = 0
-                    while starts[k + 1] <= t:
-                        k = k + 1
-                    rk, ck = k // n_cols, k % n_cols
-                    pixels = n_images * rv.classes[4 * rk + 3] * cv.classes[4 * ck + 3]
-                    npix = min(tile_pixels, pixels - (t - starts[k]) * tile_pixels)
-                    correlate_tile(cor, kernel, src, bias, out, &blocks[b, 0], &rv, &cv,
-                                   rk, ck,
-                                   (t - starts[k]) * tile_pixels, <int> npix, r0, r1, r0 > 0)
+        while r0 < cor.per_group:           # the reduction in chunks whose kernel fits the L2
+            r1 = min(r0 + cor.chunk, cor.per_group)
+            for rk in range(rows.n_classes):
+                for ck in range(cols.n_classes):
+                    correlate_class(cor, kernel, src, &blocks[b, 0], rows, cols, rk, ck, y0,
+                                    y1, r0, r1, stage)
             r0 = r1
+        group, first = blocks[b, 0], blocks[b, 1]
+        unstage(stage, <int> (blocks[b, 2] * cor.lanes), (y1 - y0) * cor.out_pitch,
+                <int> blocks[b, 3],
+                out + (group * cor.out_per_group + first) * cor.out_plane + y0 * cor.out_pitch,
+                cor.out_plane,
+                NULL if bias == NULL else bias + group * cor.out_per_group + first, False,
+                cor.path)
+
+
+cdef void correlate(Correlation *cor, const floating *src, const floating *kernel,
+                    const floating *bias, const Py_ssize_t[:, ::1] blocks, Axis rows,
+                    Axis cols, Py_ssize_t n_images, floating *out):
+    """out = the correlation `cor` describes, in tasks of (image, band of output rows) shared
+    out over the threads: tasks never write the same memory."""
+    cdef AxisView rv = view(rows), cv = view(cols)
+    cdef Py_ssize_t out_h = rows.plan.shape[0], l2 = cache_sizes()["L2"], task, n, y0
+    cdef Py_ssize_t b, width = 0
+    for b in range(blocks.shape[0]):
+        width = max(width, blocks[b, 2] * cor.lanes)
+    cdef int threads = get_num_threads()
+    # a band's staging buffer takes at most a quarter of the L2; there are tasks for all threads
+    cor.band = max(1, min((l2 // 4) // (cor.out_pitch * width * sizeof(floating)),
+                          ceil_div(out_h * n_images, 4 * threads)))
+    cdef Py_ssize_t bands = ceil_div(out_h, cor.band)
+    # the reduction in chunks: all of it, unless one block's packed kernel passes half the L2
+    cor.chunk = max(1, min(cor.per_group,
+                           (l2 // 2) // (cor.taps_h * cor.taps_w * width * sizeof(floating))))
+    cdef floating[:, ::1] stage = _workspace(
+        "stage", threads, cor.band * cor.out_pitch * width,
+        np.float32 if floating is float else np.float64)
+    with nogil, parallel(num_threads=threads):
+        for task in prange(n_images * bands, schedule="dynamic"):
+            n, y0 = task // bands, (task % bands) * cor.band
+            correlate_band(cor, kernel, src + n * cor.image, bias, out + n * cor.out_image,
+                           blocks, &rv, &cv, y0, min(y0 + cor.band, out_h),
+                           &stage[threadid(), 0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,6 +463,7 @@ cdef void weight_grad_tile(const floating *a, const floating *zt, floating *dw,
     filters f (vectors) and the channels c0 <= c < c0 + n_channels (broadcast)."""
     cdef floating tile[TGC_TILE_CAPACITY]
     cdef Py_ssize_t pix[TGC_MAX_PIX]
+    cdef Py_ssize_t at[TGC_MAX_PIX]
     cdef Py_ssize_t oh_lo, oh_hi, ow_lo, ow_hi, p, o, width = block[2] * wg.lanes
     cdef Py_ssize_t taps = wg.taps_h * wg.taps_w
     tap_range(wg.out_h, wg.height, wg.stride_h, wg.pad_top, wg.dil_h, i, &oh_lo, &oh_hi)
@@ -476,14 +481,15 @@ cdef void weight_grad_tile(const floating *a, const floating *zt, floating *dw,
     loops.vec_step[1], loops.in_step[1] = wg.out_w * width, wg.stride_h * wg.width
     loops.n[2] = ow_hi - ow_lo                                # output columns
     loops.vec_step[2], loops.in_step[2] = width, wg.stride_w
+    for p in range(n_channels):
+        at[p] = p * width
     run_tile(zt + ((oh_lo - r0) * wg.out_w + ow_lo) * width, a, pix, n_channels, &loops, tile,
-             wg.path, <int> block[2])
-    cdef Py_ssize_t dst[TGC_MAX_PIX]
-    for p in range(n_channels):     # dL/dW[f, c0 + p, i, j]
-        dst[p] = p * taps
-    store_tile(tile, <int> width, n_channels, <int> block[3],
-               dw + ((block[0] * wg.filters_per_group + block[1]) * wg.per_group + c0) * taps
-               + i * wg.taps_w + j, wg.per_group * taps, dst, NULL, True, wg.path)
+             at, False, wg.path, <int> block[2])
+    dw += ((block[0] * wg.filters_per_group + block[1]) * wg.per_group + c0) * taps \
+        + i * wg.taps_w + j
+    for o in range(block[3]):       # dL/dW[f, c0 + p, i, j] += tile[p][f]
+        for p in range(n_channels):
+            dw[(o * wg.per_group + p) * taps] += tile[p * width + o]
 
 
 cdef void weight_grad_image(const floating *a,      # IN  A[n]: (C, H, W)
@@ -520,21 +526,6 @@ cdef Py_ssize_t reduction_chunks(Py_ssize_t n_images, Py_ssize_t part_bytes) noe
     enough for the threads to share out, fewer when the partial sums would pass 64 MiB. It
     depends on the shapes only, never on the threads, so the sums are repeatable."""
     return max(1, min(n_images, 16, (64 << 20) // max(part_bytes, 1)))
-
-
-_workspaces = threading.local()
-
-
-def _workspace(str name, Py_ssize_t threads, Py_ssize_t size, dtype):
-    """A (threads, size) scratch array, reused across calls from the same Python thread."""
-    key = (name, np.dtype(dtype).char)
-    cached = getattr(_workspaces, "arrays", None)
-    if cached is None:
-        cached = _workspaces.arrays = {}
-    buf = cached.get(key)
-    if buf is None or buf.size < threads * size:
-        buf = cached[key] = np.empty(threads * size, dtype=dtype)
-    return buf[:threads * size].reshape(threads, size)
 
 
 def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :, ::1] dz,

@@ -11,7 +11,7 @@
  * A tile is `npix` pixels by `vectors` vectors of output channels: vectors*LANES outputs each,
  * all kept in registers while they accumulate
  *
- *     tile[p][o] = sum over a < n[0], t < n[1], u < n[2] of
+ *     out[at[p] + o] (+)= sum over a < n[0], t < n[1], u < n[2] of
  *                  vec[a*vec_step[0] + t*vec_step[1] + u*vec_step[2] + o]
  *                * in[pix[p] + a*in_step[0] + t*in_step[1] + u*in_step[2]]
  *
@@ -32,7 +32,9 @@ TGC_FN(tgc_tile_body)(const T *vec,              /* IN  the vectors at the first
                       const T *in,               /* IN  the broadcast side */
                       const ptrdiff_t *pix,      /* IN  npix offsets into `in`, one a pixel */
                       const tgc_loops *loops,    /* IN  counts and steps of the three loops */
-                      T *tile,                   /* OUT [npix][vectors * LANES] */
+                      T *out,                    /* OUT pixel p's vectors at out + at[p] */
+                      const ptrdiff_t *out_at,
+                      int accumulate,            /* add to what out holds (else overwrite) */
                       const int vectors, const int npix)
 {
     V acc[4][TGC_MAX_PIX];
@@ -40,7 +42,7 @@ TGC_FN(tgc_tile_body)(const T *vec,              /* IN  the vectors at the first
     for (int p = 0; p < npix; p++) {
         at[p] = in + pix[p];
         for (int v = 0; v < vectors; v++)
-            acc[v][p] = VZERO();
+            acc[v][p] = accumulate ? VLOAD(out + out_at[p] + v * LANES) : VZERO();
     }
     const ptrdiff_t n0 = loops->n[0], n1 = loops->n[1], n2 = loops->n[2];
     for (ptrdiff_t a = 0; a < n0; a++) {
@@ -65,17 +67,18 @@ TGC_FN(tgc_tile_body)(const T *vec,              /* IN  the vectors at the first
     }
     for (int p = 0; p < npix; p++)
         for (int v = 0; v < vectors; v++)
-            VSTORE(tile + (p * vectors + v) * LANES, acc[v][p]);
+            VSTORE(out + out_at[p] + v * LANES, acc[v][p]);
 }
 
 /* One function per vector count; the switch gives the compiler a constant pixel count to
  * unroll for, so the accumulators live in registers. */
 #define TGC_CASE(V_, P_) \
-    case P_: TGC_FN(tgc_tile_body)(vec, in, pix, loops, tile, V_, P_); break;
+    case P_: TGC_FN(tgc_tile_body)(vec, in, pix, loops, out, out_at, accumulate, V_, P_); break;
 
 #define TGC_TILE_FN(V_, CASES)                                                              \
     TARGET static void TGC_FN(tgc_tile_##V_)(const T *vec, const T *in, const ptrdiff_t *pix, \
-                                             int npix, const tgc_loops *loops, T *tile)     \
+                                             int npix, const tgc_loops *loops, T *out,      \
+                                             const ptrdiff_t *out_at, int accumulate)       \
     {                                                                                       \
         switch (npix) { CASES }                                                             \
     }

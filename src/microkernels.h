@@ -48,9 +48,11 @@ typedef struct {
 } tgc_loops;
 
 typedef void (*tgc_tile_f32)(const float *vec, const float *in, const ptrdiff_t *pix,
-                             int npix, const tgc_loops *loops, float *tile);
+                             int npix, const tgc_loops *loops, float *out,
+                             const ptrdiff_t *out_at, int accumulate);
 typedef void (*tgc_tile_f64)(const double *vec, const double *in, const ptrdiff_t *pix,
-                             int npix, const tgc_loops *loops, double *tile);
+                             int npix, const tgc_loops *loops, double *out,
+                             const ptrdiff_t *out_at, int accumulate);
 
 static volatile double tgc_probe_sink = 0;
 
@@ -242,92 +244,73 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #undef TGC_CASES_4
 #endif /* TGC_X86 */
 
-#if defined(__GNUC__) || defined(__clang__)
-#define TGC_PREFETCH_WRITE(p) __builtin_prefetch((p), 1, 2)
-#else
-#define TGC_PREFETCH_WRITE(p) ((void)(p))
-#endif
+/* ---- from the tiles' pixel-major staging buffer to the NCHW output ----
+ *
+ *     out[o * plane + q] = stage[q * width + o] (+ bias[o]), or += it,  q < npix, o < count
+ *
+ * A transpose, done in 16 x 16 blocks: the stage is read a cache line at a time and each
+ * output row is written in runs of 16. */
 
-/* ---- writing a tile out: tile[p][o] (pixel-major, as the registers hold it) to the NCHW
- * output out[o * plane + dst[p]], + bias[o], or added to what is there ---- */
-
-#define TGC_STORE_GENERIC(T, NAME)                                                            \
-    static void NAME(const T *tile, int width, int npix, int count, T *out, ptrdiff_t plane,  \
-                     const ptrdiff_t *dst, const T *bias, int add)                             \
+#define TGC_UNSTAGE_GENERIC(T, NAME)                                                          \
+    static void NAME(const T *stage, int width, ptrdiff_t npix, int count, T *out,            \
+                     ptrdiff_t plane, const T *bias, int add)                                 \
     {                                                                                         \
-        for (int p = 0; p < npix; p++) {                                                      \
-            T *at = out + dst[p];                                                             \
-            const T *row = tile + (ptrdiff_t)p * width;                                       \
+        for (ptrdiff_t q0 = 0; q0 < npix; q0 += 16) {                                         \
+            ptrdiff_t q1 = q0 + 16 < npix ? q0 + 16 : npix;                                   \
             for (int o = 0; o < count; o++) {                                                 \
-                T v = row[o] + (bias ? bias[o] : (T)0);                                       \
-                at[o * plane] = add ? at[o * plane] + v : v;                                  \
+                T b = bias ? bias[o] : (T)0, *row = out + o * plane;                          \
+                for (ptrdiff_t q = q0; q < q1; q++)                                           \
+                    row[q] = (add ? row[q] : (T)0) + stage[q * width + o] + b;                \
             }                                                                                 \
         }                                                                                     \
     }
-TGC_STORE_GENERIC(float, tgc_store_generic_f32)
-TGC_STORE_GENERIC(double, tgc_store_generic_f64)
+TGC_UNSTAGE_GENERIC(float, tgc_unstage_generic_f32)
+TGC_UNSTAGE_GENERIC(double, tgc_unstage_generic_f64)
 
 #if TGC_X86
-/* AVX-512, float32: pixel-major to channel-major in registers. Eight pixels' 16-channel
- * vectors are transposed (unpack, shuffle, then 128-bit lane moves) into sixteen rows of eight
- * pixels, and each row goes out with one masked store; pixels past the end of an output row
- * continue at the start of the next (`split`, `d1`). */
+/* AVX-512, float32: each 16 x 16 block transposed in registers (unpack, shuffle, then two
+ * rounds of 128-bit lane moves: 64 shuffles for 256 values). */
 TGC_TARGET_AVX512 static void
-tgc_store_avx512_f32(const float *tile, int width, int npix, int count, float *out,
-                     ptrdiff_t plane, ptrdiff_t d0, ptrdiff_t d1, int split, const float *bias,
-                     int add)
+tgc_unstage_avx512_f32(const float *stage, int width, ptrdiff_t npix, int count, float *out,
+                       ptrdiff_t plane, const float *bias, int add)
 {
-    for (int p0 = 0; p0 < npix; p0 += 8) {
-        /* lanes l of a row of 8 are pixels p0 + l: the first run, then the second */
-        unsigned first = 0, second = 0;
-        for (int l = 0; l < 8 && p0 + l < npix; l++) {
-            if (p0 + l < split) first |= 1u << l;
-            else second |= 1u << l;
-        }
-        for (int o0 = 0; o0 < count; o0 += 16) {
-            __m512 r[8], t[8], u[8];
-            __mmask16 channels = count - o0 >= 16 ? 0xFFFF : (__mmask16)((1u << (count - o0)) - 1);
-            __m512 b = bias ? _mm512_maskz_loadu_ps(channels, bias + o0) : _mm512_setzero_ps();
-            for (int l = 0; l < 8; l++)
-                r[l] = p0 + l < npix
-                           ? _mm512_add_ps(_mm512_loadu_ps(tile + (ptrdiff_t)(p0 + l) * width + o0), b)
-                           : _mm512_setzero_ps();
-            for (int l = 0; l < 8; l += 2) {   /* per 128-bit lane k: channels 4k..4k+3 */
+    for (int o0 = 0; o0 < count; o0 += 16) {
+        __mmask16 channels = count - o0 >= 16 ? 0xFFFF : (__mmask16)((1u << (count - o0)) - 1);
+        __m512 b = bias ? _mm512_maskz_loadu_ps(channels, bias + o0) : _mm512_setzero_ps();
+        for (ptrdiff_t q0 = 0; q0 < npix; q0 += 16) {
+            int n = npix - q0 >= 16 ? 16 : (int)(npix - q0);
+            __mmask16 pixels = n == 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+            __m512 r[16], t[16], u[16];
+            for (int l = 0; l < 16; l++)   /* r[l]: pixel q0 + l, channels o0.. */
+                r[l] = l < n ? _mm512_add_ps(_mm512_loadu_ps(stage + (q0 + l) * width + o0), b)
+                             : _mm512_setzero_ps();
+            for (int l = 0; l < 16; l += 2) {
                 t[l] = _mm512_unpacklo_ps(r[l], r[l + 1]);
                 t[l + 1] = _mm512_unpackhi_ps(r[l], r[l + 1]);
             }
-            for (int l = 0; l < 8; l += 4) {   /* u[l + m]: channel 4k + m, 4 pixels */
+            for (int l = 0; l < 16; l += 4) {   /* u[l + m], lane L: column 4L + m, 4 rows */
                 u[l] = _mm512_shuffle_ps(t[l], t[l + 2], 0x44);
                 u[l + 1] = _mm512_shuffle_ps(t[l], t[l + 2], 0xEE);
                 u[l + 2] = _mm512_shuffle_ps(t[l + 1], t[l + 3], 0x44);
                 u[l + 3] = _mm512_shuffle_ps(t[l + 1], t[l + 3], 0xEE);
             }
             for (int m = 0; m < 4; m++) {
-                /* [ch m | ch 8+m] and [ch 4+m | ch 12+m], each 8 pixels */
-                __m512 even = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88);   /* lanes 0,2 | 0,2 */
-                __m512 odd = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xDD);    /* lanes 1,3 | 1,3 */
-                __m512 rows[2] = {_mm512_shuffle_f32x4(even, even, 0xD8),
-                                  _mm512_shuffle_f32x4(odd, odd, 0xD8)};
-                for (int h = 0; h < 2; h++) {
-                    int c_lo = o0 + 4 * h + m, c_hi = c_lo + 8;   /* low and high halves */
-                    for (int half = 0; half < 2; half++) {
-                        int c = half ? c_hi : c_lo;
-                        if (c >= count)
-                            continue;
-                        __mmask16 k1 = (__mmask16)(first << (8 * half));
-                        __mmask16 k2 = (__mmask16)(second << (8 * half));
-                        float *base1 = out + c * plane + d0 + p0 - 8 * half;
-                        float *base2 = out + c * plane + d1 - split + p0 - 8 * half;
-                        __m512 v = rows[h];
-                        /* NOTE: an empty mask skips the store: a masked-off lane's address
-                         * may lie outside the array, which costs a microcode assist */
-                        if (k1)
-                            _mm512_mask_storeu_ps(base1, k1, add ? _mm512_add_ps(
-                                v, _mm512_maskz_loadu_ps(k1, base1)) : v);
-                        if (k2)
-                            _mm512_mask_storeu_ps(base2, k2, add ? _mm512_add_ps(
-                                v, _mm512_maskz_loadu_ps(k2, base2)) : v);
-                    }
+                __m512 x = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88);
+                __m512 y = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xDD);
+                __m512 x2 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88);
+                __m512 y2 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xDD);
+                __m512 col[4] = {_mm512_shuffle_f32x4(x, x2, 0x88),    /* channel o0 + m */
+                                 _mm512_shuffle_f32x4(y, y2, 0x88),    /* o0 + 4 + m */
+                                 _mm512_shuffle_f32x4(x, x2, 0xDD),    /* o0 + 8 + m */
+                                 _mm512_shuffle_f32x4(y, y2, 0xDD)};   /* o0 + 12 + m */
+                for (int h = 0; h < 4; h++) {
+                    int o = o0 + 4 * h + m;
+                    if (o >= count)
+                        continue;
+                    float *row = out + o * plane + q0;
+                    __m512 v = add ? _mm512_add_ps(col[h], _mm512_maskz_loadu_ps(pixels, row))
+                                   : col[h];
+                    _mm512_mask_storeu_ps(row, pixels, v);
                 }
             }
         }

@@ -72,6 +72,12 @@ cdef extern from "microkernels.h" nogil:
                                  double *out, Py_ssize_t plane, const double *bias, int add)
     void tgc_unstage_avx512_f32(const float *stage, int width, Py_ssize_t npix, int count,
                                 float *out, Py_ssize_t plane, const float *bias, int add)
+    void tgc_stage_generic_f32(const float *src, Py_ssize_t plane, int count, Py_ssize_t npix,
+                               float *stage, int width)
+    void tgc_stage_generic_f64(const double *src, Py_ssize_t plane, int count,
+                               Py_ssize_t npix, double *stage, int width)
+    void tgc_stage_avx512_f32(const float *src, Py_ssize_t plane, int count, Py_ssize_t npix,
+                              float *stage, int width)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,6 +327,19 @@ cdef inline void unstage(const floating *stage, int width, Py_ssize_t npix, int 
         tgc_unstage_generic_f64(stage, width, npix, count, out, plane, bias, add)
 
 
+cdef inline void stage_in(const floating *src, Py_ssize_t plane, int count, Py_ssize_t npix,
+                          floating *stage, int width, int path) noexcept nogil:
+    """stage[q][o] = src[o * plane + q] (zero for count <= o < width): NCHW planes to the
+    pixel-major layout whose vector of channels is one load (the inverse of unstage)."""
+    if floating is float:
+        if path == TGC_AVX512:
+            tgc_stage_avx512_f32(src, plane, count, npix, stage, width)
+        else:
+            tgc_stage_generic_f32(src, plane, count, npix, stage, width)
+    else:
+        tgc_stage_generic_f64(src, plane, count, npix, stage, width)
+
+
 cdef void correlate_class(const Correlation *cor, const floating *kernel,
                           const floating *src, const Py_ssize_t *block, const AxisView *rows,
                           const AxisView *cols, Py_ssize_t row_class, Py_ssize_t col_class,
@@ -422,10 +441,9 @@ cdef void correlate(Correlation *cor, const floating *src, const floating *kerne
 # ---------------------------------------------------------------------------------------------
 
 cdef struct WeightGrad:
-    Py_ssize_t channels, height, width, per_group     # A: (C, H, W), C/groups a group
-    Py_ssize_t filters, out_h, out_w, filters_per_group   # Z': (F, OH, OW)
+    Py_ssize_t channels, height, width, per_group          # A: (C, H, W), C/groups a group
+    Py_ssize_t filters, out_h, out_w, filters_per_group    # Z': (F, OH, OW)
     Py_ssize_t taps_h, taps_w, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w
-    Py_ssize_t band                    # output rows of Z' packed at a time (fits the L2)
     int path, lanes
 
 
@@ -436,104 +454,106 @@ cdef void tap_range(Py_ssize_t out_len, Py_ssize_t in_len, Py_ssize_t stride, Py
     cdef Py_ssize_t first = pad - tap * dil, last = in_len - 1 + pad - tap * dil
     lo[0] = 0 if first <= 0 else (first + stride - 1) // stride
     hi[0] = 0 if last < 0 else min(out_len, last // stride + 1)
+    hi[0] = max(hi[0], lo[0])
 
 
-cdef void pack_grad_band(const floating *dz,      # IN  Z'[n]: (F, OH, OW)
-                         floating *zt,            # OUT [(oh - r0) * OW + ow][width]
-                         const WeightGrad *wg, const Py_ssize_t *block,
-                         Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
-    """zt[oh - r0, ow, lane] = Z'[filter of the lane, oh, ow] for the rows r0 <= oh < r1 and the
-    block's filters (zeros in the lanes past them): a vector of filters is one load."""
-    cdef Py_ssize_t width = block[2] * wg.lanes, plane = wg.out_h * wg.out_w
-    cdef Py_ssize_t o, q, n_pix = (r1 - r0) * wg.out_w
-    cdef const floating *src = dz + (block[0] * wg.filters_per_group + block[1]) * plane \
-        + r0 * wg.out_w
-    memset(zt, 0, n_pix * width * sizeof(floating))
-    for o in range(block[3]):
-        for q in range(n_pix):
-            zt[q * width + o] = src[o * plane + q]
+def weight_grad_tiles(WeightGrad wg, Py_ssize_t[:, ::1] blocks):
+    """The tiles of dL/dW: each a block of filters by up to a tile's worth of (channel, tap)
+    pairs whose taps read A over the same output rows and columns (all taps, without padding),
+    so one tile's pairs share their reduction. Rows of (block, i, j, count, c_0, tap_0, ...),
+    tap = i*KW + j, with (i, j) the first pair's tap (it fixes the rows and columns)."""
+    cdef Py_ssize_t lo, hi
+    row_range, col_range = {}, {}
+    for i in range(wg.taps_h):
+        tap_range(wg.out_h, wg.height, wg.stride_h, wg.pad_top, wg.dil_h, i, &lo, &hi)
+        row_range.setdefault((lo, hi), []).append(i)
+    for j in range(wg.taps_w):
+        tap_range(wg.out_w, wg.width, wg.stride_w, wg.pad_left, wg.dil_w, j, &lo, &hi)
+        col_range.setdefault((lo, hi), []).append(j)
+    tiles = []
+    for b in range(blocks.shape[0]):
+        most = tgc_max_pixels(wg.path, <int> blocks[b, 2])
+        for rows in row_range.values():
+            for cols in col_range.values():
+                pairs = [(c, i * wg.taps_w + j) for c in range(wg.per_group)
+                         for i in rows for j in cols]
+                for k in range(0, len(pairs), most):
+                    part = pairs[k:k + most]
+                    tiles.append([b, rows[0], cols[0], len(part)]
+                                 + [x for pair in part for x in pair]
+                                 + [0] * (2 * (TGC_MAX_PIX - len(part))))
+    return np.array(tiles, dtype=np.intp).reshape(-1, 4 + 2 * TGC_MAX_PIX)
 
 
-cdef void weight_grad_tile(const floating *a, const floating *zt, floating *dw,
-                           const WeightGrad *wg, const Py_ssize_t *block, Py_ssize_t r0,
-                           Py_ssize_t r1, Py_ssize_t i, Py_ssize_t j, Py_ssize_t c0,
-                           int n_channels) noexcept nogil:
-    """dL/dW[f, c, i, j] += sum over the output pixels (oh, ow) of rows r0..r1 whose tap (i, j)
-    is real of Z'[f, oh, ow] * A[c, oh*s - pad + i*d, ow*s - pad + j*d], for the block's
-    filters f (vectors) and the channels c0 <= c < c0 + n_channels (broadcast)."""
-    cdef floating tile[TGC_TILE_CAPACITY]
+cdef void pack_grad(const floating *dz,      # IN  Z'[n]: (F, OH, OW)
+                    floating *zt,            # OUT [oh - r0][ow][width]
+                    const WeightGrad *wg, const Py_ssize_t *block, Py_ssize_t r0,
+                    Py_ssize_t r1) noexcept nogil:
+    """zt[oh - r0, ow, lane] = Z'[the lane's filter, oh, ow] for rows r0 <= oh < r1 and the
+    block's filters, zeros in the lanes past them: a vector of filters is one load."""
+    cdef Py_ssize_t plane = wg.out_h * wg.out_w
+    stage_in(dz + (block[0] * wg.filters_per_group + block[1]) * plane + r0 * wg.out_w, plane,
+             <int> block[3], (r1 - r0) * wg.out_w, zt, <int> (block[2] * wg.lanes), wg.path)
+
+
+cdef void weight_grad_tile(const floating *a,       # IN  A[n0]: images n0 <= n < n1
+                           const floating *zt,      # IN  Z'[n0:n1, :, r0:r1] packed by block
+                           floating *dw,            # OUT += dL/dW: (F, C/groups, KH, KW)
+                           const WeightGrad *wg, const Py_ssize_t[:, ::1] blocks,
+                           const Py_ssize_t *lanes_before, const Py_ssize_t *tile,
+                           Py_ssize_t n_images, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """dL/dW[f, c, i, j] += sum over the images and the output pixels (oh, ow) of rows r0..r1
+    whose tap (i, j) is real, of Z'[n, f, oh, ow] * A[n, c, oh*s - pad + i*d, ow*s - pad + j*d]:
+    the block's filters f (vectors) by the tile's (c, i*KW + j) pairs (broadcast)."""
+    cdef floating out[TGC_TILE_CAPACITY]
     cdef Py_ssize_t pix[TGC_MAX_PIX]
     cdef Py_ssize_t at[TGC_MAX_PIX]
-    cdef Py_ssize_t oh_lo, oh_hi, ow_lo, ow_hi, p, o, width = block[2] * wg.lanes
-    cdef Py_ssize_t taps = wg.taps_h * wg.taps_w
-    tap_range(wg.out_h, wg.height, wg.stride_h, wg.pad_top, wg.dil_h, i, &oh_lo, &oh_hi)
-    tap_range(wg.out_w, wg.width, wg.stride_w, wg.pad_left, wg.dil_w, j, &ow_lo, &ow_hi)
+    cdef const Py_ssize_t *block = &blocks[tile[0], 0]
+    cdef Py_ssize_t width = block[2] * wg.lanes, taps = wg.taps_h * wg.taps_w
+    cdef Py_ssize_t oh_lo, oh_hi, ow_lo, ow_hi, p, o, c, i, j, npix = tile[3]
+    tap_range(wg.out_h, wg.height, wg.stride_h, wg.pad_top, wg.dil_h, tile[1], &oh_lo, &oh_hi)
+    tap_range(wg.out_w, wg.width, wg.stride_w, wg.pad_left, wg.dil_w, tile[2], &ow_lo, &ow_hi)
     oh_lo, oh_hi = max(oh_lo, r0), min(oh_hi, r1)
     if oh_lo >= oh_hi or ow_lo >= ow_hi:
         return
-    for p in range(n_channels):
-        pix[p] = ((block[0] * wg.per_group + c0 + p) * wg.height
+    for p in range(npix):
+        c, i, j = tile[4 + 2 * p], tile[5 + 2 * p] // wg.taps_w, tile[5 + 2 * p] % wg.taps_w
+        pix[p] = ((block[0] * wg.per_group + c) * wg.height
                   + oh_lo * wg.stride_h - wg.pad_top + i * wg.dil_h) * wg.width \
             + ow_lo * wg.stride_w - wg.pad_left + j * wg.dil_w
+        at[p] = p * width
     cdef tgc_loops loops
-    loops.n[0], loops.vec_step[0], loops.in_step[0] = 1, 0, 0
+    loops.n[0] = n_images                                     # images
+    loops.vec_step[0] = (r1 - r0) * wg.out_w * width
+    loops.in_step[0] = wg.channels * wg.height * wg.width
     loops.n[1] = oh_hi - oh_lo                                # output rows
     loops.vec_step[1], loops.in_step[1] = wg.out_w * width, wg.stride_h * wg.width
     loops.n[2] = ow_hi - ow_lo                                # output columns
     loops.vec_step[2], loops.in_step[2] = width, wg.stride_w
-    for p in range(n_channels):
-        at[p] = p * width
-    run_tile(zt + ((oh_lo - r0) * wg.out_w + ow_lo) * width, a, pix, n_channels, &loops, tile,
-             at, False, wg.path, <int> block[2])
-    dw += ((block[0] * wg.filters_per_group + block[1]) * wg.per_group + c0) * taps \
-        + i * wg.taps_w + j
-    for o in range(block[3]):       # dL/dW[f, c0 + p, i, j] += tile[p][f]
-        for p in range(n_channels):
-            dw[(o * wg.per_group + p) * taps] += tile[p * width + o]
-
-
-cdef void weight_grad_image(const floating *a,      # IN  A[n]: (C, H, W)
-                            const floating *dz,     # IN  Z'[n]: (F, OH, OW)
-                            floating *dw,           # OUT += dL/dW: (F, C/groups, KH, KW)
-                            floating *zt,           # scratch for a band of Z', packed
-                            const WeightGrad *wg, const Py_ssize_t[:, ::1] blocks,
-                            const Py_ssize_t[:, ::1] channel_runs) noexcept nogil:
-    """dL/dW += Z'[n] ⊛ A[n]: band of output rows by band, tap by tap, channels by channels."""
-    cdef Py_ssize_t b, r0, r1, i, j, k
-    for b in range(blocks.shape[0]):
-        r0 = 0
-        while r0 < wg.out_h:
-            r1 = min(r0 + wg.band, wg.out_h)
-            pack_grad_band(dz, zt, wg, &blocks[b, 0], r0, r1)
-            for i in range(wg.taps_h):
-                for j in range(wg.taps_w):
-                    for k in range(channel_runs.shape[0]):
-                        weight_grad_tile(a, zt, dw, wg, &blocks[b, 0], r0, r1, i, j,
-                                         channel_runs[k, 0], <int> channel_runs[k, 1])
-            r0 = r1
-
-
-def even_runs(Py_ssize_t total, Py_ssize_t most):
-    """[start, size] rows cutting range(total) into the fewest runs of at most `most`, evenly
-    (32 by 6: 6, 6, 5, 5, 5, 5 rather than five 6s and a 2)."""
-    n_runs = ceil_div(total, most)
-    sizes = [total // n_runs + (k < total % n_runs) for k in range(n_runs)]
-    return np.array([[sum(sizes[:k]), sizes[k]] for k in range(n_runs)], dtype=np.intp)
-
-
-cdef Py_ssize_t reduction_chunks(Py_ssize_t n_images, Py_ssize_t part_bytes) noexcept nogil:
-    """Into how many chunks the batch is cut for the sums over images (dL/dW, dL/db): up to 16,
-    enough for the threads to share out, fewer when the partial sums would pass 64 MiB. It
-    depends on the shapes only, never on the threads, so the sums are repeatable."""
-    return max(1, min(n_images, 16, (64 << 20) // max(part_bytes, 1)))
+    zt += n_images * (r1 - r0) * wg.out_w * lanes_before[tile[0]]     # the block's part
+    run_tile(zt + ((oh_lo - r0) * wg.out_w + ow_lo) * width, a, pix,
+             <int> npix, &loops, out, at, False, wg.path, <int> block[2])
+    dw += (block[0] * wg.filters_per_group + block[1]) * wg.per_group * taps
+    for o in range(block[3]):       # dL/dW[f, c, i, j] += out[p][f]
+        for p in range(npix):
+            dw[(o * wg.per_group + tile[4 + 2 * p]) * taps + tile[5 + 2 * p]] += \
+                out[p * width + o]
 
 
 def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :, ::1] dz,
                          kernel_shape, stride, pads, dilation, Py_ssize_t groups,
                          bint need_dw, bint need_db):
     """(dL/dW = Z' ⊛ A summed over the batch, dL/db = Z' summed over all axes but F), each
-    None unless asked for; the batch in chunks summed in chunk order (see reduction_chunks)."""
+    None unless asked for.
+
+    The batch is cut into slabs (a few images, a band of output rows) small enough that their
+    Z', packed, and the rows of A it meets stay in the L2 cache. The threads pack every slab's
+    Z', then share out (slab, tile) pairs, each slab summing into its own partial dL/dW, and the
+    partials are added in slab order: the slabs depend on the shapes (and the cache size), never
+    on the threads, so the result is the same bits whatever the number of threads.
+    """
     cdef Py_ssize_t N = a.shape[0], F = dz.shape[1], P = dz.shape[2] * dz.shape[3]
+    dtype = np.float32 if floating is float else np.float64
     cdef WeightGrad wg
     wg.channels, wg.height, wg.width = a.shape[1], a.shape[2], a.shape[3]
     wg.per_group, wg.filters, wg.filters_per_group = kernel_shape[1], F, F // groups
@@ -542,49 +562,72 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
     wg.stride_h, wg.stride_w, wg.dil_h, wg.dil_w = stride[0], stride[1], dilation[0], dilation[1]
     wg.pad_top, wg.pad_left, wg.path = pads[0], pads[2], _path
     wg.lanes = tgc_lanes(_path, sizeof(floating))
-    dtype = np.float32 if floating is float else np.float64
-    blocks = channel_blocks(wg.filters_per_group, groups, wg.lanes)
-    cdef Py_ssize_t[:, ::1] block_view = blocks
-    cdef Py_ssize_t width = blocks[:, 2].max() * wg.lanes
-    cdef Py_ssize_t[:, ::1] runs = even_runs(
-        wg.per_group, min(tgc_max_pixels(_path, <int> v) for v in blocks[:, 2]))
-    # a band of Z' (packed) and the rows of A it meets stay in half the L2 cache
-    cdef Py_ssize_t row_bytes = (wg.out_w * width + wg.per_group * wg.stride_h * wg.width) \
-        * sizeof(floating)
-    wg.band = max(1, min(wg.out_h, (cache_sizes()["L2"] // 2) // row_bytes))
-
-    cdef Py_ssize_t dw_size = F * wg.per_group * wg.taps_h * wg.taps_w
-    cdef Py_ssize_t chunks = reduction_chunks(N, dw_size * sizeof(floating)) if N else 1
-    cdef Py_ssize_t per_chunk = ceil_div(N, chunks) if N else 1
-    chunks = ceil_div(N, per_chunk) if N else 1
-    cdef int threads = max(1, min(get_num_threads(), chunks))
-    dw_parts = np.zeros((chunks, dw_size if need_dw else 1), dtype=dtype)
-    db_parts = np.zeros((chunks, F if need_db else 1))      # in double: N*OH*OW terms
-    cdef floating[:, ::1] dw_v = dw_parts
-    cdef double[:, ::1] db_v = db_parts
-    cdef floating[:, ::1] zt = _workspace("zt", threads, wg.band * wg.out_w * width, dtype)
-    cdef Py_ssize_t q, n, f
-    with nogil, parallel(num_threads=threads):
-        for q in prange(chunks, schedule="dynamic"):
-            for n in range(q * per_chunk, min(N, (q + 1) * per_chunk)):
-                if need_db:     # dL/db = Z' summed over every axis but F
-                    for f in range(F):
-                        db_v[q, f] += sum_of(&dz[n, f, 0, 0], P)
-                if need_dw:     # dL/dW += Z'[n] ⊛ A[n]
-                    weight_grad_image(&a[n, 0, 0, 0], &dz[n, 0, 0, 0], &dw_v[q, 0],
-                                      &zt[threadid(), 0], &wg, block_view, runs)
+    cdef int threads = get_num_threads()
+    cdef Py_ssize_t f, n, k, t, b, s
+    cdef double[::1] db_v
     dweight = dbias = None
-    if need_dw:
-        dweight = dw_parts[0]
-        for q in range(1, chunks):      # in chunk order, so the sum is repeatable
-            dweight += dw_parts[q]
-        dweight = dweight.reshape(kernel_shape)
-    if need_db:
-        dbias = db_parts[0]
-        for q in range(1, chunks):
-            dbias += db_parts[q]
+    if need_db:     # dL/db = Z' summed over every axis but F (in double, image by image)
+        dbias = np.zeros(F)
+        db_v = dbias
+        with nogil:
+            for f in prange(F, num_threads=threads, schedule="static"):
+                for n in range(N):
+                    db_v[f] += sum_of(&dz[n, f, 0, 0], P)
         dbias = dbias.astype(dtype)
-    return dweight, dbias
+    if not need_dw:
+        return dweight, dbias
+    if N == 0:
+        return np.zeros(kernel_shape, dtype=dtype), dbias
+
+    cdef Py_ssize_t[:, ::1] blocks = channel_blocks(wg.filters_per_group, groups, wg.lanes)
+    cdef Py_ssize_t[:, ::1] tiles = weight_grad_tiles(wg, blocks)
+    cdef Py_ssize_t n_blocks = blocks.shape[0], n_tiles = tiles.shape[0]
+    cdef Py_ssize_t[::1] lanes_before = np.concatenate(
+        [[0], np.cumsum(np.asarray(blocks)[:, 2])]).astype(np.intp) * wg.lanes
+    cdef Py_ssize_t width = lanes_before[n_blocks]        # all blocks' lanes
+    # a slab's Z', packed (width lanes a pixel), and the rows of A it meets take half the L2
+    cdef Py_ssize_t l2 = cache_sizes()["L2"], dw_size = F * wg.per_group * wg.taps_h * wg.taps_w
+    cdef Py_ssize_t row_bytes = (wg.out_w * width + wg.channels * wg.stride_h * wg.width) \
+        * sizeof(floating)
+    cdef Py_ssize_t band = max(1, min(wg.out_h, (l2 // 2) // row_bytes))
+    cdef Py_ssize_t per_slab = max(1, min(N, (l2 // 2) // (band * row_bytes)))
+    cdef Py_ssize_t bands = ceil_div(wg.out_h, band), slabs = ceil_div(N, per_slab) * bands
+    # enough slabs for the threads to share when a slab has few tiles, but partial sums under
+    # 64 MiB; neither depends on the threads
+    while slabs < 16 and per_slab > 1 and slabs * dw_size * sizeof(floating) < (32 << 20):
+        per_slab = ceil_div(per_slab, 2)
+        slabs = ceil_div(N, per_slab) * bands
+    cdef floating[::1] zt = _workspace("zt", 1, N * wg.out_h * wg.out_w * width, dtype)[0]
+    parts = _workspace("dw_parts", slabs, dw_size, dtype)
+    parts.fill(0)
+    cdef floating[:, ::1] part = parts
+    cdef Py_ssize_t n0, n1, r0, r1, zt_slab
+    with nogil, parallel(num_threads=threads):
+        # Z' packed slab by slab: [slab][block][image][row][column][lanes]
+        for k in prange(N * bands * n_blocks, schedule="static"):
+            n, r0, b = k // (bands * n_blocks), (k // n_blocks) % bands * band, k % n_blocks
+            r1 = min(wg.out_h, r0 + band)
+            n0 = n // per_slab * per_slab
+            n1 = min(N, n0 + per_slab)
+            zt_slab = (n0 * wg.out_h + r0 * (n1 - n0)) * wg.out_w * width
+            pack_grad(&dz[n, 0, 0, 0],
+                      &zt[zt_slab + ((n1 - n0) * lanes_before[b] + (n - n0) * blocks[b, 2]
+                                     * wg.lanes) * (r1 - r0) * wg.out_w],
+                      &wg, &blocks[b, 0], r0, r1)
+    with nogil, parallel(num_threads=threads):
+        # dL/dW, slab s's part: the sums over its images and rows, tile by tile
+        for k in prange(slabs * n_tiles, schedule="dynamic"):
+            s, t = k // n_tiles, k % n_tiles
+            n0, r0 = s // bands * per_slab, s % bands * band
+            n1, r1 = min(N, n0 + per_slab), min(wg.out_h, r0 + band)
+            weight_grad_tile(&a[n0, 0, 0, 0],
+                             &zt[(n0 * wg.out_h + r0 * (n1 - n0)) * wg.out_w * width],
+                             &part[s, 0], &wg, blocks, &lanes_before[0], &tiles[t, 0],
+                             n1 - n0, r0, r1)
+    dweight = parts[0].copy()
+    for s in range(1, slabs):       # in slab order, so the sum is repeatable
+        dweight += parts[s]
+    return dweight.reshape(kernel_shape), dbias
 
 
 # ---------------------------------------------------------------------------------------------

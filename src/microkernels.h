@@ -267,9 +267,48 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 TGC_UNSTAGE_GENERIC(float, tgc_unstage_generic_f32)
 TGC_UNSTAGE_GENERIC(double, tgc_unstage_generic_f64)
 
+#define TGC_STAGE_GENERIC(T, NAME)                                                            \
+    static void NAME(const T *src, ptrdiff_t plane, int count, ptrdiff_t npix, T *stage,      \
+                     int width)                                                               \
+    {                                                                                         \
+        for (ptrdiff_t q0 = 0; q0 < npix; q0 += 16) {                                         \
+            ptrdiff_t q1 = q0 + 16 < npix ? q0 + 16 : npix;                                   \
+            for (int o = 0; o < width; o++)                                                   \
+                for (ptrdiff_t q = q0; q < q1; q++)                                           \
+                    stage[q * width + o] = o < count ? src[o * plane + q] : (T)0;             \
+        }                                                                                     \
+    }
+TGC_STAGE_GENERIC(float, tgc_stage_generic_f32)
+TGC_STAGE_GENERIC(double, tgc_stage_generic_f64)
+
 #if TGC_X86
-/* AVX-512, float32: each 16 x 16 block transposed in registers (unpack, shuffle, then two
- * rounds of 128-bit lane moves: 64 shuffles for 256 values). */
+/* AVX-512, float32: a 16 x 16 transpose in registers (unpack, shuffle, then two rounds of
+ * 128-bit lane moves: 64 shuffles for 256 values): r[l] = row l in, r[l] = column l out. */
+TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose16_avx512_f32(__m512 r[16])
+{
+    __m512 t[16], u[16];
+    for (int l = 0; l < 16; l += 2) {
+        t[l] = _mm512_unpacklo_ps(r[l], r[l + 1]);
+        t[l + 1] = _mm512_unpackhi_ps(r[l], r[l + 1]);
+    }
+    for (int l = 0; l < 16; l += 4) {       /* u[l + m], 128-bit lane L: column 4L + m */
+        u[l] = _mm512_shuffle_ps(t[l], t[l + 2], 0x44);
+        u[l + 1] = _mm512_shuffle_ps(t[l], t[l + 2], 0xEE);
+        u[l + 2] = _mm512_shuffle_ps(t[l + 1], t[l + 3], 0x44);
+        u[l + 3] = _mm512_shuffle_ps(t[l + 1], t[l + 3], 0xEE);
+    }
+    for (int m = 0; m < 4; m++) {
+        __m512 x = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88);
+        __m512 y = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xDD);
+        __m512 x2 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88);
+        __m512 y2 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xDD);
+        r[m] = _mm512_shuffle_f32x4(x, x2, 0x88);
+        r[4 + m] = _mm512_shuffle_f32x4(y, y2, 0x88);
+        r[8 + m] = _mm512_shuffle_f32x4(x, x2, 0xDD);
+        r[12 + m] = _mm512_shuffle_f32x4(y, y2, 0xDD);
+    }
+}
+
 TGC_TARGET_AVX512 static void
 tgc_unstage_avx512_f32(const float *stage, int width, ptrdiff_t npix, int count, float *out,
                        ptrdiff_t plane, const float *bias, int add)
@@ -280,39 +319,35 @@ tgc_unstage_avx512_f32(const float *stage, int width, ptrdiff_t npix, int count,
         for (ptrdiff_t q0 = 0; q0 < npix; q0 += 16) {
             int n = npix - q0 >= 16 ? 16 : (int)(npix - q0);
             __mmask16 pixels = n == 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
-            __m512 r[16], t[16], u[16];
-            for (int l = 0; l < 16; l++)   /* r[l]: pixel q0 + l, channels o0.. */
+            __m512 r[16];
+            for (int l = 0; l < 16; l++)       /* r[l]: pixel q0 + l, channels o0.. */
                 r[l] = l < n ? _mm512_add_ps(_mm512_loadu_ps(stage + (q0 + l) * width + o0), b)
                              : _mm512_setzero_ps();
-            for (int l = 0; l < 16; l += 2) {
-                t[l] = _mm512_unpacklo_ps(r[l], r[l + 1]);
-                t[l + 1] = _mm512_unpackhi_ps(r[l], r[l + 1]);
+            tgc_transpose16_avx512_f32(r);     /* r[c]: channel o0 + c, pixels q0.. */
+            for (int c = 0; c < 16 && o0 + c < count; c++) {
+                float *row = out + (o0 + c) * plane + q0;
+                __m512 v = add ? _mm512_add_ps(r[c], _mm512_maskz_loadu_ps(pixels, row)) : r[c];
+                _mm512_mask_storeu_ps(row, pixels, v);
             }
-            for (int l = 0; l < 16; l += 4) {   /* u[l + m], lane L: column 4L + m, 4 rows */
-                u[l] = _mm512_shuffle_ps(t[l], t[l + 2], 0x44);
-                u[l + 1] = _mm512_shuffle_ps(t[l], t[l + 2], 0xEE);
-                u[l + 2] = _mm512_shuffle_ps(t[l + 1], t[l + 3], 0x44);
-                u[l + 3] = _mm512_shuffle_ps(t[l + 1], t[l + 3], 0xEE);
-            }
-            for (int m = 0; m < 4; m++) {
-                __m512 x = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88);
-                __m512 y = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xDD);
-                __m512 x2 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88);
-                __m512 y2 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xDD);
-                __m512 col[4] = {_mm512_shuffle_f32x4(x, x2, 0x88),    /* channel o0 + m */
-                                 _mm512_shuffle_f32x4(y, y2, 0x88),    /* o0 + 4 + m */
-                                 _mm512_shuffle_f32x4(x, x2, 0xDD),    /* o0 + 8 + m */
-                                 _mm512_shuffle_f32x4(y, y2, 0xDD)};   /* o0 + 12 + m */
-                for (int h = 0; h < 4; h++) {
-                    int o = o0 + 4 * h + m;
-                    if (o >= count)
-                        continue;
-                    float *row = out + o * plane + q0;
-                    __m512 v = add ? _mm512_add_ps(col[h], _mm512_maskz_loadu_ps(pixels, row))
-                                   : col[h];
-                    _mm512_mask_storeu_ps(row, pixels, v);
-                }
-            }
+        }
+    }
+}
+
+TGC_TARGET_AVX512 static void
+tgc_stage_avx512_f32(const float *src, ptrdiff_t plane, int count, ptrdiff_t npix,
+                     float *stage, int width)
+{
+    for (int o0 = 0; o0 < width; o0 += 16) {
+        for (ptrdiff_t q0 = 0; q0 < npix; q0 += 16) {
+            int n = npix - q0 >= 16 ? 16 : (int)(npix - q0);
+            __mmask16 pixels = n == 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+            __m512 r[16];
+            for (int c = 0; c < 16; c++)       /* r[c]: channel o0 + c, pixels q0.. */
+                r[c] = o0 + c < count ? _mm512_maskz_loadu_ps(pixels, src + (o0 + c) * plane + q0)
+                                      : _mm512_setzero_ps();
+            tgc_transpose16_avx512_f32(r);     /* r[l]: pixel q0 + l, channels o0.. */
+            for (int l = 0; l < n; l++)
+                _mm512_storeu_ps(stage + (q0 + l) * width + o0, r[l]);
         }
     }
 }

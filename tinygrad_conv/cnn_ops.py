@@ -17,29 +17,32 @@ from tinygrad_conv.tensor import Function, Tensor
 __all__ = ["Conv2d", "MaxPool2d", "conv2d", "max_pool2d"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-# BLAS takes 32-bit ints; no count or size the kernels use may reach this
+# no argument, extent or output dimension may pass this (PyTorch refuses them too)
 _LIMIT = 2**31 - 1
 
 
 class Conv2d(Function):
-    """Z = W ⊛ A + b: A (N, C, H, W), W (F, C, KH, KW), b (F,) -> Z (N, F, OH, OW),
-    OH = 1 + (H + 2*ph - dh*(KH-1) - 1) // sh (the same for OW)."""
+    """Z = W ⊛ A + b: A (N, C, H, W), W (F, C/groups, KH, KW), b (F,) -> Z (N, F, OH, OW),
+    OH = 1 + (H + top + bottom - dh*(KH-1) - 1) // sh (the same for OW). With groups g, the
+    channels and filters split into g groups and group k's filters see only group k's channels.
+    """
 
-    def forward(ctx, x, w, b=None, *, stride, padding, dilation):
+    def forward(ctx, x, w, b=None, *, stride, padding, dilation, groups):
         x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
         b = None if b is None else np.ascontiguousarray(b)
-        ctx.save_for_backward(x, w, b is not None, stride, padding, dilation)
-        return _conv.conv2d_forward(x, w, b, stride, padding, dilation)
+        ctx.save_for_backward(x, w, b is not None, stride, padding, dilation, groups)
+        # Z = W ⊛ A + b
+        return _conv.conv2d_forward(x, w, b, stride, padding, dilation, groups)
 
     def backward(ctx, grad_out):
-        x, w, has_bias, stride, padding, dilation = ctx.saved_values
+        x, w, has_bias, stride, padding, dilation, groups = ctx.saved_values
         need_dx, need_dw = ctx.needs_input_grad[:2]
         need_db = has_bias and ctx.needs_input_grad[2]
         # dL/dA = W_180 ⊛ pad(dilate(Z', s), k-1), dL/dW = Z' ⊛ A, dL/db = sum of Z' but over F;
         # only the gradients some input needs are computed
         dx, dw, db = _conv.conv2d_backward(
             x, w, np.ascontiguousarray(grad_out, dtype=x.dtype), stride, padding, dilation,
-            need_dx, need_dw, need_db)
+            need_dx, need_dw, need_db, groups)
         return (dx, dw, db) if has_bias else (dx, dw)
 
 
@@ -60,27 +63,34 @@ class MaxPool2d(Function):
 
 
 def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0,
-           dilation=1) -> Tensor:
+           dilation=1, groups=1) -> Tensor:
     """2-D cross-correlation with PyTorch's semantics (zero padding).
 
-    input (N, C, H, W), weight (F, C, KH, KW), bias (F,) or None; stride, padding and dilation
-    are each an int or an (h, w) pair. Returns (N, F, OH, OW) with
-    OH = 1 + (H + 2*padding - dilation*(KH-1) - 1) // stride, and the same for OW.
+    input (N, C, H, W), weight (F, C/groups, KH, KW), bias (F,) or None; stride and dilation
+    are each an int or an (h, w) pair; padding too, or "valid" (none) or "same" (the output as
+    large as the input, stride 1 only; an odd total goes one more to the bottom and right, as
+    in PyTorch). groups splits channels and filters into that many independent convolutions
+    (groups = C = F is depthwise). Returns (N, F, OH, OW) with
+    OH = 1 + (H + pad_top + pad_bottom - dilation*(KH-1) - 1) // stride, and the same for OW.
     """
     op = "conv2d"
     x = _float_tensor(op, "input", input)
     w = _float_tensor(op, "weight", weight)
     s = int_pair(op, "stride", stride, minimum=1)
-    p = int_pair(op, "padding", padding, minimum=0)
     d = int_pair(op, "dilation", dilation, minimum=1)
+    g = _positive_int(op, "groups", groups)
     _check_dims(op, "input", x, "(N, C, H, W)")
-    _check_dims(op, "weight", w, "(F, C, KH, KW)")
+    _check_dims(op, "weight", w, "(F, C/groups, KH, KW)")
     _same_dtype(op, "input", x, "weight", w)
     (n, c, h, wd), (f, wc, kh, kw) = x.shape, w.shape
-    if c != wc:
+    if c % g or f % g:
         raise ValueError(
-            f"{op}: input has {c} channels (shape {x.shape}) but weight expects {wc} "
-            f"(shape {w.shape}, which is (F, C, KH, KW))")
+            f"{op}: groups={g} must divide both the input's {c} channels (shape {x.shape}) and "
+            f"the weight's {f} filters (shape {w.shape})")
+    if c != wc * g:
+        raise ValueError(
+            f"{op}: input has {c} channels (shape {x.shape}) but weight expects {wc * g} "
+            f"(shape {w.shape}, which is (F, C/groups, KH, KW), groups={g})")
     if 0 in w.shape or 0 in (c, h, wd):
         raise ValueError(
             f"{op}: only the batch may be empty, got input shape {x.shape} and weight shape "
@@ -93,18 +103,52 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
                 f"{op}: bias must have shape ({f},), one value per filter of weight "
                 f"{w.shape}, got {b.shape}")
     eh, ew = d[0] * (kh - 1) + 1, d[1] * (kw - 1) + 1      # the dilated kernel's extent
-    if eh > h + 2 * p[0] or ew > wd + 2 * p[1]:
+    pads = _conv_padding(op, padding, s, (eh, ew))      # ((top, bottom), (left, right))
+    (top, bottom), (left, right) = pads
+    if eh > h + top + bottom or ew > wd + left + right:
         raise ValueError(
             f"{op}: the kernel ({kh}x{kw}, dilation {d}, so {eh}x{ew}) is larger than the "
-            f"padded input ({h + 2 * p[0]}x{wd + 2 * p[1]}: input {x.shape}, padding {p})")
-    oh, ow = 1 + (h + 2 * p[0] - eh) // s[0], 1 + (wd + 2 * p[1] - ew) // s[1]
-    hp, wp = h + 2 * p[0], wd + 2 * p[1]
-    padded_image = c * hp * wp                                 # the kernels' per-thread copy
-    padded_grad = f * (hp + eh - 1) * (wp + ew - 1)   # bounds the padded Z' of dL/dA
-    _check_size(op, x.shape, (n, f, oh, ow),
-                (c * kh * kw, f * kh * kw, oh * ow, padded_image, padded_grad))
+            f"padded input ({h + top + bottom}x{wd + left + right}: input {x.shape}, "
+            f"padding {padding!r})")
+    oh, ow = 1 + (h + top + bottom - eh) // s[0], 1 + (wd + left + right - ew) // s[1]
+    _check_size(op, x.shape, (n, f, oh, ow), (h + top + bottom, wd + left + right))
     tensors = (input, weight) if bias is None else (input, weight, bias)
-    return Conv2d.apply(*tensors, stride=s, padding=p, dilation=d)
+    return Conv2d.apply(*tensors, stride=s, padding=pads, dilation=d, groups=g)
+
+
+def padding_arg(op: str, padding, stride) -> str | tuple[int, int]:
+    """A conv padding as given, checked: "valid", "same" (stride 1 only, as in PyTorch) or an
+    int or (h, w) pair of ints >= 0, as a pair (shared with nn.Conv2d)."""
+    if isinstance(padding, str):
+        if padding not in ("valid", "same"):
+            raise ValueError(
+                f"{op}: padding must be an int, a pair of ints, 'valid' or 'same', "
+                f"got {padding!r}")
+        if padding == "same" and stride != (1, 1):
+            raise ValueError(
+                f"{op}: padding='same' needs stride 1 (as in PyTorch), got stride {stride}")
+        return padding
+    return int_pair(op, "padding", padding, minimum=0)
+
+
+def _conv_padding(op: str, padding, stride, extent) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((top, bottom), (left, right)) from an int, an (h, w) pair, "valid" or "same"."""
+    padding = padding_arg(op, padding, stride)
+    if padding == "valid":
+        return (0, 0), (0, 0)
+    if padding == "same":
+        # the output as large as the input: extent - 1 in all, the odd one at the bottom/right
+        total_h, total_w = extent[0] - 1, extent[1] - 1
+        return (total_h // 2, total_h - total_h // 2), (total_w // 2, total_w - total_w // 2)
+    return (padding[0], padding[0]), (padding[1], padding[1])
+
+
+def _positive_int(op: str, name: str, value) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{op}: {name} must be a positive int, got {value!r}")
+    if not 1 <= value <= _LIMIT:
+        raise ValueError(f"{op}: {name} must be a positive int (at most {_LIMIT}), got {value}")
+    return int(value)
 
 
 def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
@@ -186,7 +230,8 @@ def int_pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
 
 
 def _check_size(op: str, in_shape, out_shape, extents) -> None:
-    """Refuse outputs (or kernel work sizes) too large for the kernels' 32-bit BLAS sizes."""
+    """Refuse outputs (or padded extents) past 2**31 - 1 in any dimension: no such array would
+    fit in memory, and a clear error beats a MemoryError from deep inside."""
     for size in (*out_shape, *extents, out_shape[2] * out_shape[3]):
         if size > _LIMIT:
             raise ValueError(

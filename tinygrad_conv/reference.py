@@ -19,16 +19,33 @@ def _windows(a_pad: np.ndarray, i: int, j: int, out_hw, stride, dilation) -> np.
     return a_pad[..., rows, cols]
 
 
-def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
-    return 1 + (size + 2 * p - d * (k - 1) - 1) // s
+def _out_size(size: int, k: int, s: int, pads: int, d: int) -> int:
+    """1 + (size + pads - d*(k-1) - 1) // s, pads the padding of both sides together."""
+    return 1 + (size + pads - d * (k - 1) - 1) // s
 
 
-def conv2d_forward(x, w, b, stride, padding, dilation) -> np.ndarray:
-    """Z = W ⊛ A + b: x (N, C, H, W), w (F, C, KH, KW), b (F,) or None -> (N, F, OH, OW)."""
-    (ph, pw), (_, _, kh, kw) = padding, w.shape
-    oh = _out_size(x.shape[2], kh, stride[0], ph, dilation[0])
-    ow = _out_size(x.shape[3], kw, stride[1], pw, dilation[1])
-    a_pad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+def _pads(padding):
+    """((top, bottom), (left, right)) from (ph, pw) or ((top, bottom), (left, right))."""
+    return tuple((p, p) if np.ndim(p) == 0 else tuple(p) for p in padding)
+
+
+def _by_group(fn, x, w, groups, *rest):
+    """fn run on each group's channels and filters, the results joined along the channels."""
+    xs, ws = np.split(x, groups, axis=1), np.split(w, groups, axis=0)
+    return np.concatenate([fn(xg, wg, *rest) for xg, wg in zip(xs, ws)], axis=1)
+
+
+def conv2d_forward(x, w, b, stride, padding, dilation, groups=1) -> np.ndarray:
+    """Z = W ⊛ A + b: x (N, C, H, W), w (F, C/groups, KH, KW), b (F,) or None -> (N, F, OH, OW).
+    padding is (ph, pw) or ((top, bottom), (left, right))."""
+    if groups > 1:     # each group of filters sees only its group of channels
+        z = _by_group(conv2d_forward, x, w, groups, None, stride, padding, dilation)
+        return z if b is None else z + b[None, :, None, None]
+    (top, bottom), (left, right) = _pads(padding)
+    _, _, kh, kw = w.shape
+    oh = _out_size(x.shape[2], kh, stride[0], top + bottom, dilation[0])
+    ow = _out_size(x.shape[3], kw, stride[1], left + right, dilation[1])
+    a_pad = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
     z = np.zeros((x.shape[0], w.shape[0], oh, ow), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
@@ -40,14 +57,23 @@ def conv2d_forward(x, w, b, stride, padding, dilation) -> np.ndarray:
 
 
 def conv2d_backward(x, w, grad_out, stride, padding, dilation,
-                    need_dx=True, need_dw=True, need_db=True):
+                    need_dx=True, need_dw=True, need_db=True, groups=1):
     """(dL/dA, dL/dW, dL/db) for Z = W ⊛ A + b, given Z' = grad_out (N, F, OH, OW)."""
+    if groups > 1:     # each group on its own: its channels, its filters, its part of Z'
+        parts = [conv2d_backward(xg, wg, gg, stride, padding, dilation, need_dx, need_dw,
+                                 need_db)
+                 for xg, wg, gg in zip(np.split(x, groups, axis=1), np.split(w, groups),
+                                       np.split(grad_out, groups, axis=1))]
+        dx, dw, db = (None if part[0] is None else np.concatenate(part, axis=axis)
+                      for part, axis in zip(zip(*parts), (1, 0, 0)))
+        return dx, dw, db
     dx = dw = db = None
-    (ph, pw), (sh, sw), (dh, dw_), (_, _, kh, kw) = padding, stride, dilation, w.shape
+    (top, bottom), (left, right) = _pads(padding)
+    (sh, sw), (dh, dw_), (_, _, kh, kw) = stride, dilation, w.shape
     oh, ow = grad_out.shape[2:]
     if need_dw:
         # dL/dW = Z' ⊛ A: channel f of Z' correlated over channel c of A, summed over the batch
-        a_pad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        a_pad = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
         dw = np.zeros_like(w)
         for i in range(kh):
             for j in range(kw):
@@ -69,9 +95,10 @@ def conv2d_backward(x, w, grad_out, stride, padding, dilation,
         da_pad = conv2d_forward(z_pad, np.ascontiguousarray(w_180), None, (1, 1), (0, 0),
                                 dilation)
         # rows and columns that no window reached (the forward's floor division) stay zero
-        full = np.zeros((n, x.shape[1], x.shape[2] + 2 * ph, x.shape[3] + 2 * pw), x.dtype)
+        full = np.zeros((n, x.shape[1], x.shape[2] + top + bottom, x.shape[3] + left + right),
+                        x.dtype)
         full[:, :, :da_pad.shape[2], :da_pad.shape[3]] = da_pad
-        dx = full[:, :, ph: ph + x.shape[2], pw: pw + x.shape[3]]
+        dx = full[:, :, top: top + x.shape[2], left: left + x.shape[3]]
     return dx, dw, db
 
 

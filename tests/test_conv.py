@@ -1,0 +1,329 @@
+"""The convolution kernels on every SIMD path the CPU has, against PyTorch: groups, padding
+strings, odd channel counts, padded taps that are skipped, repeatable sums, the choice of path."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinygrad_conv
+import tinygrad_conv.reference as R
+from tinygrad_conv import Tensor, _conv, _threads, nn
+from tinygrad_conv.cnn_ops import conv2d
+
+PATHS = _conv.supported_paths()
+# PyTorch's note that 'same' with an even kernel copies the input: true, and not our concern
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@contextlib.contextmanager
+def using_path(path: str):
+    """Run the kernels on one SIMD path within the block, then go back to the one before."""
+    before = _conv.get_simd_path()
+    _conv.set_simd_path(path)
+    try:
+        yield path
+    finally:
+        _conv.set_simd_path(before)
+
+
+@pytest.fixture(params=PATHS)
+def simd_path(request):
+    """Run the test on one SIMD path, then go back to the default one."""
+    with using_path(request.param):
+        yield request.param
+
+
+def rel_err(ours: np.ndarray, expected: np.ndarray) -> float:
+    """Largest absolute difference, relative to the largest expected magnitude."""
+    assert ours.shape == expected.shape, (ours.shape, expected.shape)
+    scale = max(float(np.abs(expected).max(initial=0.0)), 1e-30)
+    return float(np.abs(ours.astype(np.float64) - expected).max(initial=0.0)) / scale
+
+
+def torch_conv(x, w, b, grad_out, stride, padding, dilation, groups, dtype=torch.float64):
+    """PyTorch's Z, dL/dA, dL/dW, dL/db (as float64 arrays) for the given arrays."""
+    tx, tw = (torch.tensor(a, dtype=dtype, requires_grad=True) for a in (x, w))
+    tb = None if b is None else torch.tensor(b, dtype=dtype, requires_grad=True)
+    z = torch.nn.functional.conv2d(tx, tw, tb, stride, padding, dilation, groups)
+    z.backward(torch.tensor(grad_out, dtype=dtype))
+    grads = [t.grad.numpy().astype(np.float64) for t in (tx, tw)]
+    return [z.detach().numpy().astype(np.float64), *grads,
+            None if b is None else tb.grad.numpy().astype(np.float64)]
+
+
+@st.composite
+def conv_cases(draw):
+    """(x shape, w shape, stride, padding, dilation, groups) that PyTorch accepts: any groups
+    (depthwise too), channel counts that are not multiples of a vector, 'same' and 'valid',
+    kernels as large as the padded input, 1x1 images, empty batches."""
+    kind = draw(st.sampled_from(["plain", "plain", "grouped", "depthwise"]))
+    groups = {"plain": 1, "grouped": draw(st.integers(2, 3)), "depthwise": 0}[kind]
+    if kind == "depthwise":
+        groups = c = f = draw(st.integers(1, 19))
+    else:
+        c, f = groups * draw(st.integers(1, 7)), groups * draw(st.integers(1, 21))
+    n = draw(st.integers(0, 3))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = draw(st.one_of(st.just("same"), st.just("valid"),
+                             st.tuples(st.integers(0, 3), st.integers(0, 3))))
+    stride = (1, 1) if padding == "same" else (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    pads = (0, 0) if isinstance(padding, str) else padding
+    extent = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
+    h = max(1, extent[0] - 2 * pads[0]) + draw(st.integers(0, 5))
+    w = max(1, extent[1] - 2 * pads[1]) + draw(st.integers(0, 5))
+    if padding == "valid":
+        h, w = h + extent[0] - 1, w + extent[1] - 1
+    return (n, c, h, w), (f, c // groups, kh, kw), stride, padding, dilation, groups
+
+
+def conv_arrays(case, dtype, seed):
+    x_shape, w_shape, stride, padding, dilation, groups = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    z = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), None, stride, padding,
+                                   dilation, groups)
+    g = rng.standard_normal(tuple(z.shape)).astype(dtype)
+    return x, w, b, g
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@settings(max_examples=40, deadline=None)
+@given(case=conv_cases(), seed=st.integers(0, 2**32 - 1))
+def test_conv2d_matches_pytorch_on_every_simd_path(path, dtype, case, seed):
+    _, _, stride, padding, dilation, groups = case
+    x, w, b, g = conv_arrays(case, dtype, seed)
+    expected = torch_conv(x, w, b, g, stride, padding, dilation, groups)
+    tx, tw, tb = (Tensor(a, requires_grad=True, dtype=dtype) for a in (x, w, b))
+    with using_path(path):
+        z = conv2d(tx, tw, tb, stride=stride, padding=padding, dilation=dilation,
+                   groups=groups)
+        z.backward(g)
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    for name, got, want in zip(["Z", "dL/dA", "dL/dW", "dL/db"],
+                               [z.data, tx.grad, tw.grad, tb.grad], expected):
+        assert got.dtype == dtype, name
+        assert rel_err(got, want) < tol, (path, name, rel_err(got, want))
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=conv_cases(), seed=st.integers(0, 2**32 - 1))
+def test_grouped_reference_matches_pytorch(case, seed):
+    _, _, stride, padding, dilation, groups = case
+    x, w, b, g = conv_arrays(case, np.float64, seed)
+    expected = torch_conv(x, w, b, g, stride, padding, dilation, groups)
+    ours = tinygrad_conv.cnn_ops._conv_padding("conv2d", padding, stride, (
+        dilation[0] * (w.shape[2] - 1) + 1, dilation[1] * (w.shape[3] - 1) + 1))
+    z = R.conv2d_forward(x, w, b, stride, ours, dilation, groups)
+    grads = R.conv2d_backward(x, w, g, stride, ours, dilation, groups=groups)
+    for got, want in zip([z, *grads], expected):
+        assert rel_err(got, want) < 1e-10
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 28, 28, 32, 3, 1, 0), (2, 32, 26, 26, 64, 3, 1, 0),
+                                   (3, 16, 14, 14, 32, 5, 2, 2), (1, 64, 56, 56, 64, 3, 1, 1),
+                                   (2, 40, 9, 9, 80, 3, 1, 1), (2, 17, 8, 8, 33, 1, 1, 0)])
+def test_conv2d_layer_shapes_match_pytorch_on_every_simd_path(simd_path, shape):
+    # the benchmark's layers (several row bands, slabs and channel blocks) and channel counts
+    # that leave part of a vector empty
+    n, c, h, w, f, k, s, p = shape
+    case = ((n, c, h, w), (f, c, k, k), (s, s), (p, p), (1, 1), 1)
+    x, wt, b, g = conv_arrays(case, np.float32, seed=c + f)
+    expected = torch_conv(x, wt, b, g, (s, s), (p, p), (1, 1), 1)
+    z = _conv.conv2d_forward(x, wt, b, (s, s), (p, p), (1, 1))
+    grads = _conv.conv2d_backward(x, wt, g, (s, s), (p, p), (1, 1), True, True, True)
+    for got, want in zip([z, *grads], expected):
+        assert got.dtype == np.float32
+        assert rel_err(got, want) < 1e-4
+
+
+def test_conv2d_padding_is_never_materialized():
+    # a padding of a million: only the middle window sees the image, the rest see only padding
+    x = np.random.default_rng(1).standard_normal((2, 3, 8, 8))
+    w = np.random.default_rng(2).standard_normal((4, 3, 3, 3))
+    z = conv2d(Tensor(x, dtype=np.float64), Tensor(w, dtype=np.float64), padding=10**6,
+               stride=10**6).data
+    expected = np.zeros((2, 4, 3, 3))
+    expected[:, :, 1, 1] = np.einsum("nchw,fchw->nf", x[:, :, :3, :3], w)
+    assert np.allclose(z, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_padded_taps_are_skipped_so_nan_and_inf_weights_stay_where_pytorch_puts_them(simd_path):
+    # PyTorch's float32 kernels skip padded taps (its float64 forward multiplies them: see the
+    # closing note); an Inf weight times padding must not turn border outputs into NaN
+    rng = np.random.default_rng(7)
+    for stride, pad, dil in [(1, 1, 1), (2, 2, 1), (1, 2, 2), (3, 1, 1)]:
+        x = rng.standard_normal((2, 3, 7, 6)).astype(np.float32)
+        w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+        w[1, 2, 0, 0], w[2, 0, 2, 1] = np.inf, np.nan
+        z = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), None, stride, pad, dil)
+        g = rng.standard_normal(tuple(z.shape)).astype(np.float32)
+        expected = torch_conv(x, w, None, g, stride, pad, dil, 1, dtype=torch.float32)
+        s, p, d = (stride, stride), (pad, pad), (dil, dil)
+        ours = [_conv.conv2d_forward(x, w, None, s, p, d),
+                *_conv.conv2d_backward(x, w, g, s, p, d, True, True, False)[:2]]
+        for name, got, want in zip(["Z", "dL/dA", "dL/dW"], ours, expected):
+            assert np.array_equal(np.isnan(got), np.isnan(want)), (name, stride, pad, dil)
+            assert np.array_equal(np.isinf(got), np.isinf(want)), (name, stride, pad, dil)
+            finite = np.isfinite(want)
+            assert rel_err(got[finite], want[finite]) < 1e-4
+
+
+@pytest.mark.parametrize("case", [
+    ((9, 5, 13, 11), (20, 5, 3, 3), (2, 1), (1, 1), (1, 2), 1),
+    ((7, 6, 10, 9), (9, 2, 3, 2), (1, 1), (1, 0), (1, 1), 3),
+    ((33, 1, 12, 12), (32, 1, 3, 3), (1, 1), (0, 0), (1, 1), 1),
+])
+def test_conv2d_is_bit_identical_for_any_thread_count(simd_path, case):
+    x, w, b, g = conv_arrays(case, np.float32, seed=3)
+    _, _, stride, padding, dilation, groups = case
+    before = _threads.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2, 3, 4, 2):
+            _threads.set_num_threads(threads)
+            runs.append([_conv.conv2d_forward(x, w, b, stride, padding, dilation, groups),
+                         *_conv.conv2d_backward(x, w, g, stride, padding, dilation, True, True,
+                                                True, groups)])
+    finally:
+        _threads.set_num_threads(before)
+    for run in runs[1:]:
+        for name, first, again in zip(["Z", "dL/dA", "dL/dW", "dL/db"], runs[0], run):
+            assert np.array_equal(first, again), name     # the very same bits
+
+
+def test_tutorial_gradients_are_the_written_out_sums_on_every_simd_path(simd_path):
+    # the tutorial's 3x3 input and 2x2 filter: dL/dW = Z' ⊛ A, dL/dA = W_180 ⊛ pad(Z', k-1)
+    a = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)             # a1..a9
+    w = np.array([[[[2.0, -3.0], [5.0, 7.0]]]])              # w1..w4
+    z_grad = np.array([[[[0.25, -2.0], [3.0, 1.5]]]])        # z'1..z'4
+    dx, dw, db = _conv.conv2d_backward(a, w, z_grad, (1, 1), (0, 0), (1, 1), True, True, True)
+    (a1, a2, a3, a4, a5, a6, a7, a8, a9), (w1, w2, w3, w4) = a.ravel(), w.ravel()
+    z1, z2, z3, z4 = z_grad.ravel()
+    assert np.array_equal(dw[0, 0], [[z1 * a1 + z2 * a2 + z3 * a4 + z4 * a5,
+                                      z1 * a2 + z2 * a3 + z3 * a5 + z4 * a6],
+                                     [z1 * a4 + z2 * a5 + z3 * a7 + z4 * a8,
+                                      z1 * a5 + z2 * a6 + z3 * a8 + z4 * a9]])
+    assert np.array_equal(dx[0, 0], [[z1 * w1, z1 * w2 + z2 * w1, z2 * w2],
+                                     [z1 * w3 + z3 * w1, z1 * w4 + z2 * w3 + z3 * w2 + z4 * w1,
+                                      z2 * w4 + z4 * w2],
+                                     [z3 * w3, z3 * w4 + z4 * w3, z4 * w4]])
+    assert db[0] == z1 + z2 + z3 + z4
+
+
+# ---------------------------------------------------------------------------------------------
+# nn.Conv2d with groups and padding strings
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("groups, padding", [(1, "same"), (2, "valid"), (4, "same"), (8, 1)])
+def test_nn_conv2d_groups_and_padding_match_torch_module(groups, padding):
+    ours = nn.Conv2d(8, 16, (2, 3), padding=padding, groups=groups, dtype=np.float64)
+    theirs = torch.nn.Conv2d(8, 16, (2, 3), padding=padding, groups=groups).double()
+    assert ours.weight.shape == tuple(theirs.weight.shape)
+    theirs.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((2, 8, 7, 9))
+    tx = torch.tensor(x, requires_grad=True)
+    ox = Tensor(x, requires_grad=True, dtype=np.float64)
+    t_out, o_out = theirs(tx), ours(ox)
+    assert rel_err(o_out.data, t_out.detach().numpy()) < 1e-12
+    t_out.square().sum().backward()
+    (o_out * o_out).sum().backward()
+    assert rel_err(ox.grad, tx.grad.numpy()) < 1e-12
+    assert rel_err(ours.weight.grad, theirs.weight.grad.numpy()) < 1e-12
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad arguments: a ValueError or TypeError naming the op and the argument
+# ---------------------------------------------------------------------------------------------
+
+def t(*shape):
+    return Tensor(np.zeros(shape, dtype=np.float32))
+
+
+@pytest.mark.parametrize("call, error, words", [
+    (lambda: conv2d(t(2, 6, 8, 8), t(4, 2, 3, 3), groups=4), ValueError,
+     ["conv2d", "groups=4", "6 channels", "4 filters"]),
+    (lambda: conv2d(t(2, 6, 8, 8), t(3, 3, 3, 3), groups=2), ValueError,
+     ["conv2d", "groups=2", "3 filters"]),
+    (lambda: conv2d(t(2, 6, 8, 8), t(4, 2, 3, 3), groups=2), ValueError,
+     ["conv2d", "6 channels", "expects 4", "groups=2"]),
+    (lambda: conv2d(t(2, 6, 8, 8), t(4, 6, 3, 3), groups=0), ValueError, ["conv2d", "groups"]),
+    (lambda: conv2d(t(2, 6, 8, 8), t(4, 6, 3, 3), groups=1.0), TypeError, ["conv2d", "groups"]),
+    (lambda: conv2d(t(2, 6, 8, 8), t(4, 6, 3, 3), groups=True), TypeError, ["conv2d", "groups"]),
+    (lambda: conv2d(t(2, 6, 8, 8), t(4, 6, 3, 3), padding="full"), ValueError,
+     ["conv2d", "padding", "'full'", "'same'"]),
+    (lambda: conv2d(t(2, 6, 8, 8), t(4, 6, 3, 3), padding="same", stride=2), ValueError,
+     ["conv2d", "padding='same'", "stride"]),
+    (lambda: conv2d(t(2, 6, 2, 2), t(4, 6, 3, 3), padding="valid"), ValueError,
+     ["conv2d", "larger than the padded input"]),
+    (lambda: nn.Conv2d(6, 4, 3, groups=4), ValueError, ["Conv2d", "groups=4"]),
+    (lambda: nn.Conv2d(6, 4, 3, padding="SAME"), ValueError, ["Conv2d", "padding", "'SAME'"]),
+    (lambda: nn.Conv2d(6, 4, 3, padding="same", stride=(1, 2)), ValueError,
+     ["Conv2d", "padding='same'", "stride"]),
+])
+def test_bad_conv_arguments_raise_clear_errors(call, error, words):
+    with pytest.raises(error) as info:
+        call()
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing the SIMD path; show_config
+# ---------------------------------------------------------------------------------------------
+
+def run_python(code: str, **env) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               **env}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=environ, timeout=120)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_environment_variable_forces_a_simd_path(path):
+    result = run_python("from tinygrad_conv import _conv; print(_conv.get_simd_path())",
+                        TINYGRAD_CONV_SIMD=path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == path
+
+
+def test_environment_variable_with_an_unknown_path_is_refused_clearly():
+    result = run_python("import tinygrad_conv", TINYGRAD_CONV_SIMD="sse9")
+    assert result.returncode != 0
+    assert "TINYGRAD_CONV_SIMD" in result.stderr and "'sse9'" in result.stderr
+
+
+def test_a_path_the_cpu_lacks_is_refused():
+    missing = [p for p in ("portable", "avx2", "avx512") if p not in PATHS]
+    if not missing:
+        pytest.skip("this CPU runs every path")
+    with pytest.raises(ValueError, match="cannot run"):
+        _conv.set_simd_path(missing[0])
+
+
+def test_set_simd_path_refuses_unknown_names():
+    with pytest.raises(ValueError, match="set_simd_path.*'fast'"):
+        _conv.set_simd_path("fast")
+
+
+def test_show_config_reports_what_a_speed_report_needs(capsys):
+    info = tinygrad_conv.show_config()
+    out = capsys.readouterr().out
+    for key in ("simd path", "threads", "openmp", "blas", "L1d", "L2", "compiler"):
+        assert key in out.lower() or key in out, (key, out)
+    assert info["simd_path"] == _conv.get_simd_path()
+    assert info["threads"] == _threads.get_num_threads()
+    assert info["cache_bytes"]["L2"] > 0

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "examples" / "walkthrough.py"
+from helpers import EXAMPLES, load_example, run_python
+
+SCRIPT = EXAMPLES / "walkthrough.py"
 
 # The output printed in cnn-backward-pass-tutorial by its PyTorch script (float64).
 TUTORIAL_OUTPUT = """\
@@ -37,16 +33,9 @@ def numbers(text: str) -> np.ndarray:
     return np.array([float(x) for x in re.findall(r"-?\d+\.\d*", text)])
 
 
-def run_script() -> str:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    result = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True,
-                            env=env, cwd=ROOT, timeout=120, check=True)
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def output() -> str:
-    return run_script()
+    return run_python([SCRIPT], timeout=120).stdout
 
 
 def test_prints_the_tutorials_output_in_its_layout(output):
@@ -74,9 +63,7 @@ def test_prints_pytorchs_numbers_beside_ours(output):
 
 
 def test_without_pytorch_it_prints_ours_and_says_how_to_get_pytorchs(monkeypatch, capsys):
-    spec = importlib.util.spec_from_file_location("walkthrough_example", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("walkthrough")
 
     def no_torch():
         raise ImportError("No module named 'torch'")

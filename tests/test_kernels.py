@@ -101,7 +101,7 @@ def test_conv2d_reference_matches_pytorch(case, seed):
 def test_conv2d_kernel_input_gradient_every_stride_padding_dilation(stride, padding, dilation, k):
     # the classic off-by-one place: every combination, sizes that leave rows no window reached
     case = ((2, 2, 9, 8, 3, k, k), (stride, stride), (padding, padding), (dilation, dilation))
-    if dilation * (k - 1) + 1 > 8 + 2 * padding:
+    if out_size(8, k, stride, padding, dilation) < 1:
         pytest.skip("kernel larger than the padded input")
     x, w, b, g = random_conv_arrays(case, np.float64, seed=stride * 100 + padding * 10 + k)
     _, want_dx, want_dw, want_db = torch_conv(x, w, b, g, *case[1:])

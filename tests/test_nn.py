@@ -14,7 +14,7 @@ from tinygrad_conv import Tensor, checkpoint, nn
 from tinygrad_conv import functional as F
 from tinygrad_conv.optim import SGD, Adam
 
-from torch_oracle import assert_close
+from helpers import assert_close
 
 
 def numpy_state(torch_model: torch.nn.Module) -> dict[str, np.ndarray]:

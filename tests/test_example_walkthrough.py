@@ -73,3 +73,17 @@ def test_without_pytorch_it_prints_ours_and_says_how_to_get_pytorchs(monkeypatch
     out = capsys.readouterr().out
     assert out.startswith(TUTORIAL_OUTPUT + "\n")
     assert "PyTorch is not installed" in out and "Beside" not in out
+
+
+def test_the_debugger_recipe_in_its_docstring_stops_in_the_reference_max_pool_gradient():
+    module = load_example("walkthrough")
+    recipe = [line.strip() for line in module.__doc__.splitlines() if "(Pdb)" in line]
+    assert recipe, "the docstring shows no pdb session"
+    commands = [line.split("(Pdb) ", 1)[1] for line in recipe] + ["p argmax.ravel()", "quit"]
+    done = run_python(["-m", "pdb", SCRIPT], input="\n".join(commands) + "\n", timeout=120,
+                      env={"TINYGRAD_CONV_REFERENCE_KERNELS": "1"})
+    stops = [line for line in done.stdout.replace("(Pdb) ", "\n").splitlines()
+             if line.startswith("> ")]
+    assert stops and "reference.py(" in stops[-1], done.stdout
+    assert stops[-1].endswith("max_pool2d_backward()"), done.stdout
+    assert "array([4, 4, 7, 8])" in done.stdout     # the argmax cells: the 10 twice, 12, 13

@@ -47,6 +47,7 @@ from kernels cimport floating, sum_of
 
 from tinygrad_conv._threads import get_num_threads
 from tinygrad_conv.cpu import cache_sizes
+from tinygrad_conv.shapes import out_size
 
 
 cdef extern from "microkernels.h" nogil:
@@ -647,12 +648,6 @@ def four_pads(padding):
     return int(top), int(bottom), int(left), int(right)
 
 
-def out_size(Py_ssize_t size, Py_ssize_t taps, Py_ssize_t stride, Py_ssize_t pads,
-             Py_ssize_t dil):
-    """1 + (size + pads - dil*(taps-1) - 1) // stride, pads the padding on both sides."""
-    return 1 + (size + pads - dil * (taps - 1) - 1) // stride
-
-
 cdef Correlation correlation(int path, Py_ssize_t lanes, src_shape, Py_ssize_t per_group,
                              out_shape, Py_ssize_t out_per_group, kernel_shape):
     cdef Correlation cor
@@ -675,8 +670,8 @@ def conv2d_forward(const floating[:, :, :, ::1] a,   # IN  A: (N, C, H, W)
     padding is (ph, pw) or ((top, bottom), (left, right))."""
     cdef Py_ssize_t N = a.shape[0], F = w.shape[0]
     top, bottom, left, right = four_pads(padding)
-    OH = out_size(a.shape[2], w.shape[2], stride[0], top + bottom, dilation[0])
-    OW = out_size(a.shape[3], w.shape[3], stride[1], left + right, dilation[1])
+    OH = out_size(a.shape[2], w.shape[2], stride[0], (top, bottom), dilation[0])
+    OW = out_size(a.shape[3], w.shape[3], stride[1], (left, right), dilation[1])
     dtype = np.float32 if floating is float else np.float64
     out = np.empty((N, F, OH, OW), dtype=dtype)
     if N == 0:

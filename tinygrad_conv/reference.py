@@ -46,10 +46,10 @@ def _by_group(fn, x, w, groups, *rest):
 def conv2d_forward(x, w, b, stride, padding, dilation, groups=1) -> np.ndarray:
     """Z = W ⊛ A + b: x (N, C, H, W), w (F, C/groups, KH, KW), b (F,) or None -> (N, F, OH, OW).
     padding is (ph, pw) or ((top, bottom), (left, right))."""
+    (top, bottom), (left, right) = pads = _pads(padding)
     if groups > 1:     # each group of filters sees only its group of channels
         z = _by_group(conv2d_forward, x, w, groups, None, stride, padding, dilation)
         return z if b is None else z + b[None, :, None, None]
-    (top, bottom), (left, right) = pads = _pads(padding)
     _, _, kh, kw = w.shape
     oh = out_size(x.shape[2], kh, stride[0], pads[0], dilation[0])
     ow = out_size(x.shape[3], kw, stride[1], pads[1], dilation[1])

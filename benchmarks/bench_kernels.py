@@ -5,9 +5,14 @@
 
 For each shape it prints the median time of the forward alone (under no_grad) and of forward +
 backward, ours and PyTorch's measured in the same run (alternating, so both see the same load),
-their ratio (ours / PyTorch: below 1.0 means we are faster) and our achieved GFLOP/s (for
-max-pool: billions of window elements compared per second). The calls go through the public ops
-(`cnn_ops.conv2d(...)` + `.backward(grad)`), so the graph's overhead is included.
+their ratio (ours / PyTorch: below 1.0 means we are faster), our achieved GFLOP/s (for
+max-pool: billions of window elements compared per second) and, for the convolutions, that as a
+percentage of the machine's peak. The calls go through the public ops (`cnn_ops.conv2d(...)` +
+`.backward(grad)`), so the graph's overhead is included.
+
+The peak is measured, not looked up: every thread runs the kernels' own FMA probe (independent
+fused multiply-adds on registers, in the SIMD path the kernels use) at the same time, so it is
+the clock this machine really runs at times the FMAs per cycle of that path's vectors.
 
 --cpu-time measures the process's CPU time instead of wall time: on a machine other jobs keep
 busy it still compares the work each side does (with one thread only: with more it would also
@@ -17,13 +22,15 @@ count the time idle threads spin).
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 
 import numpy as np
 import torch
 
-from tinygrad_conv import _threads
+from tinygrad_conv import _conv, _threads
 from tinygrad_conv.cnn_ops import conv2d, max_pool2d
+from tinygrad_conv.shapes import out_size
 from tinygrad_conv.tensor import Tensor, no_grad
 
 # name: (N, C, H, W, F, k, stride, padding)
@@ -68,7 +75,7 @@ def bench_conv(shape, dtype, repeats):
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
     wt = (rng.standard_normal((f, c, k, k)) * 0.1).astype(dtype)
     b = rng.standard_normal(f).astype(dtype)
-    oh, ow = 1 + (h + 2 * p - k) // s, 1 + (w + 2 * p - k) // s
+    oh, ow = out_size(h, k, s, p), out_size(w, k, s, p)
     g = rng.standard_normal((n, f, oh, ow)).astype(dtype)
     input_grad = c > 1                     # c1 is a first layer: the images need no gradient
 
@@ -102,7 +109,7 @@ def bench_conv(shape, dtype, repeats):
 def bench_pool(shape, dtype, repeats):
     n, c, h, w, k, s = shape
     x = np.random.default_rng(0).standard_normal((n, c, h, w)).astype(dtype)
-    oh, ow = 1 + (h - k) // s, 1 + (w - k) // s
+    oh, ow = out_size(h, k, s), out_size(w, k, s)
     g = np.random.default_rng(1).standard_normal((n, c, oh, ow)).astype(dtype)
     ours_x, th_x = Tensor(x, requires_grad=True, dtype=dtype), torch.tensor(x, requires_grad=True)
     th_g = torch.tensor(g)
@@ -128,6 +135,27 @@ def bench_pool(shape, dtype, repeats):
     return times, (compares, compares)
 
 
+def peak_gflops(threads: int, dtype) -> float:
+    """The machine's peak GFLOP/s on `threads` threads in the kernels' SIMD path: each thread
+    runs the FMA probe (it releases the GIL) for about 0.3 s at once; the best of three."""
+    rounds = 10_000_000 if np.dtype(dtype) == np.float32 else 5_000_000
+    best = 0.0
+    for _ in range(3):
+        flops = [0.0] * threads
+
+        def probe(k):
+            flops[k] = _conv.fma_probe(_conv.get_simd_path(), dtype, rounds)
+
+        workers = [threading.Thread(target=probe, args=(k,)) for k in range(threads)]
+        start = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        best = max(best, sum(flops) / (time.perf_counter() - start) / 1e9)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -147,9 +175,11 @@ def main() -> None:
     dtype = np.dtype(args.dtype).type
 
     clock = "CPU time" if args.cpu_time else "wall time"
-    print(f"{args.dtype}, {args.threads} threads, median {clock} of {args.repeats} (ms)")
+    peak = peak_gflops(args.threads, dtype)
+    print(f"{args.dtype}, {args.threads} threads, median {clock} of {args.repeats} (ms); "
+          f"SIMD path {_conv.get_simd_path()}, measured peak {peak:.0f} GFLOP/s")
     header = (f"{'shape':<6}{'fwd ours':>10}{'torch':>8}{'ratio':>7}{'GFLOP/s':>9}"
-              f"{'fwd+bwd ours':>14}{'torch':>8}{'ratio':>7}{'GFLOP/s':>9}")
+              f"{'fwd+bwd ours':>14}{'torch':>8}{'ratio':>7}{'GFLOP/s':>9}{'% peak':>8}")
     print(header)
     print("-" * len(header))
     cases = [(name, bench_conv, shape) for name, shape in CONVS.items()]
@@ -158,9 +188,11 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         (fwd, th_fwd, both, th_both), (work_fwd, work_both) = bench(shape, dtype, args.repeats)
+        rate = work_both / both / 1e6
+        percent = f"{100 * rate / peak:>7.0f}%" if bench is bench_conv else ""
         print(f"{name:<6}{fwd:>10.2f}{th_fwd:>8.2f}{fwd / th_fwd:>7.2f}"
               f"{work_fwd / fwd / 1e6:>9.1f}{both:>14.2f}{th_both:>8.2f}{both / th_both:>7.2f}"
-              f"{work_both / both / 1e6:>9.1f}")
+              f"{rate:>9.1f}{percent}")
     print("(p1, p2: the GFLOP/s columns are billions of window elements compared per second)")
 
 

@@ -35,6 +35,7 @@ summed into its own buffer, and the buffers are added in chunk order, so the res
 bit the same whatever the number of threads and whoever ran what.
 """
 
+import functools
 import os
 import threading
 
@@ -213,11 +214,13 @@ cdef class Axis:
         self.source_step = dil * self.tap_step // div   # ... the input moves this far
 
 
+@functools.lru_cache(maxsize=256)
 def forward_axis(out_len, in_len, taps, stride, pad, dil):
     """Z = W ⊛ A along one axis: tap i of output y reads A at y*stride - pad + i*dil."""
     return Axis(out_len, in_len, taps, stride, -pad, 1, dil)
 
 
+@functools.lru_cache(maxsize=256)
 def input_grad_axis(out_len, grad_len, taps, stride, pad, dil):
     """dL/dA = W_180 ⊛ pad(dilate(Z', s), k_eff-1) along one axis: tap i of the rotated kernel
     at A's coordinate y (y + pad in the padded A) reads the dilated, padded Z' at
@@ -231,35 +234,42 @@ def input_grad_axis(out_len, grad_len, taps, stride, pad, dil):
 # Blocks of output channels, and the kernel packed for them
 # ---------------------------------------------------------------------------------------------
 
-def channel_blocks(Py_ssize_t per_group, Py_ssize_t groups, Py_ssize_t lanes):
+@functools.lru_cache(maxsize=256)
+def channel_blocks(Py_ssize_t per_group, Py_ssize_t groups, Py_ssize_t lanes,
+                   Py_ssize_t per_channel):
     """Each group's output channels in blocks of at most TGC_MAX_VECTORS vectors: rows of
-    (group, first channel in the group, vectors, channels, where its packed kernel starts).
-    The vectors are shared out evenly (5 vectors: 3 + 2, not 4 + 1), so tiles are wide."""
+    (group, first channel in the group, vectors, channels, where its packed kernel starts),
+    read-only. The vectors are shared out evenly (5 vectors: 3 + 2, not 4 + 1), so tiles are
+    wide. `per_channel` is how many vectors one output channel's kernel packs into (R*KH*KW):
+    block k of every group is packed after block k-1 of every group (see `pack`)."""
     vectors = ceil_div(per_group, lanes)
     n_blocks = ceil_div(vectors, TGC_MAX_VECTORS)
-    rows = []
-    for g in range(groups):
-        first = 0
-        for k in range(n_blocks):
-            v = vectors // n_blocks + (k < vectors % n_blocks)
-            rows.append([g, first, v, min(v * lanes, per_group - first), 0])
-            first += v * lanes
-    return np.array(rows, dtype=np.intp)
+    rows, first, start = [], 0, 0
+    for k in range(n_blocks):
+        v = vectors // n_blocks + (k < vectors % n_blocks)
+        for g in range(groups):
+            rows.append([g, first, v, min(v * lanes, per_group - first),
+                         start + g * per_channel * v * lanes])
+        first += v * lanes
+        start += groups * per_channel * v * lanes
+    blocks = np.array(sorted(rows), dtype=np.intp)      # group by group
+    blocks.setflags(write=False)
+    return blocks
 
 
-def pack(kernel, Py_ssize_t[:, ::1] blocks, Py_ssize_t per_group, Py_ssize_t lanes):
+def pack(kernel, const Py_ssize_t[:, ::1] blocks, Py_ssize_t groups, Py_ssize_t lanes):
     """kernel (groups * per_group, R, KH, KW), output channel first, packed block by block as
     [R][KH][KW][vectors * lanes], zeros in the lanes past the block's channels: the vector of
-    output channels at one reduction index and tap is one load. Sets blocks[:, 4] (starts)."""
-    parts, at = [], 0
-    for k in range(blocks.shape[0]):
-        g, first, vectors, count = blocks[k, 0], blocks[k, 1], blocks[k, 2], blocks[k, 3]
-        part = np.zeros(kernel.shape[1:] + (vectors * lanes,), dtype=kernel.dtype)
-        begin = g * per_group + first
-        part[..., :count] = np.moveaxis(kernel[begin:begin + count], 0, -1)
-        blocks[k, 4] = at
+    output channels at one reduction index and tap is one load. Block k of all the groups is
+    one numpy step (a depthwise convolution has as many groups as channels)."""
+    per_group = kernel.shape[0] // groups
+    by_group = kernel.reshape((groups, per_group) + kernel.shape[1:])
+    parts = []
+    for k in range(blocks.shape[0] // groups):         # the blocks of group 0, in order
+        first, vectors, count = blocks[k, 1], blocks[k, 2], blocks[k, 3]
+        part = np.zeros((groups,) + kernel.shape[1:] + (vectors * lanes,), dtype=kernel.dtype)
+        part[..., :count] = np.moveaxis(by_group[:, first:first + count], 1, -1)
         parts.append(part.ravel())
-        at += part.size
     return np.concatenate(parts)
 
 
@@ -462,32 +472,38 @@ cdef void tap_range(Py_ssize_t out_len, Py_ssize_t in_len, Py_ssize_t stride, Py
     hi[0] = max(hi[0], lo[0])
 
 
-def weight_grad_tiles(WeightGrad wg, Py_ssize_t[:, ::1] blocks):
-    """The tiles of dL/dW: each a block of filters by up to a tile's worth of (channel, tap)
-    pairs whose taps read A over the same output rows and columns (all taps, without padding),
-    so one tile's pairs share their reduction. Rows of (block, i, j, count, c_0, tap_0, ...),
-    tap = i*KW + j, with (i, j) the first pair's tap (it fixes the rows and columns)."""
+@functools.lru_cache(maxsize=256)
+def weight_grad_tiles(Py_ssize_t filters_per_group, Py_ssize_t groups, Py_ssize_t per_group,
+                      row_axis, col_axis, int path, Py_ssize_t lanes):
+    """The tiles of dL/dW, read-only: each a block of filters by up to a tile's worth of
+    (channel, tap) pairs whose taps read A over the same output rows and columns (all taps,
+    without padding), so one tile's pairs share their reduction. Rows of (block, i, j, count,
+    c_0, tap_0, c_1, tap_1, ...), tap = i*KW + j, (i, j) the first pair's (it fixes the rows
+    and columns). row_axis and col_axis: (out_len, in_len, taps, stride, pad, dil)."""
     cdef Py_ssize_t lo, hi
-    row_range, col_range = {}, {}
-    for i in range(wg.taps_h):
-        tap_range(wg.out_h, wg.height, wg.stride_h, wg.pad_top, wg.dil_h, i, &lo, &hi)
-        row_range.setdefault((lo, hi), []).append(i)
-    for j in range(wg.taps_w):
-        tap_range(wg.out_w, wg.width, wg.stride_w, wg.pad_left, wg.dil_w, j, &lo, &hi)
-        col_range.setdefault((lo, hi), []).append(j)
+    ranges = []
+    for out_len, in_len, taps, stride, pad, dil in (row_axis, col_axis):
+        taps_of = {}                 # the taps that read the same outputs, by (lo, hi)
+        for i in range(taps):
+            tap_range(out_len, in_len, stride, pad, dil, i, &lo, &hi)
+            taps_of.setdefault((lo, hi), []).append(i)
+        ranges.append(list(taps_of.values()))
+    blocks = channel_blocks(filters_per_group, groups, lanes, 0)
     tiles = []
     for b in range(blocks.shape[0]):
-        most = tgc_max_pixels(wg.path, <int> blocks[b, 2])
-        for rows in row_range.values():
-            for cols in col_range.values():
-                pairs = [(c, i * wg.taps_w + j) for c in range(wg.per_group)
+        most = tgc_max_pixels(path, <int> blocks[b, 2])
+        for rows in ranges[0]:
+            for cols in ranges[1]:
+                pairs = [(c, i * col_axis[2] + j) for c in range(per_group)
                          for i in rows for j in cols]
                 for k in range(0, len(pairs), most):
                     part = pairs[k:k + most]
                     tiles.append([b, rows[0], cols[0], len(part)]
                                  + [x for pair in part for x in pair]
                                  + [0] * (2 * (TGC_MAX_PIX - len(part))))
-    return np.array(tiles, dtype=np.intp).reshape(-1, 4 + 2 * TGC_MAX_PIX)
+    tiles = np.array(tiles, dtype=np.intp).reshape(-1, 4 + 2 * TGC_MAX_PIX)
+    tiles.setflags(write=False)
+    return tiles
 
 
 cdef void pack_grad(const floating *dz,      # IN  Z'[n]: (F, OH, OW)
@@ -503,11 +519,11 @@ cdef void pack_grad(const floating *dz,      # IN  Z'[n]: (F, OH, OW)
 
 cdef void weight_grad_tile(const floating *a,       # IN  A[n0]: images n0 <= n < n1
                            const floating *zt,      # IN  Z'[n0:n1, :, r0:r1] packed by block
-                           floating *dw,            # OUT += dL/dW: (F, C/groups, KH, KW)
+                           floating *dw,            # OUT the slab's dL/dW: (F, C/groups, KH, KW)
                            const WeightGrad *wg, const Py_ssize_t[:, ::1] blocks,
                            const Py_ssize_t *lanes_before, const Py_ssize_t *tile,
                            Py_ssize_t n_images, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
-    """dL/dW[f, c, i, j] += sum over the images and the output pixels (oh, ow) of rows r0..r1
+    """dL/dW[f, c, i, j] = sum over the images and the output pixels (oh, ow) of rows r0..r1
     whose tap (i, j) is real, of Z'[n, f, oh, ow] * A[n, c, oh*s - pad + i*d, ow*s - pad + j*d]:
     the block's filters f (vectors) by the tile's (c, i*KW + j) pairs (broadcast)."""
     cdef floating out[TGC_TILE_CAPACITY]
@@ -519,8 +535,8 @@ cdef void weight_grad_tile(const floating *a,       # IN  A[n0]: images n0 <= n 
     tap_range(wg.out_h, wg.height, wg.stride_h, wg.pad_top, wg.dil_h, tile[1], &oh_lo, &oh_hi)
     tap_range(wg.out_w, wg.width, wg.stride_w, wg.pad_left, wg.dil_w, tile[2], &ow_lo, &ow_hi)
     oh_lo, oh_hi = max(oh_lo, r0), min(oh_hi, r1)
-    if oh_lo >= oh_hi or ow_lo >= ow_hi:
-        return
+    if oh_lo >= oh_hi or ow_lo >= ow_hi:      # these taps never read this slab's rows
+        oh_lo = oh_hi = r0
     for p in range(npix):
         c, i, j = tile[4 + 2 * p], tile[5 + 2 * p] // wg.taps_w, tile[5 + 2 * p] % wg.taps_w
         pix[p] = ((block[0] * wg.per_group + c) * wg.height
@@ -539,9 +555,9 @@ cdef void weight_grad_tile(const floating *a,       # IN  A[n0]: images n0 <= n 
     run_tile(zt + ((oh_lo - r0) * wg.out_w + ow_lo) * width, a, pix,
              <int> npix, &loops, out, at, False, wg.path, <int> block[2])
     dw += (block[0] * wg.filters_per_group + block[1]) * wg.per_group * taps
-    for o in range(block[3]):       # dL/dW[f, c, i, j] += out[p][f]
+    for o in range(block[3]):       # the slab's dL/dW[f, c, i, j] = out[p][f]
         for p in range(npix):
-            dw[(o * wg.per_group + tile[4 + 2 * p]) * taps + tile[5 + 2 * p]] += \
+            dw[(o * wg.per_group + tile[4 + 2 * p]) * taps + tile[5 + 2 * p]] = \
                 out[p * width + o]
 
 
@@ -552,10 +568,11 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
     None unless asked for.
 
     The batch is cut into slabs (a few images, a band of output rows) small enough that their
-    Z', packed, and the rows of A it meets stay in the L2 cache. The threads pack every slab's
-    Z', then share out (slab, tile) pairs, each slab summing into its own partial dL/dW, and the
-    partials are added in slab order: the slabs depend on the shapes (and the cache size), never
-    on the threads, so the result is the same bits whatever the number of threads.
+    Z', packed, and the rows of A it meets stay in the L2 cache. A wave of slabs at a time, the
+    threads pack the slabs' Z', then share out (slab, tile) pairs, each slab summing into its
+    own partial dL/dW, and the partials are added in slab order. The slabs depend on the shapes
+    (and the cache size), never on the threads: the result is the same bits whatever the number
+    of threads.
     """
     cdef Py_ssize_t N = a.shape[0], F = dz.shape[1], P = dz.shape[2] * dz.shape[3]
     dtype = np.float32 if floating is float else np.float64
@@ -584,8 +601,12 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
     if N == 0:
         return np.zeros(kernel_shape, dtype=dtype), dbias
 
-    cdef Py_ssize_t[:, ::1] blocks = channel_blocks(wg.filters_per_group, groups, wg.lanes)
-    cdef Py_ssize_t[:, ::1] tiles = weight_grad_tiles(wg, blocks)
+    cdef const Py_ssize_t[:, ::1] blocks = channel_blocks(wg.filters_per_group, groups,
+                                                          wg.lanes, 0)
+    cdef const Py_ssize_t[:, ::1] tiles = weight_grad_tiles(
+        wg.filters_per_group, groups, wg.per_group,
+        (wg.out_h, wg.height, wg.taps_h, wg.stride_h, wg.pad_top, wg.dil_h),
+        (wg.out_w, wg.width, wg.taps_w, wg.stride_w, wg.pad_left, wg.dil_w), wg.path, wg.lanes)
     cdef Py_ssize_t n_blocks = blocks.shape[0], n_tiles = tiles.shape[0]
     cdef Py_ssize_t[::1] lanes_before = np.concatenate(
         [[0], np.cumsum(np.asarray(blocks)[:, 2])]).astype(np.intp) * wg.lanes
@@ -597,42 +618,44 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
     cdef Py_ssize_t band = max(1, min(wg.out_h, (l2 // 2) // row_bytes))
     cdef Py_ssize_t per_slab = max(1, min(N, (l2 // 2) // (band * row_bytes)))
     cdef Py_ssize_t bands = ceil_div(wg.out_h, band), slabs = ceil_div(N, per_slab) * bands
-    # enough slabs for the threads to share when a slab has few tiles, but partial sums under
-    # 64 MiB; neither depends on the threads
-    while slabs < 16 and per_slab > 1 and slabs * dw_size * sizeof(floating) < (32 << 20):
+    # at least 64 (slab, tile) pairs, for the threads to share; this depends on the shapes
+    # (and the cache size), never on the threads
+    while slabs * tiles.shape[0] < 64 and per_slab > 1:
         per_slab = ceil_div(per_slab, 2)
         slabs = ceil_div(N, per_slab) * bands
-    cdef floating[::1] zt = _workspace("zt", 1, N * wg.out_h * wg.out_w * width, dtype)[0]
-    parts = _workspace("dw_parts", slabs, dw_size, dtype)
-    parts.fill(0)
-    cdef floating[:, ::1] part = parts
-    cdef Py_ssize_t n0, n1, r0, r1, zt_slab
-    with nogil, parallel(num_threads=threads):
-        # Z' packed slab by slab: [slab][block][image][row][column][lanes]
-        for k in prange(N * bands * n_blocks, schedule="static"):
-            n, r0, b = k // (bands * n_blocks), (k // n_blocks) % bands * band, k % n_blocks
-            r1 = min(wg.out_h, r0 + band)
-            n0 = n // per_slab * per_slab
-            n1 = min(N, n0 + per_slab)
-            zt_slab = (n0 * wg.out_h + r0 * (n1 - n0)) * wg.out_w * width
-            pack_grad(&dz[n, 0, 0, 0],
-                      &zt[zt_slab + ((n1 - n0) * lanes_before[b] + (n - n0) * blocks[b, 2]
-                                     * wg.lanes) * (r1 - r0) * wg.out_w],
-                      &wg, &blocks[b, 0], r0, r1)
-    with nogil, parallel(num_threads=threads):
-        # dL/dW, slab s's part: the sums over its images and rows, tile by tile
-        for k in prange(slabs * n_tiles, schedule="dynamic"):
-            s, t = k // n_tiles, k % n_tiles
-            n0, r0 = s // bands * per_slab, s % bands * band
-            n1, r1 = min(N, n0 + per_slab), min(wg.out_h, r0 + band)
-            weight_grad_tile(&a[n0, 0, 0, 0],
-                             &zt[(n0 * wg.out_h + r0 * (n1 - n0)) * wg.out_w * width],
-                             &part[s, 0], &wg, blocks, &lanes_before[0], &tiles[t, 0],
-                             n1 - n0, r0, r1)
-    dweight = parts[0].copy()
-    for s in range(1, slabs):       # in slab order, so the sum is repeatable
-        dweight += parts[s]
-    return dweight.reshape(kernel_shape), dbias
+    # slabs go in waves, so that only a wave's Z' (packed) and partial sums are in memory
+    cdef Py_ssize_t wave = min(slabs, 4 * threads), slab_size = per_slab * band * wg.out_w * width
+    cdef floating[::1] zt = _workspace("zt", 1, wave * slab_size, dtype)[0]
+    cdef floating[:, ::1] part = _workspace("dw_parts", wave, dw_size, dtype)
+    dweight = np.zeros(kernel_shape, dtype=dtype)
+    cdef floating[::1] dw = dweight.reshape(-1)
+    cdef Py_ssize_t s0, s1, n0, n1, r0, r1, m
+    for s0 in range(0, slabs, wave):
+        s1 = min(slabs, s0 + wave)
+        with nogil, parallel(num_threads=threads):
+            # the wave's Z', packed slab by slab: [slab][block][image][row][column][lanes]
+            for k in prange((s1 - s0) * per_slab * n_blocks, schedule="static"):
+                s, m, b = s0 + k // (per_slab * n_blocks), k // n_blocks % per_slab, k % n_blocks
+                n0, r0 = s // bands * per_slab, s % bands * band
+                n1, r1 = min(N, n0 + per_slab), min(wg.out_h, r0 + band)
+                if n0 + m < n1:
+                    pack_grad(&dz[n0 + m, 0, 0, 0],
+                              &zt[(s - s0) * slab_size + ((n1 - n0) * lanes_before[b]
+                                  + m * blocks[b, 2] * wg.lanes) * (r1 - r0) * wg.out_w],
+                              &wg, &blocks[b, 0], r0, r1)
+        with nogil, parallel(num_threads=threads):
+            # slab s's dL/dW: the sums over its images and rows, tile by tile
+            for k in prange((s1 - s0) * n_tiles, schedule="dynamic"):
+                s, t = s0 + k // n_tiles, k % n_tiles
+                n0, r0 = s // bands * per_slab, s % bands * band
+                n1, r1 = min(N, n0 + per_slab), min(wg.out_h, r0 + band)
+                weight_grad_tile(&a[n0, 0, 0, 0], &zt[(s - s0) * slab_size], &part[s - s0, 0],
+                                 &wg, blocks, &lanes_before[0], &tiles[t, 0], n1 - n0, r0, r1)
+        with nogil:
+            for k in prange(dw_size, num_threads=threads, schedule="static"):
+                for s in range(s0, s1):     # slab after slab, so the sum is repeatable
+                    dw[k] = dw[k] + part[s - s0, k]
+    return dweight, dbias
 
 
 # ---------------------------------------------------------------------------------------------
@@ -678,8 +701,9 @@ def conv2d_forward(const floating[:, :, :, ::1] a,   # IN  A: (N, C, H, W)
         return out
     cdef floating[:, :, :, ::1] z = out
     lanes = tgc_lanes(_path, sizeof(floating))
-    cdef Py_ssize_t[:, ::1] blocks = channel_blocks(F // groups, groups, lanes)
-    cdef floating[::1] kernel = pack(np.asarray(w), blocks, F // groups, lanes)
+    cdef const Py_ssize_t[:, ::1] blocks = channel_blocks(
+        F // groups, groups, lanes, w.shape[1] * w.shape[2] * w.shape[3])
+    cdef floating[::1] kernel = pack(np.asarray(w), blocks, groups, lanes)
     kernel_shape = (F, w.shape[1], w.shape[2], w.shape[3])
     cdef Correlation cor = correlation(_path, lanes, (N, a.shape[1], a.shape[2], a.shape[3]),
                                        w.shape[1], out.shape, F // groups, kernel_shape)
@@ -706,8 +730,9 @@ def input_grad(const floating[:, :, :, ::1] dz, const floating[:, :, :, ::1] w, 
     w_180 = np.asarray(w)[:, :, ::-1, ::-1].reshape(groups, F // groups, per_group, KH, KW)
     w_180 = w_180.transpose(0, 2, 1, 3, 4).reshape(C, F // groups, KH, KW)
     lanes = tgc_lanes(_path, sizeof(floating))
-    cdef Py_ssize_t[:, ::1] blocks = channel_blocks(per_group, groups, lanes)
-    cdef floating[::1] kernel = pack(w_180, blocks, per_group, lanes)
+    cdef const Py_ssize_t[:, ::1] blocks = channel_blocks(per_group, groups, lanes,
+                                                          (F // groups) * KH * KW)
+    cdef floating[::1] kernel = pack(w_180, blocks, groups, lanes)
     cdef Correlation cor = correlation(
         _path, lanes, (N, F, dz.shape[2], dz.shape[3]), F // groups, input_shape, per_group,
         (C, F // groups, KH, KW))

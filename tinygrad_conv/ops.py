@@ -262,9 +262,9 @@ def _blas_layout(x: np.ndarray) -> tuple[np.ndarray, bool]:
 
 def matmul2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b. Two float matrices of one dtype go to the kernels' BLAS on the kernels' threads
-    (src/matmul.pyx says why); anything else to numpy."""
+    (src/matmul.pyx says why); anything else, or sizes beyond BLAS's 32-bit ints, to numpy."""
     if a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.dtype.kind == "f" \
-            and a.dtype.itemsize in (4, 8):
+            and a.dtype.itemsize in (4, 8) and max(a.shape + b.shape) < 2**31:
         (a_rows, trans_a), (b_rows, trans_b) = _blas_layout(a), _blas_layout(b)
         return _matmul_kernel(a_rows, b_rows, trans_a, trans_b)
     return a @ b

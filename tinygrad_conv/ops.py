@@ -10,6 +10,8 @@ The convolution and pooling ops are in `cnn_ops.py`.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from tinygrad_conv._matmul import matmul as _matmul_kernel
@@ -320,7 +322,7 @@ class Linear(Function):
     """
 
     def forward(ctx, x, w, b=None):
-        x2 = x.reshape(-1, x.shape[-1])
+        x2 = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])  # not -1: a size may be 0
         out = matmul2d(x2, w.T)
         if b is not None:
             out += b
@@ -330,7 +332,7 @@ class Linear(Function):
     # out = x W^T + b:  dL/dx = g W,  dL/dW = g^T x,  dL/db = g summed over the batch
     def backward(ctx, g):
         x2, w, x_shape = ctx.saved_values
-        g2 = g.reshape(-1, w.shape[0])
+        g2 = g.reshape(x2.shape[0], w.shape[0])
         dx = matmul2d(g2, w).reshape(x_shape) if ctx.needs_input_grad[0] else None
         dw = matmul2d(g2.T, x2) if ctx.needs_input_grad[1] else None
         if len(ctx.needs_input_grad) == 2:

@@ -451,6 +451,8 @@ class NLLLoss(Function):
 
 def _class_targets(op: str, logits: Tensor, targets) -> np.ndarray:
     """Check integer class targets for logits of shape (N, C); return them as an int64 array."""
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"{op}: input must be a Tensor, got {type(logits).__name__}")
     if logits.ndim != 2:
         raise ValueError(f"{op}: input must have shape (N, C), got {logits.shape}")
     t = targets.data if isinstance(targets, Tensor) else np.asarray(targets)

@@ -291,7 +291,7 @@ class Adam(Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False) -> None:
         super().__init__(params)
-        if isinstance(betas, (str, bytes)) or len(betas) != 2:
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
             raise TypeError(f"Adam: betas must be a pair (beta1, beta2), got {betas!r}")
         hyper = self._checked_hyper(lr, betas[0], betas[1], eps, weight_decay, amsgrad)
         for name, value in hyper.items():

@@ -91,14 +91,14 @@ def test_backward_frees_saved_buffers_and_dropping_the_loss_frees_the_whole_step
         loss = F.cross_entropy(model(x), y)
         tensors, nodes = graph_of(loss)
         assert len(nodes) >= 9, "the step should record every layer's op"
-        # the buffers only backward needs: not a parameter, the input, or a graph tensor's data
-        kept |= {id(t.data) for t in tensors}
+        # the buffers only backward needs: not a parameter, the input, or a live tensor's data
+        kept |= {id(t.data) for t in tensors if isinstance(t, Tensor)}
         saved = [v for node in nodes for v in node.saved_values
                  if isinstance(v, np.ndarray) and id(v) not in kept]
         assert saved, "the ops should have saved arrays for backward"
         refs_saved = [weakref.ref(a) for a in saved]
-        refs_graph = ([weakref.ref(t) for t in tensors] + [weakref.ref(t.data) for t in tensors]
-                      + [weakref.ref(n) for n in nodes])
+        refs_graph = ([weakref.ref(t) for t in tensors] + [weakref.ref(n) for n in nodes]
+                      + [weakref.ref(t.data) for t in tensors if isinstance(t, Tensor)])
         del tensors, nodes, saved
 
         opt.zero_grad()

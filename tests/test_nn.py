@@ -242,7 +242,7 @@ def test_flatten_matches_pytorch(start, end):
 def test_relu_module_matches_pytorch():
     x = np.random.default_rng(6).standard_normal((4, 5))
     np.testing.assert_array_equal(nn.ReLU()(Tensor(x)).data,
-                                  torch.nn.ReLU()(torch.tensor(x, dtype=torch.float32)).numpy())
+                                  torch.nn.ReLU()(torch.tensor(x)).numpy())
 
 
 def test_dropout_drops_with_probability_p_and_rescales_in_training_only():
@@ -329,7 +329,7 @@ def test_state_dict_round_trip_through_checkpoint_file(tmp_path):
     target = OurNet()
     checkpoint.save({"model": dict(source.state_dict())}, tmp_path / "m.npz")
     target.load_state_dict(checkpoint.load(tmp_path / "m.npz")["model"])
-    x = Tensor(np.random.default_rng(0).standard_normal((2, 1, 12, 12)))
+    x = Tensor(np.random.default_rng(0).standard_normal((2, 1, 12, 12)), dtype=np.float32)
     for (name, a), b in zip(source.state_dict().items(), target.state_dict().values()):
         np.testing.assert_array_equal(a, b, err_msg=name)
         assert b.dtype == np.float32

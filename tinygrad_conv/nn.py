@@ -222,6 +222,7 @@ class Module:
             raise ValueError(f"{where}: " + "; ".join(problems))
         for name, value in values.items():
             np.copyto(own[name].data, value)
+            own[name].bump_version()  # a graph that saved the old values now refuses backward
         return IncompatibleKeys(missing, unexpected)
 
     # -- printing ------------------------------------------------------------------------------

@@ -57,6 +57,9 @@ class Add(Function):
 
 class Sub(Function):
     def forward(ctx, a, b):
+        if a.dtype == np.bool_:  # both are (the operands were promoted to one dtype)
+            raise TypeError("sub: subtracting two bool tensors is not supported (as in "
+                            "PyTorch); use ^ for a logical xor, or .long() first")
         try:
             out = a - b
         except ValueError:
@@ -112,6 +115,9 @@ class Div(Function):
 
 class Neg(Function):
     def forward(ctx, x):
+        if x.dtype == np.bool_:
+            raise TypeError("neg: negating a bool tensor is not supported (as in PyTorch); use "
+                            "~ to invert a mask")
         return -x
 
     def backward(ctx, g):
@@ -125,11 +131,27 @@ class Pow(Function):
         ctx.save_for_backward(x, exponent)
         return x ** x.dtype.type(exponent)
 
-    # d(x^p)/dx = p * x^(p-1)
+    # d(x^p)/dx = p * x^(p-1), and 0 for p = 0 (x^0 = 1 is constant even at x = 0, where
+    # p * x^(p-1) would be 0 * inf; PyTorch gives 0 there too)
     def backward(ctx, g):
         x, p = ctx.saved_values
+        if p == 0:
+            return np.zeros_like(g)
         p = x.dtype.type(p)
         return g * p * x ** (p - 1)
+
+
+class Cast(Function):
+    """x in another float dtype (float32 <-> float64)."""
+
+    def forward(ctx, x, dtype):
+        ctx.save_for_backward(x.dtype)
+        return x.astype(dtype)
+
+    # a cast changes the precision, not the value: the gradient goes back in x's own dtype
+    def backward(ctx, g):
+        (dtype,) = ctx.saved_values
+        return g.astype(dtype)
 
 
 class Exp(Function):
@@ -157,14 +179,17 @@ class Log(Function):
 
 class ReLU(Function):
     def forward(ctx, x):
+        if x.dtype == np.bool_:
+            raise TypeError("relu: a bool tensor is not supported (as in PyTorch)")
         out = np.maximum(x, 0)
         ctx.save_for_backward(out)
         return out
 
-    # d(relu x)/dx = 1 where x > 0, else 0 (PyTorch takes 0 at x = 0 too)
+    # d(relu x)/dx = 0 where x <= 0, else 1 (PyTorch's rule: 0 at x = 0, and a NaN input,
+    # whose output is NaN, passes its gradient on)
     def backward(ctx, g):
         (out,) = ctx.saved_values
-        return g * (out > 0)
+        return np.where(out <= 0, 0, g)
 
 
 class Sigmoid(Function):

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from tinygrad_conv.tensor import Tensor
+
 __all__ = ["Optimizer", "SGD", "Adam"]
 
 
@@ -112,6 +114,8 @@ class Optimizer:
             if tmp is None or tmp.shape != param.shape or tmp.dtype != param.dtype:
                 tmp = self._scratch[i] = np.empty_like(param)
             self._update(param, grad, self.state.setdefault(i, {}), tmp)
+            if isinstance(p, Tensor):
+                p.bump_version()  # a graph that saved the old values now refuses backward
 
     def hyper(self) -> dict[str, Any]:
         """The hyper-parameters by name, as Python scalars."""

@@ -57,9 +57,6 @@ class Add(Function):
 
 class Sub(Function):
     def forward(ctx, a, b):
-        if a.dtype == np.bool_:  # both are (the operands were promoted to one dtype)
-            raise TypeError("sub: subtracting two bool tensors is not supported (as in "
-                            "PyTorch); use ^ for a logical xor, or .long() first")
         try:
             out = a - b
         except ValueError:
@@ -80,14 +77,17 @@ class Mul(Function):
             out = a * b
         except ValueError:
             raise _broadcast_error("mul", a, b) from None
-        ctx.save_for_backward(a, b)
+        # NOTE: each input is saved only if the other one's gradient needs it (as PyTorch does):
+        # a weight changed in place that no formula uses is then no error
+        need_a, need_b = ctx.needs_input_grad
+        ctx.save_for_backward(a if need_b else None, b if need_a else None, a.shape, b.shape)
         return out
 
     # d(a*b)/da = b, d(a*b)/db = a
     def backward(ctx, g):
-        a, b = ctx.saved_values
-        da = unbroadcast(g * b, a.shape) if ctx.needs_input_grad[0] else None
-        db = unbroadcast(g * a, b.shape) if ctx.needs_input_grad[1] else None
+        a, b, a_shape, b_shape = ctx.saved_values
+        da = unbroadcast(g * b, a_shape) if ctx.needs_input_grad[0] else None
+        db = unbroadcast(g * a, b_shape) if ctx.needs_input_grad[1] else None
         return da, db
 
 
@@ -97,13 +97,13 @@ class Div(Function):
             out = a / b
         except ValueError:
             raise _broadcast_error("div", a, b) from None
-        ctx.save_for_backward(a, b)
+        ctx.save_for_backward(a if ctx.needs_input_grad[1] else None, b, a.shape)
         return out
 
     # d(a/b)/da = 1/b, d(a/b)/db = -a/b^2
     def backward(ctx, g):
-        a, b = ctx.saved_values
-        da = unbroadcast(g / b, a.shape) if ctx.needs_input_grad[0] else None
+        a, b, a_shape = ctx.saved_values
+        da = unbroadcast(g / b, a_shape) if ctx.needs_input_grad[0] else None
         db = unbroadcast(-g * a / (b * b), b.shape) if ctx.needs_input_grad[1] else None
         return da, db
 
@@ -297,6 +297,11 @@ def matmul2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a @ b
 
 
+def _stand_in(x: np.ndarray) -> np.ndarray:
+    """An array of x's shape and dtype that holds (and keeps alive) no values."""
+    return np.broadcast_to(np.zeros((), dtype=x.dtype), x.shape)
+
+
 class MatMul(Function):
     def forward(ctx, a, b):
         if a.ndim == 0 or b.ndim == 0:
@@ -315,7 +320,10 @@ class MatMul(Function):
             raise ValueError(
                 f"matmul: the batch dimensions of {a.shape} and {b.shape} cannot be broadcast "
                 "together") from None
-        ctx.save_for_backward(a, b)
+        # each operand only if the other's gradient needs it; a zero-size stand-in keeps the
+        # shape and dtype the formulas below read
+        need_a, need_b = ctx.needs_input_grad
+        ctx.save_for_backward(a if need_b else _stand_in(a), b if need_a else _stand_in(b))
         return out
 
     # out = a @ b:  dL/da = g @ b^T,  dL/db = a^T @ g  (then summed over broadcast batch dims)
@@ -351,13 +359,15 @@ class Linear(Function):
         out = matmul2d(x2, w.T)
         if b is not None:
             out += b
-        ctx.save_for_backward(x2, w, x.shape)
+        # x only if dL/dW needs it, W only if dL/dx does (as PyTorch's addmm saves them)
+        need_x, need_w = ctx.needs_input_grad[:2]
+        ctx.save_for_backward(x2 if need_w else None, w if need_x else _stand_in(w), x.shape)
         return out.reshape(x.shape[:-1] + (w.shape[0],))
 
     # out = x W^T + b:  dL/dx = g W,  dL/dW = g^T x,  dL/db = g summed over the batch
     def backward(ctx, g):
         x2, w, x_shape = ctx.saved_values
-        g2 = g.reshape(x2.shape[0], w.shape[0])
+        g2 = g.reshape(math.prod(x_shape[:-1]), w.shape[0])
         dx = matmul2d(g2, w).reshape(x_shape) if ctx.needs_input_grad[0] else None
         dw = matmul2d(g2.T, x2) if ctx.needs_input_grad[1] else None
         if len(ctx.needs_input_grad) == 2:

@@ -151,8 +151,10 @@ class Function:
             _check_finite(ctx, tensors, (data,), "forward")
         out = Tensor.__new__(Tensor)
         out.data = data
-        out.grad = out._hooks = None
+        out.grad = out._hooks = out._base = None
         out._version = 0
+        if data.base is not None:  # a view (w.T, a reshape): changes to its leaf count here
+            out._base = _viewed_leaf(data, tensors)
         if record:
             # the graph keeps each input's node, not its values: an intermediate's data is freed
             # as soon as neither the user nor a saved_for_backward needs it (as in PyTorch), and
@@ -270,7 +272,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "_node", "_hooks", "_version",
-                 "__weakref__")
+                 "_base", "__weakref__")
     # numpy must hand `array + tensor` to Tensor.__radd__ instead of looping over the tensor
     __array_ufunc__ = None
 
@@ -291,6 +293,7 @@ class Tensor:
         self._ctx: Function | None = None
         self._hooks: dict | None = None  # see register_hook
         self._version = 0  # see bump_version
+        self._base: Tensor | None = None  # the leaf whose values this tensor's data views
 
     def _graph_node(self) -> GraphNode:
         """What the graph keeps of this (non-leaf) tensor; one per tensor, so a tensor used by
@@ -381,7 +384,7 @@ class Tensor:
         """The same values, cut off from the graph (shares memory, like PyTorch)."""
         out = Tensor.__new__(Tensor)
         out.data, out.grad, out.requires_grad, out._ctx = self.data, None, False, None
-        out._hooks = None
+        out._hooks = out._base = None
         out._version = 0
         return out
 
@@ -446,10 +449,12 @@ class Tensor:
         return NotImplemented if pair is None else ops.Add.apply(*pair)
 
     def __sub__(self, other) -> Tensor:
+        _refuse_bool_subtraction(self, other)
         pair = _operands("sub", self, other)
         return NotImplemented if pair is None else ops.Sub.apply(*pair)
 
     def __rsub__(self, other) -> Tensor:
+        _refuse_bool_subtraction(self, other)
         pair = _operands("sub", self, other, reverse=True)
         return NotImplemented if pair is None else ops.Sub.apply(*pair)
 
@@ -836,19 +841,31 @@ def _input_gradients(ctx: Function, grad_out: np.ndarray, retain_graph: bool) ->
     return checked
 
 
+def _viewed_leaf(data: np.ndarray, tensors: tuple[Tensor, ...]) -> Tensor | None:
+    """The leaf tensor whose memory `data` (an op's output that is a view) shares, if any."""
+    for t in tensors:
+        leaf = t if t._ctx is None else t._base
+        if leaf is not None and (leaf.data if leaf.data.base is None else leaf.data.base) \
+                is data.base:
+            return leaf
+    return None
+
+
 def _saved_versions(tensors: tuple[Tensor, ...], saved: tuple) -> tuple:
-    """(input index, tensor, version) for each leaf input whose values, or a view of them, the
-    op saved for backward. Only leaves change in place (optimizers, load_state_dict)."""
+    """(input index, leaf, version) for each input that is a leaf, or a view of one (`w.T`),
+    whose values the op saved for backward. Only leaves change in place (optimizers,
+    load_state_dict), and a view sees its leaf's changes."""
     roots = None
     found = []
     for index, t in enumerate(tensors):
-        if t._ctx is not None:
+        leaf = t if t._ctx is None else t._base
+        if leaf is None:
             continue
         if roots is None:  # the arrays owning the saved values' memory
             roots = {id(v if v.base is None else v.base) for v in saved if type(v) is np.ndarray}
-        data = t.data
+        data = leaf.data
         if id(data if data.base is None else data.base) in roots:
-            found.append((index, t, t._version))
+            found.append((index, leaf, leaf._version))
     return tuple(found)
 
 
@@ -856,9 +873,10 @@ def _check_versions(ctx: Function) -> None:
     """Refuse to run an op's backward on values that changed since its forward saved them."""
     for index, tensor, version in ctx.saved_versions:
         if tensor._version != version:
+            shape = ctx.parents[index].shape  # the input's (w.T's), for a view of a leaf
             raise RuntimeError(
                 f"one of the variables needed for gradient computation has been modified by an "
-                f"inplace operation: [{tensor.dtype} tensor of shape {tensor.shape}], which is "
+                f"inplace operation: [{tensor.dtype} tensor of shape {shape}], which is "
                 f"input {index} of {type(ctx).__name__}, is at version {tensor._version}; "
                 f"expected version {version} instead. Hint: an optimizer step() or "
                 "load_state_dict() changed it after the forward pass that saved it; run the "
@@ -923,7 +941,7 @@ def _plain_tensor(data: np.ndarray) -> Tensor:
     """A Tensor around `data` (not copied) that is no part of any graph."""
     out = Tensor.__new__(Tensor)
     out.data, out.grad, out.requires_grad, out._ctx, out._hooks = data, None, False, None, None
-    out._version = 0
+    out._version, out._base = 0, None
     return out
 
 
@@ -975,9 +993,22 @@ def _operands(op: str, tensor: Tensor, other, reverse: bool = False,
         try:
             other = _plain_tensor(_to_array(other, dtype))
         except ValueError as e:  # a Python int beyond int64
-            raise ValueError(f"{op}: {e}") from None
+            raise ValueError(f"{op}: {str(e).removeprefix('Tensor: ')}") from None
     tensor, other = _cast(tensor, dtype), _cast(other, dtype)
     return (other, tensor) if reverse else (tensor, other)
+
+
+def _refuse_bool_subtraction(tensor: Tensor, other) -> None:
+    """PyTorch refuses `-` with any bool operand; numpy (which PyTorch hands an array operand
+    to) only with two."""
+    if isinstance(other, np.ndarray):
+        refused = tensor.dtype == _BOOL_DTYPE and other.dtype == _BOOL_DTYPE
+    else:
+        refused = tensor.dtype == _BOOL_DTYPE or isinstance(other, (bool, np.bool_)) or (
+            isinstance(other, Tensor) and other.dtype == _BOOL_DTYPE)
+    if refused:
+        raise TypeError("sub: subtraction with a bool tensor is not supported (as in PyTorch); "
+                        "use ^ for the logical xor of two masks, ~ to invert one, or .long()")
 
 
 def _elementwise_logic(op: str, ufunc, tensor: Tensor, other, integers_only: bool = False):

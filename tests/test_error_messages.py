@@ -81,3 +81,39 @@ def test_read_idx_with_more_dimensions_than_numpy_has_names_the_file(tmp_path, n
     with pytest.raises(ValueError, match=f"read_idx: .*many.idx.* declares {ndim} dimensions, "
                                          "expected 1 to 64"):
         data.read_idx(path)
+
+
+@pytest.mark.parametrize("method", ["sum", "mean", "max"])
+@pytest.mark.parametrize("dim", [0, -1, (0,), ()])
+@pytest.mark.parametrize("keepdim", [False, True])
+def test_reducing_a_0d_tensor_over_its_dim_0_works_as_in_pytorch(method, dim, keepdim):
+    import torch
+
+    ours = getattr(Tensor(3.5, requires_grad=True), method)(dim=dim, keepdim=keepdim)
+    theirs = getattr(torch.tensor(3.5), method)
+    theirs = torch.amax(torch.tensor(3.5), dim=dim, keepdim=keepdim) if method == "max" \
+        else theirs(dim=dim, keepdim=keepdim)
+    assert ours.shape == tuple(theirs.shape) and ours.item() == theirs.item()
+    ours.backward()
+
+
+@pytest.mark.parametrize("method", ["sum", "mean", "max"])
+def test_an_empty_dim_tuple_reduces_every_axis_as_in_pytorch(method):
+    import torch
+
+    data = np.arange(6.0).reshape(2, 3)
+    for keepdim in (False, True):
+        ours = getattr(Tensor(data), method)(dim=(), keepdim=keepdim)
+        theirs = torch.amax(torch.tensor(data), dim=(), keepdim=keepdim) if method == "max" \
+            else getattr(torch.tensor(data), method)(dim=(), keepdim=keepdim)
+        assert ours.shape == tuple(theirs.shape)
+        np.testing.assert_allclose(ours.data, theirs.numpy())
+
+
+def test_np_asarray_of_a_tensor_is_its_values_not_an_object_array():
+    t = Tensor([[1.0, 2.0], [3.0, 4.0]])
+    array = np.asarray(t)
+    assert array.dtype == np.float32 and array.shape == (2, 2) and array is t.data
+    assert np.asarray(t, dtype=np.float64).dtype == np.float64
+    assert np.array(t) is not t.data and np.array_equal(np.array(t), t.data)  # a copy
+    assert np.asarray([Tensor(1.0), Tensor(2.0)]).tolist() == [1.0, 2.0]

@@ -249,18 +249,42 @@ def _to_array(data, dtype) -> np.ndarray:
     except (ValueError, TypeError) as e:
         raise TypeError(f"Tensor: cannot make a tensor from {type(data).__name__}: {e}") from None
     if array.dtype.kind not in "fiub":
-        if isinstance(data, int) and not isinstance(data, bool):  # beyond even uint64
-            raise ValueError(f"Tensor: {data} is out of range for a tensor (PyTorch refuses "
-                             "it too)")
+        if _huge_ints(data, array):
+            raise ValueError(f"Tensor: {_huge_ints(data, array)} does not fit in int64 "
+                             "(PyTorch refuses it too)")
         raise TypeError(
             f"Tensor: data of type {type(data).__name__} with dtype {array.dtype} is not numeric; "
             "give numbers (lists, scalars or numpy arrays of float, int or bool)")
     target = _as_dtype(dtype) if dtype is not None else _default_dtype(data, array)
-    if target == _INT_DTYPE and array.dtype == np.uint64 and array.size \
-            and array.max() > _INT64_MAX:
-        # 2**63 and up would wrap to negative numbers
-        raise ValueError(f"Tensor: {array.max()} does not fit in int64 (PyTorch refuses it too)")
+    if (target == _INT_DTYPE or array.dtype.kind == "f") and _huge_ints(data, array):
+        # numpy would wrap 2**63 to a negative number, or make [1, 2**63] a float list
+        raise ValueError(f"Tensor: {_huge_ints(data, array)} does not fit in int64 (PyTorch "
+                         "refuses it too)")
     return np.array(array, dtype=target, copy=True)
+
+
+def _huge_ints(data, array: np.ndarray) -> int | None:
+    """An integer of `data` beyond int64 (that numpy took as uint64, float64 or object), if
+    `data` holds only integers; else None. Cheap unless such a number is there."""
+    if array.dtype.kind == "u":
+        return int(array.max()) if array.size and array.max() > _INT64_MAX else None
+    if array.dtype.kind == "f":
+        if not isinstance(data, (list, tuple)) or not array.size or not (
+                np.abs(array).max() >= 2.0**63):
+            return None
+    elif array.dtype.kind != "O":
+        return None
+    stack, huge = [data], None
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
+            if not -_INT64_MAX - 1 <= item <= _INT64_MAX:
+                huge = int(item)
+        else:
+            return None  # a float (or anything else) makes it a float list: not our case
+    return huge
 
 
 class Tensor:
@@ -652,6 +676,12 @@ class Tensor:
     def argmin(self, dim=None, keepdim: bool = False) -> Tensor:
         """int64 index of the smallest value along `dim`, or in the flattened tensor if None."""
         return _plain_tensor(_arg_reduce("argmin", np.argmin, self, dim, keepdim))
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         """`np.asarray(tensor)` is the tensor's values (shared, as PyTorch's `.numpy()`)."""

@@ -159,8 +159,9 @@ class Function:
             # the graph keeps each input's node, not its values: an intermediate's data is freed
             # as soon as neither the user nor a saved_for_backward needs it (as in PyTorch), and
             # an input that needs no gradient (a batch, a mask) becomes a node of shape and dtype
+            # (a single number costs less than its node, so it stays)
             ctx.parents = tuple([t._graph_node() if t._ctx is not None else t if t.requires_grad
-                                 else t._constant_node() for t in tensors])
+                                 or not t.data.ndim else t._constant_node() for t in tensors])
             ctx.saved_versions = _saved_versions(tensors, ctx.saved_values) \
                 if ctx.saved_values else ()
             out.requires_grad = True
@@ -299,6 +300,7 @@ class Tensor:
                  "_base", "__weakref__")
     # numpy must hand `array + tensor` to Tensor.__radd__ instead of looping over the tensor
     __array_ufunc__ = None
+    _is_weight = False  # True for nn.Parameter: watched for in-place changes even when frozen
 
     def __init__(self, data, requires_grad: bool = False, dtype=None) -> None:
         """`data`: numbers (a numpy array or scalar, a Python number, a (nested) list).
@@ -883,20 +885,21 @@ def _viewed_leaf(data: np.ndarray, tensors: tuple[Tensor, ...]) -> Tensor | None
 
 def _saved_versions(tensors: tuple[Tensor, ...], saved: tuple) -> tuple:
     """(input index, leaf, version) for each input that is a leaf, or a view of one (`w.T`),
-    whose values the op saved for backward. Only leaves change in place (optimizers,
-    load_state_dict), and a view sees its leaf's changes."""
-    roots = None
-    found = []
+    whose values the op saved for backward. Only weights change in place (optimizers step the
+    leaves that require grad, load_state_dict any Parameter), and a view sees its leaf's
+    changes; batches, masks and numbers are not watched."""
+    found = ()
     for index, t in enumerate(tensors):
         leaf = t if t._ctx is None else t._base
-        if leaf is None:
+        if leaf is None or not (leaf.requires_grad or leaf._is_weight):
             continue
-        if roots is None:  # the arrays owning the saved values' memory
-            roots = {id(v if v.base is None else v.base) for v in saved if type(v) is np.ndarray}
         data = leaf.data
-        if id(data if data.base is None else data.base) in roots:
-            found.append((index, leaf, leaf._version))
-    return tuple(found)
+        owner = data if data.base is None else data.base  # the array owning the memory
+        for value in saved:
+            if type(value) is np.ndarray and (value is owner or value.base is owner):
+                found += ((index, leaf, leaf._version),)
+                break
+    return found
 
 
 def _check_versions(ctx: Function) -> None:
@@ -1004,10 +1007,15 @@ def _operands(op: str, tensor: Tensor, other, reverse: bool = False,
     promotion.py), in the op's order (`other` first when `reverse`). None when `other` is a
     list, a string or anything PyTorch refuses too: the operator then returns NotImplemented
     and Python raises its TypeError."""
+    dtype = tensor.data.dtype
     if isinstance(other, Tensor):
-        if other.data.dtype is tensor.data.dtype and not division:
+        if other.data.dtype is dtype and not division:
             return (other, tensor) if reverse else (tensor, other)  # the usual case, at once
         dtype = promotion.result_dtype([tensor.data, other.data])
+    elif type(other) in (float, int) and dtype.kind == "f":
+        # the other usual case: a number takes a float tensor's dtype
+        other = _plain_tensor(np.array(other, dtype=dtype))
+        return (other, tensor) if reverse else (tensor, other)
     elif isinstance(other, _NUMBERS):
         dtype = promotion.result_dtype([tensor.data], (other,))
     elif isinstance(other, np.ndarray):

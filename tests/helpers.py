@@ -108,11 +108,13 @@ def python_env(path: tuple[str | os.PathLike, ...] = (), **variables: str) -> di
 
 def run_python(args: list[str], *, cwd: str | os.PathLike = ROOT, timeout: float = 300,
                check: bool = True, path: tuple = (), env: dict[str, str] | None = None,
-               ) -> subprocess.CompletedProcess:
-    """`python *args` in a new interpreter that imports this checkout's tinygrad_conv; output
-    captured as text. With `check`, a non-zero exit fails the test showing its output."""
+               input: str | None = None) -> subprocess.CompletedProcess:
+    """`python *args` in a new interpreter that imports this checkout's tinygrad_conv; `input`
+    on its stdin, output captured as text. With `check`, a non-zero exit fails the test
+    showing its output."""
     done = subprocess.run([sys.executable, *map(os.fspath, args)], cwd=cwd, timeout=timeout,
-                          env=python_env(path, **(env or {})), capture_output=True, text=True)
+                          env=python_env(path, **(env or {})), capture_output=True, text=True,
+                          input=input)
     if check:
         assert done.returncode == 0, (
             f"python {' '.join(map(str, args))} exited with {done.returncode} (a negative "

@@ -23,6 +23,9 @@ import torch
 
 import tinygrad_conv.functional as F
 from tinygrad_conv import Tensor
+from tinygrad_conv.data import MNIST, DataLoader
+
+from helpers import load_example
 
 rng = np.random.default_rng(0)
 
@@ -235,3 +238,17 @@ def test_a_float_tensor_used_twice_in_two_dtypes_accumulates_one_grad_in_its_own
     ((xt * torch.from_numpy(y.data)).sum() + (xt * xt).sum()).backward()
     assert x.grad.dtype == np.float32
     np.testing.assert_allclose(x.grad, xt.grad.numpy(), rtol=1e-6)
+
+
+def test_the_mnist_loader_and_example_keep_training_in_float32():
+    # PyTorch's rule keeps float64 numpy data float64; the loader hands out float32 batches,
+    # so a training step of the example stays in float32 end to end
+    example = load_example("mnist")
+    train = MNIST(example.DEFAULT_DATA_DIR, train=False, download=False)
+    x, y = next(iter(DataLoader(train, 8, normalize=example.NORMALIZE)))
+    assert x.dtype == np.float32 and y.dtype == np.int64
+    model = example.make_model("small")
+    loss = F.cross_entropy(model(Tensor(x)), y)
+    loss.backward()
+    assert loss.dtype == np.float32
+    assert {p.grad.dtype for p in model.parameters()} == {np.dtype(np.float32)}

@@ -202,9 +202,9 @@ def float_dtype(where: str, dtype, default=np.float32) -> np.dtype:
     try:
         dt = np.dtype(default if dtype is None else getattr(dtype, "name", dtype))
     except TypeError:
-        dt = None
+        raise TypeError(f"{where}: dtype must be float32 or float64, got {dtype!r}") from None
     if dt not in _FLOAT_DTYPES:
-        raise TypeError(f"{where}: dtype must be float32 or float64, got {dtype!r}")
+        raise TypeError(f"{where}: dtype must be float32 or float64, got {dt}")
     return dt
 
 

@@ -736,13 +736,15 @@ class GraphNode:
         """The tensor's values while the user holds the tensor; after that, an error."""
         tensor = self._tensor()
         if tensor is None:
-            raise RuntimeError(
-                f"the values of this {type(self._ctx).__name__} output (shape {self.shape}, "
+            raise RuntimeError(self._freed_message())
+        return tensor.data
+
+    def _freed_message(self) -> str:
+        return (f"the values of this {type(self._ctx).__name__} output (shape {self.shape}, "
                 f"dtype {self.dtype}) were freed when its tensor was dropped: the graph keeps "
                 "only the op, the shape and the dtype of an intermediate. To see them, keep a "
                 "reference to the tensor the op returned (h = x.relu(); ... h.data); to see "
                 "its gradient, call h.retain_grad() or h.register_hook(fn) before backward")
-        return tensor.data
 
     def __repr__(self) -> str:
         return f"GraphNode({type(self._ctx).__name__}, shape={self.shape}, dtype={self.dtype})"
@@ -757,15 +759,10 @@ class ConstantNode(GraphNode):
     requires_grad = False
     is_leaf = True
 
-    @property
-    def data(self) -> np.ndarray:
-        tensor = self._tensor()
-        if tensor is None:
-            raise RuntimeError(
-                f"the values of this input (shape {self.shape}, dtype {self.dtype}) were freed "
+    def _freed_message(self) -> str:
+        return (f"the values of this input (shape {self.shape}, dtype {self.dtype}) were freed "
                 "when its tensor was dropped: the graph keeps only the shape and dtype of an "
                 "input that needs no gradient")
-        return tensor.data
 
     def __repr__(self) -> str:
         return f"ConstantNode(shape={self.shape}, dtype={self.dtype})"

@@ -3,14 +3,14 @@
 """conv2d forward and its gradients, in the tutorial's notation (A input, W weight, Z output,
 Z' = dL/dZ the upstream gradient, ⊛ cross-correlation, k_eff = d*(k-1)+1 the dilated kernel's
 extent). tinygrad_conv/reference.py computes the same formulas in NumPy, one screen each
-(reference.conv2d_forward and reference.conv2d_backward): step into those to follow a number.
+(reference.conv2d_forward, reference.conv2d_backward): step into those to follow a number.
 
     Z     = W ⊛ A + b                                 conv2d_forward
     dL/dA = W_180 ⊛ pad(dilate(Z', s), k_eff-1)       input_grad
-    dL/dW = Z' ⊛ A, summed over the batch             weight_grad
-    dL/db = Z' summed over every axis but F           bias_grad
+    dL/dW = Z' ⊛ A, summed over the batch             weight_and_bias_grad
+    dL/db = Z' summed over every axis but F           weight_and_bias_grad
 
-How: one micro-kernel (src/conv_tile.h, in C with SIMD intrinsics) computes all three
+How: one micro-kernel (src/conv_tile.h, C with SIMD intrinsics) computes all three
 correlations. It keeps a tile of outputs in registers, a few vectors of output channels by a
 handful of pixels, and adds up `vector of weights x one broadcast input value` over a reduction
 written as three loops:
@@ -20,8 +20,10 @@ written as three loops:
     180 degrees and filters and channels swapped;
   - dL/dW = Z' ⊛ A: the window slides over A with Z' in the role of the weights: vectors of Z'
     over filters, broadcast A, the reduction over the output pixels.
-A and Z' are read where they lie (NCHW); stride and dilation are steps of the loops; only the
-weights and Z' are repacked, so that a vector of output channels is one load.
+A and Z' are read where they lie (NCHW), stride and dilation are steps of the loops, and only
+the weights and Z' are repacked, so that a vector of output channels is one load. A tile holds
+its pixels' channels side by side (pixel-major); a band of them goes to the NCHW output through
+a 16 x 16 transpose (`unstage`), which writes whole cache lines.
 
 Padding, and the zeros the stride inserts into Z', are never multiplied: for each output row
 (and column) a plan says which taps reach a real input cell (`plan_axis`). Rows with the same
@@ -29,10 +31,12 @@ taps form a class, and each tile is made of pixels of one row class and one colu
 all its pixels share their taps. An Inf or NaN weight therefore reaches only the outputs and
 input gradients its taps touch, as in PyTorch.
 
-Threads (OpenMP): Z and dL/dA are split by tiles, which never write the same memory. dL/dW and
-dL/db are sums over images: the batch is cut into chunks that depend on the shapes only, each
-summed into its own buffer, and the buffers are added in chunk order, so the results are bit for
-bit the same whatever the number of threads and whoever ran what.
+Threads (OpenMP): Z and dL/dA are split into tasks (a band of rows of an image, or a few small
+images), which never write the same memory. dL/dW and dL/db are sums over images: dL/dW's
+batch is cut into slabs that depend on the shapes only, each summed into its own buffer, and
+the buffers are added in slab order, so the results are bit for bit the same whatever the
+number of threads and whoever ran what. Blocks are sized from the CPU's cache sizes, read at
+run time (tinygrad_conv/cpu.py).
 """
 
 import functools
@@ -67,21 +71,20 @@ cdef extern from "microkernels.h" nogil:
     int tgc_best_path()
     int tgc_lanes(int path, int itemsize)
     int tgc_max_pixels(int path, int vectors)
+    int tgc_max_vectors(int path)
     tgc_tile_f32 tgc_tile_fn_f32(int path, int vectors)
     tgc_tile_f64 tgc_tile_fn_f64(int path, int vectors)
     double tgc_fma_probe(int path, int is_double, long rounds)
-    void tgc_unstage_generic_f32(const float *stage, int width, Py_ssize_t npix, int count,
-                                 float *out, Py_ssize_t plane, const float *bias, int add)
-    void tgc_unstage_generic_f64(const double *stage, int width, Py_ssize_t npix, int count,
-                                 double *out, Py_ssize_t plane, const double *bias, int add)
-    void tgc_unstage_avx512_f32(const float *stage, int width, Py_ssize_t npix, int count,
-                                float *out, Py_ssize_t plane, const float *bias, int add)
-    void tgc_stage_generic_f32(const float *src, Py_ssize_t plane, int count, Py_ssize_t npix,
-                               float *stage, int width)
-    void tgc_stage_generic_f64(const double *src, Py_ssize_t plane, int count,
-                               Py_ssize_t npix, double *stage, int width)
-    void tgc_stage_avx512_f32(const float *src, Py_ssize_t plane, int count, Py_ssize_t npix,
-                              float *stage, int width)
+    ctypedef void (*tgc_unstage_f32)(const float *, int, Py_ssize_t, int, float *, Py_ssize_t,
+                                     const float *, int)
+    ctypedef void (*tgc_unstage_f64)(const double *, int, Py_ssize_t, int, double *,
+                                     Py_ssize_t, const double *, int)
+    ctypedef void (*tgc_stage_f32)(const float *, Py_ssize_t, int, Py_ssize_t, float *, int)
+    ctypedef void (*tgc_stage_f64)(const double *, Py_ssize_t, int, Py_ssize_t, double *, int)
+    tgc_unstage_f32 tgc_unstage_fn_f32(int path)
+    tgc_unstage_f64 tgc_unstage_fn_f64(int path)
+    tgc_stage_f32 tgc_stage_fn_f32(int path)
+    tgc_stage_f64 tgc_stage_fn_f64(int path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,14 +239,14 @@ def input_grad_axis(out_len, grad_len, taps, stride, pad, dil):
 
 @functools.lru_cache(maxsize=256)
 def channel_blocks(Py_ssize_t per_group, Py_ssize_t groups, Py_ssize_t lanes,
-                   Py_ssize_t per_channel):
-    """Each group's output channels in blocks of at most TGC_MAX_VECTORS vectors: rows of
+                   Py_ssize_t per_channel, int path):
+    """Each group's output channels in blocks of at most tgc_max_vectors(path) vectors: rows of
     (group, first channel in the group, vectors, channels, where its packed kernel starts),
     read-only. The vectors are shared out evenly (5 vectors: 3 + 2, not 4 + 1), so tiles are
     wide. `per_channel` is how many vectors one output channel's kernel packs into (R*KH*KW):
     block k of every group is packed after block k-1 of every group (see `pack`)."""
     vectors = ceil_div(per_group, lanes)
-    n_blocks = ceil_div(vectors, TGC_MAX_VECTORS)
+    n_blocks = ceil_div(vectors, tgc_max_vectors(path))
     rows, first, start = [], 0, 0
     for k in range(n_blocks):
         v = vectors // n_blocks + (k < vectors % n_blocks)
@@ -332,14 +335,11 @@ cdef inline void unstage(const floating *stage, int width, Py_ssize_t npix, int 
                          floating *out, Py_ssize_t plane, const floating *bias, bint add,
                          int path) noexcept nogil:
     """out[o * plane + q] = stage[q][o] (+ bias[o]): the tiles' pixel-major staging buffer to
-    the NCHW output, a transpose (in registers where the path can)."""
+    the NCHW output, a transpose (in registers, a block of vectors at a time)."""
     if floating is float:
-        if path == TGC_AVX512:
-            tgc_unstage_avx512_f32(stage, width, npix, count, out, plane, bias, add)
-        else:
-            tgc_unstage_generic_f32(stage, width, npix, count, out, plane, bias, add)
+        tgc_unstage_fn_f32(path)(stage, width, npix, count, out, plane, bias, add)
     else:
-        tgc_unstage_generic_f64(stage, width, npix, count, out, plane, bias, add)
+        tgc_unstage_fn_f64(path)(stage, width, npix, count, out, plane, bias, add)
 
 
 cdef inline void stage_in(const floating *src, Py_ssize_t plane, int count, Py_ssize_t npix,
@@ -347,25 +347,23 @@ cdef inline void stage_in(const floating *src, Py_ssize_t plane, int count, Py_s
     """stage[q][o] = src[o * plane + q] (zero for count <= o < width): NCHW planes to the
     pixel-major layout whose vector of channels is one load (the inverse of unstage)."""
     if floating is float:
-        if path == TGC_AVX512:
-            tgc_stage_avx512_f32(src, plane, count, npix, stage, width)
-        else:
-            tgc_stage_generic_f32(src, plane, count, npix, stage, width)
+        tgc_stage_fn_f32(path)(src, plane, count, npix, stage, width)
     else:
-        tgc_stage_generic_f64(src, plane, count, npix, stage, width)
+        tgc_stage_fn_f64(path)(src, plane, count, npix, stage, width)
 
 
 cdef void correlate_class(const Correlation *cor, const floating *kernel,
                           const floating *src, const Py_ssize_t *block, const AxisView *rows,
                           const AxisView *cols, Py_ssize_t row_class, Py_ssize_t col_class,
-                          Py_ssize_t y0, Py_ssize_t y1, Py_ssize_t r0, Py_ssize_t r1,
-                          floating *stage) noexcept nogil:
-    """The outputs (y, x) of rows y0 <= y < y1 in (row class x column class), all with the same
-    real taps, for one block of output channels, summed over the reduction channels
-    r0 <= r < r1 of its group, tile by tile into stage[(y - y0) * out_w + x][channel]."""
+                          Py_ssize_t n_images, Py_ssize_t y0, Py_ssize_t y1, Py_ssize_t r0,
+                          Py_ssize_t r1, floating *stage) noexcept nogil:
+    """The outputs (n, y, x) of n_images images, rows y0 <= y < y1, in (row class x column
+    class), all with the same real taps, for one block of output channels, summed over the
+    reduction channels r0 <= r < r1 of its group, tile by tile into the staging buffer:
+    stage[(n * (y1 - y0) + y - y0) * out_w + x][channel]."""
     cdef const Py_ssize_t *rc = rows.classes + 4 * row_class
     cdef const Py_ssize_t *cc = cols.classes + 4 * col_class
-    cdef Py_ssize_t width = block[2] * cor.lanes, i, j, y, x
+    cdef Py_ssize_t width = block[2] * cor.lanes, n, i, j, y, x
     cdef int npix = 0, most = tgc_max_pixels(cor.path, <int> block[2])
     cdef Py_ssize_t pix[TGC_MAX_PIX]
     cdef Py_ssize_t at[TGC_MAX_PIX]
@@ -379,19 +377,21 @@ cdef void correlate_class(const Correlation *cor, const floating *kernel,
     loops.vec_step[2], loops.in_step[2] = cols.tap_step * width, cols.source_step
     kernel += block[4] + ((r0 * cor.taps_h + rc[0]) * cor.taps_w + cc[0]) * width
     src += (block[0] * cor.per_group + r0) * cor.plane
-    for i in range(rc[3]):
-        y = rows.members[rc[2] + i]
-        if y < y0 or y >= y1:
-            continue
-        for j in range(cc[3]):
-            x = cols.members[cc[2] + j]
-            pix[npix] = rows.plan[3 * y + 2] * cor.pitch + cols.plan[3 * x + 2]
-            at[npix] = ((y - y0) * cor.out_pitch + x) * width
-            npix += 1
-            if npix == most:
-                run_tile(kernel, src, pix, npix, &loops, stage, at, r0 > 0, cor.path,
-                         <int> block[2])
-                npix = 0
+    for n in range(n_images):
+        for i in range(rc[3]):
+            y = rows.members[rc[2] + i]
+            if y < y0 or y >= y1:
+                continue
+            for j in range(cc[3]):
+                x = cols.members[cc[2] + j]
+                pix[npix] = n * cor.image + rows.plan[3 * y + 2] * cor.pitch \
+                    + cols.plan[3 * x + 2]
+                at[npix] = ((n * (y1 - y0) + y - y0) * cor.out_pitch + x) * width
+                npix += 1
+                if npix == most:
+                    run_tile(kernel, src, pix, npix, &loops, stage, at, r0 > 0, cor.path,
+                             <int> block[2])
+                    npix = 0
     if npix:
         run_tile(kernel, src, pix, npix, &loops, stage, at, r0 > 0, cor.path, <int> block[2])
 
@@ -399,55 +399,61 @@ cdef void correlate_class(const Correlation *cor, const floating *kernel,
 cdef void correlate_band(const Correlation *cor, const floating *kernel,
                          const floating *src, const floating *bias, floating *out,
                          const Py_ssize_t[:, ::1] blocks, const AxisView *rows,
-                         const AxisView *cols, Py_ssize_t y0, Py_ssize_t y1,
-                         floating *stage) noexcept nogil:
-    """Output rows y0 <= y < y1 of one image, every block of output channels: the tiles go to
-    the staging buffer, which then goes to `out` transposed (+ bias)."""
-    cdef Py_ssize_t b, rk, ck, r0, r1, group, first
+                         const AxisView *cols, Py_ssize_t n_images, Py_ssize_t y0,
+                         Py_ssize_t y1, floating *stage) noexcept nogil:
+    """Output rows y0 <= y < y1 of n_images images, every block of output channels: the tiles
+    go to the staging buffer, which then goes to `out` transposed (+ bias)."""
+    cdef Py_ssize_t b, rk, ck, r0, r1, n, group, first, width, band = (y1 - y0) * cor.out_pitch
     for b in range(blocks.shape[0]):
         r0 = 0
         while r0 < cor.per_group:           # the reduction in chunks whose kernel fits the L2
             r1 = min(r0 + cor.chunk, cor.per_group)
             for rk in range(rows.n_classes):
                 for ck in range(cols.n_classes):
-                    correlate_class(cor, kernel, src, &blocks[b, 0], rows, cols, rk, ck, y0,
-                                    y1, r0, r1, stage)
+                    correlate_class(cor, kernel, src, &blocks[b, 0], rows, cols, rk, ck,
+                                    n_images, y0, y1, r0, r1, stage)
             r0 = r1
-        group, first = blocks[b, 0], blocks[b, 1]
-        unstage(stage, <int> (blocks[b, 2] * cor.lanes), (y1 - y0) * cor.out_pitch,
-                <int> blocks[b, 3],
-                out + (group * cor.out_per_group + first) * cor.out_plane + y0 * cor.out_pitch,
-                cor.out_plane,
-                NULL if bias == NULL else bias + group * cor.out_per_group + first, False,
-                cor.path)
+        group, first, width = blocks[b, 0], blocks[b, 1], blocks[b, 2] * cor.lanes
+        for n in range(n_images):
+            unstage(stage + n * band * width, <int> width, band, <int> blocks[b, 3],
+                    out + n * cor.out_image + (group * cor.out_per_group + first) * cor.out_plane
+                    + y0 * cor.out_pitch, cor.out_plane,
+                    NULL if bias == NULL else bias + group * cor.out_per_group + first, False,
+                    cor.path)
 
 
 cdef void correlate(Correlation *cor, const floating *src, const floating *kernel,
                     const floating *bias, const Py_ssize_t[:, ::1] blocks, Axis rows,
                     Axis cols, Py_ssize_t n_images, floating *out):
-    """out = the correlation `cor` describes, in tasks of (image, band of output rows) shared
+    """out = the correlation `cor` describes, in tasks of (images, band of output rows) shared
     out over the threads: tasks never write the same memory."""
     cdef AxisView rv = view(rows), cv = view(cols)
-    cdef Py_ssize_t out_h = rows.plan.shape[0], l2 = cache_sizes()["L2"], task, n, y0
+    cdef Py_ssize_t out_h = rows.plan.shape[0], l2 = cache_sizes()["L2"], task, n, y0, per_task
     cdef Py_ssize_t b, width = 0
     for b in range(blocks.shape[0]):
         width = max(width, blocks[b, 2] * cor.lanes)
     cdef int threads = get_num_threads()
-    # a band's staging buffer takes at most a quarter of the L2; there are tasks for all threads
-    cor.band = max(1, min((l2 // 4) // (cor.out_pitch * width * sizeof(floating)),
-                          ceil_div(out_h * n_images, 4 * threads)))
-    cdef Py_ssize_t bands = ceil_div(out_h, cor.band)
+    # a task's staging buffer takes at most a quarter of the L2, and there are tasks for all
+    # threads: a band of rows of an image, or (small images) a few whole images
+    cdef Py_ssize_t row_bytes = cor.out_pitch * width * sizeof(floating)
+    cor.band = max(1, min((l2 // 4) // row_bytes, ceil_div(out_h * n_images, 4 * threads)))
+    cdef Py_ssize_t images = 1
+    if cor.band >= out_h:
+        cor.band = out_h
+        images = max(1, min((l2 // 4) // (out_h * row_bytes), ceil_div(n_images, 4 * threads)))
+    cdef Py_ssize_t bands = ceil_div(out_h, cor.band), groups = ceil_div(n_images, images)
     # the reduction in chunks: all of it, unless one block's packed kernel passes half the L2
     cor.chunk = max(1, min(cor.per_group,
                            (l2 // 2) // (cor.taps_h * cor.taps_w * width * sizeof(floating))))
     cdef floating[:, ::1] stage = _workspace(
-        "stage", threads, cor.band * cor.out_pitch * width,
+        "stage", threads, images * cor.band * cor.out_pitch * width,
         np.float32 if floating is float else np.float64)
     with nogil, parallel(num_threads=threads):
-        for task in prange(n_images * bands, schedule="dynamic"):
-            n, y0 = task // bands, (task % bands) * cor.band
+        for task in prange(groups * bands, schedule="dynamic"):
+            n, y0 = task // bands * images, (task % bands) * cor.band
+            per_task = min(images, n_images - n)
             correlate_band(cor, kernel, src + n * cor.image, bias, out + n * cor.out_image,
-                           blocks, &rv, &cv, y0, min(y0 + cor.band, out_h),
+                           blocks, &rv, &cv, per_task, y0, min(y0 + cor.band, out_h),
                            &stage[threadid(), 0])
 
 
@@ -488,7 +494,7 @@ def weight_grad_tiles(Py_ssize_t filters_per_group, Py_ssize_t groups, Py_ssize_
             tap_range(out_len, in_len, stride, pad, dil, i, &lo, &hi)
             taps_of.setdefault((lo, hi), []).append(i)
         ranges.append(list(taps_of.values()))
-    blocks = channel_blocks(filters_per_group, groups, lanes, 0)
+    blocks = channel_blocks(filters_per_group, groups, lanes, 0, path)
     tiles = []
     for b in range(blocks.shape[0]):
         most = tgc_max_pixels(path, <int> blocks[b, 2])
@@ -602,7 +608,7 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
         return np.zeros(kernel_shape, dtype=dtype), dbias
 
     cdef const Py_ssize_t[:, ::1] blocks = channel_blocks(wg.filters_per_group, groups,
-                                                          wg.lanes, 0)
+                                                          wg.lanes, 0, wg.path)
     cdef const Py_ssize_t[:, ::1] tiles = weight_grad_tiles(
         wg.filters_per_group, groups, wg.per_group,
         (wg.out_h, wg.height, wg.taps_h, wg.stride_h, wg.pad_top, wg.dil_h),
@@ -702,7 +708,7 @@ def conv2d_forward(const floating[:, :, :, ::1] a,   # IN  A: (N, C, H, W)
     cdef floating[:, :, :, ::1] z = out
     lanes = tgc_lanes(_path, sizeof(floating))
     cdef const Py_ssize_t[:, ::1] blocks = channel_blocks(
-        F // groups, groups, lanes, w.shape[1] * w.shape[2] * w.shape[3])
+        F // groups, groups, lanes, w.shape[1] * w.shape[2] * w.shape[3], _path)
     cdef floating[::1] kernel = pack(np.asarray(w), blocks, groups, lanes)
     kernel_shape = (F, w.shape[1], w.shape[2], w.shape[3])
     cdef Correlation cor = correlation(_path, lanes, (N, a.shape[1], a.shape[2], a.shape[3]),
@@ -731,7 +737,7 @@ def input_grad(const floating[:, :, :, ::1] dz, const floating[:, :, :, ::1] w, 
     w_180 = w_180.transpose(0, 2, 1, 3, 4).reshape(C, F // groups, KH, KW)
     lanes = tgc_lanes(_path, sizeof(floating))
     cdef const Py_ssize_t[:, ::1] blocks = channel_blocks(per_group, groups, lanes,
-                                                          (F // groups) * KH * KW)
+                                                          (F // groups) * KH * KW, _path)
     cdef floating[::1] kernel = pack(w_180, blocks, groups, lanes)
     cdef Correlation cor = correlation(
         _path, lanes, (N, F, dz.shape[2], dz.shape[3]), F // groups, input_shape, per_group,

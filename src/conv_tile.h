@@ -4,7 +4,8 @@
  *   T              float or double
  *   V              a vector of LANES T's;   SUFFIX    name suffix (avx512_f32, portable_f64, ...)
  *   TARGET         the attribute that lets a function use the instruction set (or nothing)
- *   VZERO()  VLOAD(p)  VBCAST(p)  VFMA(a, b, acc) = a*b + acc  VSTORE(p, v)
+ *   VZERO()  VLOAD(p)  VBCAST(p)  VFMA(a, b, acc) = a*b + acc  VSTORE(p, v)  VADD(a, b)
+ *   TRANSPOSE(r)   transposes the LANES x LANES block held in the vectors r[0..LANES-1]
  *   TGC_CASES_1..4 the switch cases for 1..n pixels: how many pixels a tile of 1..4 vectors
  *                  may hold (its accumulators must fit in the registers)
  *
@@ -27,6 +28,40 @@
 #define TGC_CAT(a, b) TGC_CAT_(a, b)
 #define TGC_FN(name) TGC_CAT(name, SUFFIX)
 
+/* The accumulators are named variables, acc<v>_<p> for vector v and pixel p, not an array:
+ * compilers keep named variables in registers, while an array of vectors may be kept in memory
+ * (GCC does so for AVX2, at half the speed). Those a tile does not use are never touched, and
+ * the compiler drops them: `vectors` and `npix` are constants in each copy of the body. */
+#define TGC_FOR_PIXELS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+
+#define TGC_START(p)                                                                        \
+    const T *at##p = in + (p < npix ? pix[p] : 0);                                          \
+    V acc0_##p = accumulate && p < npix ? VLOAD(out + out_at[p]) : VZERO();                 \
+    V acc1_##p = accumulate && p < npix && vectors > 1 ? VLOAD(out + out_at[p] + LANES)    \
+                                                          : VZERO();                        \
+    V acc2_##p = accumulate && p < npix && vectors > 2 ? VLOAD(out + out_at[p] + 2 * LANES) \
+                                                          : VZERO();                        \
+    V acc3_##p = accumulate && p < npix && vectors > 3 ? VLOAD(out + out_at[p] + 3 * LANES) \
+                                                          : VZERO();
+
+/* pixel p: its input value broadcast, times each vector of the step, into its accumulators */
+#define TGC_STEP(p)                                                                         \
+    if (p < npix) {                                                                         \
+        V x = VBCAST(at##p + off);                                                          \
+        acc0_##p = VFMA(w0, x, acc0_##p);                                                   \
+        if (vectors > 1) acc1_##p = VFMA(w1, x, acc1_##p);                                  \
+        if (vectors > 2) acc2_##p = VFMA(w2, x, acc2_##p);                                  \
+        if (vectors > 3) acc3_##p = VFMA(w3, x, acc3_##p);                                  \
+    }
+
+#define TGC_FINISH(p)                                                                       \
+    if (p < npix) {                                                                         \
+        VSTORE(out + out_at[p], acc0_##p);                                                  \
+        if (vectors > 1) VSTORE(out + out_at[p] + LANES, acc1_##p);                         \
+        if (vectors > 2) VSTORE(out + out_at[p] + 2 * LANES, acc2_##p);                     \
+        if (vectors > 3) VSTORE(out + out_at[p] + 3 * LANES, acc3_##p);                     \
+    }
+
 TARGET static TGC_INLINE void
 TGC_FN(tgc_tile_body)(const T *vec,              /* IN  the vectors at the first step */
                       const T *in,               /* IN  the broadcast side */
@@ -37,13 +72,7 @@ TGC_FN(tgc_tile_body)(const T *vec,              /* IN  the vectors at the first
                       int accumulate,            /* add to what out holds (else overwrite) */
                       const int vectors, const int npix)
 {
-    V acc[4][TGC_MAX_PIX];
-    const T *at[TGC_MAX_PIX];
-    for (int p = 0; p < npix; p++) {
-        at[p] = in + pix[p];
-        for (int v = 0; v < vectors; v++)
-            acc[v][p] = accumulate ? VLOAD(out + out_at[p] + v * LANES) : VZERO();
-    }
+    TGC_FOR_PIXELS(TGC_START)
     const ptrdiff_t n0 = loops->n[0], n1 = loops->n[1], n2 = loops->n[2];
     for (ptrdiff_t a = 0; a < n0; a++) {
         const T *vec_a = vec + a * loops->vec_step[0];
@@ -52,22 +81,17 @@ TGC_FN(tgc_tile_body)(const T *vec,              /* IN  the vectors at the first
             const T *w = vec_a + t * loops->vec_step[1];
             ptrdiff_t off = off_a + t * loops->in_step[1];
             for (ptrdiff_t u = 0; u < n2; u++) {
-                V wv[4];
-                for (int v = 0; v < vectors; v++)
-                    wv[v] = VLOAD(w + v * LANES);
-                for (int p = 0; p < npix; p++) {
-                    V x = VBCAST(at[p] + off);
-                    for (int v = 0; v < vectors; v++)
-                        acc[v][p] = VFMA(wv[v], x, acc[v][p]);
-                }
+                V w0 = VLOAD(w);
+                V w1 = vectors > 1 ? VLOAD(w + LANES) : VZERO();
+                V w2 = vectors > 2 ? VLOAD(w + 2 * LANES) : VZERO();
+                V w3 = vectors > 3 ? VLOAD(w + 3 * LANES) : VZERO();
+                TGC_FOR_PIXELS(TGC_STEP)
                 w += loops->vec_step[2];
                 off += loops->in_step[2];
             }
         }
     }
-    for (int p = 0; p < npix; p++)
-        for (int v = 0; v < vectors; v++)
-            VSTORE(out + out_at[p] + v * LANES, acc[v][p]);
+    TGC_FOR_PIXELS(TGC_FINISH)
 }
 
 /* One function per vector count; the switch gives the compiler a constant pixel count to
@@ -88,9 +112,64 @@ TGC_TILE_FN(2, TGC_CASES_2)
 TGC_TILE_FN(3, TGC_CASES_3)
 TGC_TILE_FN(4, TGC_CASES_4)
 
-/* The machine's peak, measured rather than looked up: 16 independent chains of FMAs on
- * registers (no memory traffic), `rounds` times; returns the flops done. The chains are written
- * out one by one so that the compiler keeps each in a register. */
+/* ---- the tiles' staging buffer and the NCHW layout, both ways ----
+ *
+ *     unstage:  out[o * plane + q] (+)= stage[q * width + o] (+ bias[o])   q < npix, o < count
+ *     stage:    stage[q * width + o] = src[o * plane + q]  (0 for count <= o < width)
+ *
+ * Transposes, done LANES x LANES at a time in registers (TRANSPOSE), so that both sides are
+ * read and written a whole vector at a time; blocks at the edges go one value at a time. */
+
+TARGET static void TGC_FN(tgc_unstage)(const T *stage, int width, ptrdiff_t npix, int count,
+                                       T *out, ptrdiff_t plane, const T *bias, int add)
+{
+    for (int o0 = 0; o0 < count; o0 += LANES) {
+        for (ptrdiff_t q0 = 0; q0 < npix; q0 += LANES) {
+            if (o0 + LANES > count || q0 + LANES > npix) {       /* an edge block */
+                for (int o = o0; o < count && o < o0 + LANES; o++)
+                    for (ptrdiff_t q = q0; q < npix && q < q0 + LANES; q++) {
+                        T v = stage[q * width + o] + (bias ? bias[o] : (T)0);
+                        out[o * plane + q] = add ? out[o * plane + q] + v : v;
+                    }
+                continue;
+            }
+            V r[LANES];
+            V b = bias ? VLOAD(bias + o0) : VZERO();
+            for (int l = 0; l < LANES; l++)       /* r[l]: pixel q0 + l, channels o0.. */
+                r[l] = VADD(VLOAD(stage + (q0 + l) * width + o0), b);
+            TRANSPOSE(r);                         /* r[c]: channel o0 + c, pixels q0.. */
+            for (int c = 0; c < LANES; c++) {
+                T *row = out + (o0 + c) * plane + q0;
+                VSTORE(row, add ? VADD(r[c], VLOAD(row)) : r[c]);
+            }
+        }
+    }
+}
+
+TARGET static void TGC_FN(tgc_stage)(const T *src, ptrdiff_t plane, int count, ptrdiff_t npix,
+                                     T *stage, int width)
+{
+    for (int o0 = 0; o0 < width; o0 += LANES) {
+        for (ptrdiff_t q0 = 0; q0 < npix; q0 += LANES) {
+            if (q0 + LANES > npix) {                             /* an edge block */
+                for (int o = o0; o < o0 + LANES; o++)
+                    for (ptrdiff_t q = q0; q < npix; q++)
+                        stage[q * width + o] = o < count ? src[o * plane + q] : (T)0;
+                continue;
+            }
+            V r[LANES];
+            for (int c = 0; c < LANES; c++)       /* r[c]: channel o0 + c, pixels q0.. */
+                r[c] = o0 + c < count ? VLOAD(src + (o0 + c) * plane + q0) : VZERO();
+            TRANSPOSE(r);                         /* r[l]: pixel q0 + l, channels o0.. */
+            for (int l = 0; l < LANES; l++)
+                VSTORE(stage + (q0 + l) * width + o0, r[l]);
+        }
+    }
+}
+
+/* The machine's peak, measured rather than looked up: 12 independent chains of FMAs on
+ * registers (no memory traffic; 12 leave room in AVX2's 16 registers), `rounds` times; returns
+ * the flops done. The chains are written out one by one, so each stays in a register. */
 TARGET static double TGC_FN(tgc_fma_probe)(long rounds)
 {
     V x = VBCAST_VALUE((T)0.999999), y = VBCAST_VALUE((T)0.000001);
@@ -98,22 +177,17 @@ TARGET static double TGC_FN(tgc_fma_probe)(long rounds)
     V a3 = VBCAST_VALUE((T)3), a4 = VBCAST_VALUE((T)4), a5 = VBCAST_VALUE((T)5);
     V a6 = VBCAST_VALUE((T)6), a7 = VBCAST_VALUE((T)7), a8 = VBCAST_VALUE((T)8);
     V a9 = VBCAST_VALUE((T)9), a10 = VBCAST_VALUE((T)10), a11 = VBCAST_VALUE((T)11);
-    V a12 = VBCAST_VALUE((T)12), a13 = VBCAST_VALUE((T)13), a14 = VBCAST_VALUE((T)14);
-    V a15 = VBCAST_VALUE((T)15);
     for (long r = 0; r < rounds; r++) {
         a0 = VFMA(a0, x, y); a1 = VFMA(a1, x, y); a2 = VFMA(a2, x, y); a3 = VFMA(a3, x, y);
         a4 = VFMA(a4, x, y); a5 = VFMA(a5, x, y); a6 = VFMA(a6, x, y); a7 = VFMA(a7, x, y);
         a8 = VFMA(a8, x, y); a9 = VFMA(a9, x, y); a10 = VFMA(a10, x, y); a11 = VFMA(a11, x, y);
-        a12 = VFMA(a12, x, y); a13 = VFMA(a13, x, y); a14 = VFMA(a14, x, y);
-        a15 = VFMA(a15, x, y);
     }
     T out[LANES];
     V sum = VFMA(a0, x, VFMA(a1, x, VFMA(a2, x, VFMA(a3, x, VFMA(a4, x, VFMA(a5, x, a6))))));
-    sum = VFMA(sum, x, VFMA(a7, x, VFMA(a8, x, VFMA(a9, x, VFMA(a10, x, VFMA(a11, x, a12))))));
-    sum = VFMA(sum, x, VFMA(a13, x, VFMA(a14, x, a15)));
+    sum = VFMA(sum, x, VFMA(a7, x, VFMA(a8, x, VFMA(a9, x, VFMA(a10, x, a11)))));
     VSTORE(out, sum);
     tgc_probe_sink += (double)out[0];
-    return 2.0 * LANES * 16.0 * (double)rounds;
+    return 2.0 * LANES * 12.0 * (double)rounds;
 }
 
 #undef TGC_TILE_FN

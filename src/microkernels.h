@@ -95,7 +95,16 @@ static volatile double tgc_probe_sink = 0;
     static TGC_INLINE VT VT##_bcast(TYPE x) { VT r = {{x, x, x, x}}; return r; }              \
     static TGC_INLINE VT VT##_fma(VT a, VT b, VT c)                                           \
     { for (int l = 0; l < 4; l++) c.v[l] += a.v[l] * b.v[l]; return c; }                      \
-    static TGC_INLINE void VT##_store(TYPE *p, VT a) { memcpy(p, a.v, sizeof a.v); }
+    static TGC_INLINE void VT##_store(TYPE *p, VT a) { memcpy(p, a.v, sizeof a.v); }      \
+    static TGC_INLINE VT VT##_add(VT a, VT b)                                                 \
+    { for (int l = 0; l < 4; l++) a.v[l] += b.v[l]; return a; }                               \
+    static TGC_INLINE void VT##_transpose(VT r[4])                                            \
+    {                                                                                         \
+        for (int i = 0; i < 4; i++)                                                           \
+            for (int j = i + 1; j < 4; j++) {                                                 \
+                TYPE x = r[i].v[j]; r[i].v[j] = r[j].v[i]; r[j].v[i] = x;                     \
+            }                                                                                 \
+    }
 
 TGC_PORTABLE_OPS(float, tgc_v4f)
 TGC_PORTABLE_OPS(double, tgc_v4d)
@@ -112,6 +121,8 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #define VBCAST_VALUE(x) VT_(bcast)(x)
 #define VFMA(a, b, c) VT_(fma)(a, b, c)
 #define VSTORE(p, v) VT_(store)(p, v)
+#define VADD(a, b) VT_(add)(a, b)
+#define TRANSPOSE(r) VT_(transpose)(r)
 
 #define T float
 #define V tgc_v4f
@@ -145,8 +156,88 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #undef VBCAST_VALUE
 #undef VFMA
 #undef VSTORE
+#undef VADD
+#undef TRANSPOSE
+#undef VADD
+#undef TRANSPOSE
 
 #if TGC_X86
+/* ---- the transposes of a LANES x LANES block in registers: unpack pairs of rows, shuffle
+ * pairs of those, then move 128-bit lanes (three rounds of log2 steps) ---- */
+
+TGC_TARGET_AVX2 static TGC_INLINE void tgc_transpose_avx2_f32(__m256 r[8])
+{
+    __m256 t[8], u[8];
+    for (int l = 0; l < 8; l += 2) {
+        t[l] = _mm256_unpacklo_ps(r[l], r[l + 1]);
+        t[l + 1] = _mm256_unpackhi_ps(r[l], r[l + 1]);
+    }
+    for (int l = 0; l < 8; l += 4) {          /* u[l + m], 128-bit lane L: column 4L + m */
+        u[l] = _mm256_shuffle_ps(t[l], t[l + 2], 0x44);
+        u[l + 1] = _mm256_shuffle_ps(t[l], t[l + 2], 0xEE);
+        u[l + 2] = _mm256_shuffle_ps(t[l + 1], t[l + 3], 0x44);
+        u[l + 3] = _mm256_shuffle_ps(t[l + 1], t[l + 3], 0xEE);
+    }
+    for (int m = 0; m < 4; m++) {
+        r[m] = _mm256_permute2f128_ps(u[m], u[4 + m], 0x20);
+        r[4 + m] = _mm256_permute2f128_ps(u[m], u[4 + m], 0x31);
+    }
+}
+
+TGC_TARGET_AVX2 static TGC_INLINE void tgc_transpose_avx2_f64(__m256d r[4])
+{
+    __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+    __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+    r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+    r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+    r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+    r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
+
+TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f32(__m512 r[16])
+{
+    __m512 t[16], u[16];
+    for (int l = 0; l < 16; l += 2) {
+        t[l] = _mm512_unpacklo_ps(r[l], r[l + 1]);
+        t[l + 1] = _mm512_unpackhi_ps(r[l], r[l + 1]);
+    }
+    for (int l = 0; l < 16; l += 4) {         /* u[l + m], 128-bit lane L: column 4L + m */
+        u[l] = _mm512_shuffle_ps(t[l], t[l + 2], 0x44);
+        u[l + 1] = _mm512_shuffle_ps(t[l], t[l + 2], 0xEE);
+        u[l + 2] = _mm512_shuffle_ps(t[l + 1], t[l + 3], 0x44);
+        u[l + 3] = _mm512_shuffle_ps(t[l + 1], t[l + 3], 0xEE);
+    }
+    for (int m = 0; m < 4; m++) {
+        __m512 x = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88);
+        __m512 y = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xDD);
+        __m512 x2 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88);
+        __m512 y2 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xDD);
+        r[m] = _mm512_shuffle_f32x4(x, x2, 0x88);
+        r[4 + m] = _mm512_shuffle_f32x4(y, y2, 0x88);
+        r[8 + m] = _mm512_shuffle_f32x4(x, x2, 0xDD);
+        r[12 + m] = _mm512_shuffle_f32x4(y, y2, 0xDD);
+    }
+}
+
+TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
+{
+    __m512d t[8];
+    for (int l = 0; l < 8; l += 2) {          /* t[l], 128-bit lane L: column 2L (l even) */
+        t[l] = _mm512_unpacklo_pd(r[l], r[l + 1]);
+        t[l + 1] = _mm512_unpackhi_pd(r[l], r[l + 1]);
+    }
+    for (int odd = 0; odd < 2; odd++) {       /* columns 0, 2, 4, 6, then 1, 3, 5, 7 */
+        __m512d u0 = _mm512_shuffle_f64x2(t[odd], t[2 + odd], 0x88);
+        __m512d u1 = _mm512_shuffle_f64x2(t[odd], t[2 + odd], 0xDD);
+        __m512d u2 = _mm512_shuffle_f64x2(t[4 + odd], t[6 + odd], 0x88);
+        __m512d u3 = _mm512_shuffle_f64x2(t[4 + odd], t[6 + odd], 0xDD);
+        r[odd] = _mm512_shuffle_f64x2(u0, u2, 0x88);
+        r[4 + odd] = _mm512_shuffle_f64x2(u0, u2, 0xDD);
+        r[2 + odd] = _mm512_shuffle_f64x2(u1, u3, 0x88);
+        r[6 + odd] = _mm512_shuffle_f64x2(u1, u3, 0xDD);
+    }
+}
+
 /* ---- AVX2 + FMA: 16 registers, so at most 12 accumulators ---- */
 #define TARGET TGC_TARGET_AVX2
 #define TGC_CASES_1 TGC_C12(1)
@@ -164,6 +255,8 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #define VBCAST_VALUE(x) _mm256_set1_ps(x)
 #define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define VSTORE(p, v) _mm256_storeu_ps(p, v)
+#define VADD(a, b) _mm256_add_ps(a, b)
+#define TRANSPOSE(r) tgc_transpose_avx2_f32(r)
 #include "conv_tile.h"
 #undef T
 #undef V
@@ -175,6 +268,8 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #undef VBCAST_VALUE
 #undef VFMA
 #undef VSTORE
+#undef VADD
+#undef TRANSPOSE
 
 #define T double
 #define V __m256d
@@ -186,6 +281,8 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #define VBCAST_VALUE(x) _mm256_set1_pd(x)
 #define VFMA(a, b, c) _mm256_fmadd_pd(a, b, c)
 #define VSTORE(p, v) _mm256_storeu_pd(p, v)
+#define VADD(a, b) _mm256_add_pd(a, b)
+#define TRANSPOSE(r) tgc_transpose_avx2_f64(r)
 #include "conv_tile.h"
 #undef T
 #undef V
@@ -197,6 +294,8 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #undef VBCAST_VALUE
 #undef VFMA
 #undef VSTORE
+#undef VADD
+#undef TRANSPOSE
 
 #undef TARGET
 #undef TGC_CASES_1
@@ -221,6 +320,8 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #define VBCAST_VALUE(x) _mm512_set1_ps(x)
 #define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define VSTORE(p, v) _mm512_storeu_ps(p, v)
+#define VADD(a, b) _mm512_add_ps(a, b)
+#define TRANSPOSE(r) tgc_transpose_avx512_f32(r)
 #include "conv_tile.h"
 #undef T
 #undef V
@@ -232,6 +333,8 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #undef VBCAST_VALUE
 #undef VFMA
 #undef VSTORE
+#undef VADD
+#undef TRANSPOSE
 
 #define T double
 #define V __m512d
@@ -243,6 +346,8 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #define VBCAST_VALUE(x) _mm512_set1_pd(x)
 #define VFMA(a, b, c) _mm512_fmadd_pd(a, b, c)
 #define VSTORE(p, v) _mm512_storeu_pd(p, v)
+#define VADD(a, b) _mm512_add_pd(a, b)
+#define TRANSPOSE(r) tgc_transpose_avx512_f64(r)
 #include "conv_tile.h"
 #undef T
 #undef V
@@ -254,6 +359,8 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #undef VBCAST_VALUE
 #undef VFMA
 #undef VSTORE
+#undef VADD
+#undef TRANSPOSE
 
 #undef TARGET
 #undef TGC_CASES_1
@@ -261,115 +368,6 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #undef TGC_CASES_3
 #undef TGC_CASES_4
 #endif /* TGC_X86 */
-
-/* ---- from the tiles' pixel-major staging buffer to the NCHW output ----
- *
- *     out[o * plane + q] = stage[q * width + o] (+ bias[o]), or += it,  q < npix, o < count
- *
- * A transpose, done in 16 x 16 blocks: the stage is read a cache line at a time and each
- * output row is written in runs of 16. */
-
-#define TGC_UNSTAGE_GENERIC(T, NAME)                                                          \
-    static void NAME(const T *stage, int width, ptrdiff_t npix, int count, T *out,            \
-                     ptrdiff_t plane, const T *bias, int add)                                 \
-    {                                                                                         \
-        for (ptrdiff_t q0 = 0; q0 < npix; q0 += 16) {                                         \
-            ptrdiff_t q1 = q0 + 16 < npix ? q0 + 16 : npix;                                   \
-            for (int o = 0; o < count; o++) {                                                 \
-                T b = bias ? bias[o] : (T)0, *row = out + o * plane;                          \
-                for (ptrdiff_t q = q0; q < q1; q++)                                           \
-                    row[q] = (add ? row[q] : (T)0) + stage[q * width + o] + b;                \
-            }                                                                                 \
-        }                                                                                     \
-    }
-TGC_UNSTAGE_GENERIC(float, tgc_unstage_generic_f32)
-TGC_UNSTAGE_GENERIC(double, tgc_unstage_generic_f64)
-
-#define TGC_STAGE_GENERIC(T, NAME)                                                            \
-    static void NAME(const T *src, ptrdiff_t plane, int count, ptrdiff_t npix, T *stage,      \
-                     int width)                                                               \
-    {                                                                                         \
-        for (ptrdiff_t q0 = 0; q0 < npix; q0 += 16) {                                         \
-            ptrdiff_t q1 = q0 + 16 < npix ? q0 + 16 : npix;                                   \
-            for (int o = 0; o < width; o++)                                                   \
-                for (ptrdiff_t q = q0; q < q1; q++)                                           \
-                    stage[q * width + o] = o < count ? src[o * plane + q] : (T)0;             \
-        }                                                                                     \
-    }
-TGC_STAGE_GENERIC(float, tgc_stage_generic_f32)
-TGC_STAGE_GENERIC(double, tgc_stage_generic_f64)
-
-#if TGC_X86
-/* AVX-512, float32: a 16 x 16 transpose in registers (unpack, shuffle, then two rounds of
- * 128-bit lane moves: 64 shuffles for 256 values): r[l] = row l in, r[l] = column l out. */
-TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose16_avx512_f32(__m512 r[16])
-{
-    __m512 t[16], u[16];
-    for (int l = 0; l < 16; l += 2) {
-        t[l] = _mm512_unpacklo_ps(r[l], r[l + 1]);
-        t[l + 1] = _mm512_unpackhi_ps(r[l], r[l + 1]);
-    }
-    for (int l = 0; l < 16; l += 4) {       /* u[l + m], 128-bit lane L: column 4L + m */
-        u[l] = _mm512_shuffle_ps(t[l], t[l + 2], 0x44);
-        u[l + 1] = _mm512_shuffle_ps(t[l], t[l + 2], 0xEE);
-        u[l + 2] = _mm512_shuffle_ps(t[l + 1], t[l + 3], 0x44);
-        u[l + 3] = _mm512_shuffle_ps(t[l + 1], t[l + 3], 0xEE);
-    }
-    for (int m = 0; m < 4; m++) {
-        __m512 x = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88);
-        __m512 y = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xDD);
-        __m512 x2 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88);
-        __m512 y2 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xDD);
-        r[m] = _mm512_shuffle_f32x4(x, x2, 0x88);
-        r[4 + m] = _mm512_shuffle_f32x4(y, y2, 0x88);
-        r[8 + m] = _mm512_shuffle_f32x4(x, x2, 0xDD);
-        r[12 + m] = _mm512_shuffle_f32x4(y, y2, 0xDD);
-    }
-}
-
-TGC_TARGET_AVX512 static void
-tgc_unstage_avx512_f32(const float *stage, int width, ptrdiff_t npix, int count, float *out,
-                       ptrdiff_t plane, const float *bias, int add)
-{
-    for (int o0 = 0; o0 < count; o0 += 16) {
-        __mmask16 channels = count - o0 >= 16 ? 0xFFFF : (__mmask16)((1u << (count - o0)) - 1);
-        __m512 b = bias ? _mm512_maskz_loadu_ps(channels, bias + o0) : _mm512_setzero_ps();
-        for (ptrdiff_t q0 = 0; q0 < npix; q0 += 16) {
-            int n = npix - q0 >= 16 ? 16 : (int)(npix - q0);
-            __mmask16 pixels = n == 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
-            __m512 r[16];
-            for (int l = 0; l < 16; l++)       /* r[l]: pixel q0 + l, channels o0.. */
-                r[l] = l < n ? _mm512_add_ps(_mm512_loadu_ps(stage + (q0 + l) * width + o0), b)
-                             : _mm512_setzero_ps();
-            tgc_transpose16_avx512_f32(r);     /* r[c]: channel o0 + c, pixels q0.. */
-            for (int c = 0; c < 16 && o0 + c < count; c++) {
-                float *row = out + (o0 + c) * plane + q0;
-                __m512 v = add ? _mm512_add_ps(r[c], _mm512_maskz_loadu_ps(pixels, row)) : r[c];
-                _mm512_mask_storeu_ps(row, pixels, v);
-            }
-        }
-    }
-}
-
-TGC_TARGET_AVX512 static void
-tgc_stage_avx512_f32(const float *src, ptrdiff_t plane, int count, ptrdiff_t npix,
-                     float *stage, int width)
-{
-    for (int o0 = 0; o0 < width; o0 += 16) {
-        for (ptrdiff_t q0 = 0; q0 < npix; q0 += 16) {
-            int n = npix - q0 >= 16 ? 16 : (int)(npix - q0);
-            __mmask16 pixels = n == 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
-            __m512 r[16];
-            for (int c = 0; c < 16; c++)       /* r[c]: channel o0 + c, pixels q0.. */
-                r[c] = o0 + c < count ? _mm512_maskz_loadu_ps(pixels, src + (o0 + c) * plane + q0)
-                                      : _mm512_setzero_ps();
-            tgc_transpose16_avx512_f32(r);     /* r[l]: pixel q0 + l, channels o0.. */
-            for (int l = 0; l < n; l++)
-                _mm512_storeu_ps(stage + (q0 + l) * width + o0, r[l]);
-        }
-    }
-}
-#endif
 
 /* ---- what the CPU can run ---- */
 
@@ -439,6 +437,13 @@ static int tgc_max_pixels(int path, int vectors)
     return limits[path][vectors - 1];
 }
 
+/* The widest tile (in vectors) worth using on `path`: measured on a Zen 4, AVX2 tiles of
+ * 3 vectors x 4 pixels ran at 86% of the peak and 4 x 3 at 78%; AVX-512's 4 x 6, 96%. */
+static int tgc_max_vectors(int path)
+{
+    return path == TGC_AVX2 ? 3 : TGC_MAX_VECTORS;
+}
+
 static tgc_tile_f32 tgc_tile_fn_f32(int path, int vectors)
 {
     static const tgc_tile_f32 table[TGC_N_PATHS][TGC_MAX_VECTORS] = {
@@ -465,6 +470,44 @@ static tgc_tile_f64 tgc_tile_fn_f64(int path, int vectors)
 #endif
     };
     return table[path][vectors - 1];
+}
+
+typedef void (*tgc_unstage_f32)(const float *, int, ptrdiff_t, int, float *, ptrdiff_t,
+                                const float *, int);
+typedef void (*tgc_unstage_f64)(const double *, int, ptrdiff_t, int, double *, ptrdiff_t,
+                                const double *, int);
+typedef void (*tgc_stage_f32)(const float *, ptrdiff_t, int, ptrdiff_t, float *, int);
+typedef void (*tgc_stage_f64)(const double *, ptrdiff_t, int, ptrdiff_t, double *, int);
+
+#if TGC_X86
+#define TGC_BY_PATH(name, type) \
+    {name##_portable_##type, name##_avx2_##type, name##_avx512_##type}
+#else
+#define TGC_BY_PATH(name, type) {name##_portable_##type}
+#endif
+
+static tgc_unstage_f32 tgc_unstage_fn_f32(int path)
+{
+    static const tgc_unstage_f32 table[] = TGC_BY_PATH(tgc_unstage, f32);
+    return table[path];
+}
+
+static tgc_unstage_f64 tgc_unstage_fn_f64(int path)
+{
+    static const tgc_unstage_f64 table[] = TGC_BY_PATH(tgc_unstage, f64);
+    return table[path];
+}
+
+static tgc_stage_f32 tgc_stage_fn_f32(int path)
+{
+    static const tgc_stage_f32 table[] = TGC_BY_PATH(tgc_stage, f32);
+    return table[path];
+}
+
+static tgc_stage_f64 tgc_stage_fn_f64(int path)
+{
+    static const tgc_stage_f64 table[] = TGC_BY_PATH(tgc_stage, f64);
+    return table[path];
 }
 
 /* Flops done by `rounds` rounds of the FMA probe of `path`, float32 or float64. */

@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 
 try:
-    import tinygrad_conv
+    import tinygrad_conv  # noqa: F401
 except ImportError:  # run from a checkout that was built in place but not installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import tinygrad_conv
 
 from tinygrad_conv.scalar import MLP, Value
 

@@ -126,7 +126,7 @@ def test_names_with_quotes_are_escaped():
 
 
 def test_to_dot_rejects_what_is_not_a_tensor():
-    with pytest.raises(TypeError, match="expected a Tensor, got ndarray"):
+    with pytest.raises(TypeError, match="expected a Tensor or a Value, got ndarray"):
         viz.to_dot(np.zeros(3))
     with pytest.raises(TypeError, match="names must be a mapping"):
         viz.to_dot(Tensor([1.0]), names=["w"])

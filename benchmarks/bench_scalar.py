@@ -6,7 +6,8 @@ Prints a table of median wall times and the speed-up (micrograd's time / ours):
 - MLP: micrograd's demo loss (SVM max-margin + L2) of MLP(2, [16, 16, 1]) over 20 points,
   forward, zero_grad and backward (about 13,000 Values); both models start from the same
   weights (random.seed), so they do exactly the same arithmetic;
-- chain: y = (y * a + b).relu() 3,334 times (10,002 ops), then backward, per op;
+- chain: y = (y * a + b).relu() repeated (1,002 and 10,002 ops), then backward, per op
+  (micrograd's recursive topological sort costs more per op the deeper the graph);
 - moons: examples/moons.py's whole training (100 points, --moons-steps steps), run once each.
 Measurements alternate between the two engines, so load from other processes hits both.
 micrograd's backward recurses once per node, so the recursion limit is raised for it.
@@ -36,7 +37,7 @@ import moons  # noqa: E402
 
 from tinygrad_conv import scalar  # noqa: E402
 
-CHAIN = 3334  # (y * a + b).relu() is 3 ops: 10,002 in all
+CHAINS = (334, 3334)  # (y * a + b).relu() is 3 ops: 1,002 and 10,002 in all
 MLP_POINTS = 20
 ENGINES = {"ours": (scalar.Value, scalar.MLP),
            "micrograd": (micrograd.engine.Value, micrograd.nn.MLP)}
@@ -54,13 +55,13 @@ def mlp_step(engine: str, X, y) -> Callable[[], None]:
     return step
 
 
-def chain(engine: str) -> Callable[[], None]:
+def chain(engine: str, length: int) -> Callable[[], None]:
     value, _ = ENGINES[engine]
 
     def run() -> None:
         a, b = value(0.9), value(0.5)
         y = value(1.0)
-        for _ in range(CHAIN):
+        for _ in range(length):
             y = (y * a + b).relu()
         y.backward()
     return run
@@ -107,17 +108,17 @@ def main(argv: list[str] | None = None) -> None:
 
     t = median_times({e: mlp_step(e, X[:MLP_POINTS], y[:MLP_POINTS]) for e in ENGINES},
                      args.repeats)
-    probe = mlp_step("ours", X[:MLP_POINTS], y[:MLP_POINTS])
     n_values = _count_values(X[:MLP_POINTS], y[:MLP_POINTS])
     rows.append(row(f"MLP 2-16-16-1 loss, {MLP_POINTS} points, fwd+bwd", t["ours"],
                     t["micrograd"], "ms", 1e3))
-    rows.append(row(f"  the same per Value ({n_values:,} Values)", t["ours"] / n_values,
+    rows.append(row(f"the same, per Value ({n_values:,} Values)", t["ours"] / n_values,
                     t["micrograd"] / n_values, "us", 1e6))
-    del probe
 
-    t = median_times({e: chain(e) for e in ENGINES}, args.repeats)
-    rows.append(row(f"chain of {3 * CHAIN:,} ops, fwd+bwd, per op", t["ours"] / (3 * CHAIN),
-                    t["micrograd"] / (3 * CHAIN), "us", 1e6))
+    for length in CHAINS:
+        t = median_times({e: chain(e, length) for e in ENGINES}, args.repeats)
+        n_ops = 3 * length
+        rows.append(row(f"chain of {n_ops:,} ops, fwd+bwd, per op", t["ours"] / n_ops,
+                        t["micrograd"] / n_ops, "us", 1e6))
 
     if args.moons_steps > 0:
         ours, ours_acc = moons_training("ours", args.moons_steps, X, y)

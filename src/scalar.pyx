@@ -69,7 +69,7 @@ cdef class Value:
     """
 
     cdef public double data
-    cdef public double grad
+    cdef double _grad           # .grad
     cdef Value _a               # the operands; None when absent
     cdef Value _b
     cdef double _k              # the number of a *_K op, or the exponent of POW
@@ -129,6 +129,16 @@ cdef class Value:
         return _OP_NAMES[self._code].format(k=k)
 
     @property
+    def grad(self):
+        """dL/d(this Value): 0 until a backward() reaches it; each backward() adds to it."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, double grad):
+        self._grad = grad
+        self._inner_grad = 0.0  # micrograd's inner node (of a - b, a / b) is zeroed with it
+
+    @property
     def label(self):
         return self._extra.label if self._extra is not None else ""
 
@@ -142,7 +152,11 @@ cdef class Value:
             self._extra.label = label
 
     def __repr__(self):
-        return f"Value(data={self.data}, grad={self.grad})"
+        return f"Value(data={self.data}, grad={self._grad})"
+
+    def __reduce__(self):   # pickle and copy: everything but _mark, which only this process reads
+        return (_rebuild, (self.data, self._grad, self._code, self._a, self._b, self._k,
+                           self._k_is_int, self._inner_grad, self._extra))
 
     # ---- ops with another Value or a Python number ------------------------------------------
     # Each builds one node; the backward of every op is in the section below, in the same order.
@@ -276,7 +290,7 @@ cdef class Value:
         cdef Value node
         try:
             _walk(self, &order)
-            self.grad = 1.0
+            self._grad = 1.0
             for i in range(order.size - 1, -1, -1):
                 node = <Value>order.items[i]
                 _BACKWARD[node._code](node)
@@ -322,6 +336,18 @@ cdef inline Value _node(double data, int code, Value a, Value b, double k, bint 
     out._b = b
     out._k = k
     out._k_is_int = k_is_int
+    return out
+
+
+def _rebuild(double data, double grad, int code, Value a, Value b, double k, bint k_is_int,
+             double inner_grad, _Extra extra):
+    """A Value from what __reduce__ saved."""
+    if not 0 <= code < N_OPS:
+        raise ValueError(f"Value: unpickling an unknown op code {code}")
+    cdef Value out = _node(data, code, a, b, k, k_is_int)
+    out._grad = grad
+    out._inner_grad = inner_grad
+    out._extra = extra
     return out
 
 
@@ -371,71 +397,71 @@ cdef void _leaf_backward(Value out) noexcept:
 
 
 cdef void _add_backward(Value out) noexcept:      # out = a + b
-    out._a.grad += out.grad
-    out._b.grad += out.grad
+    out._a._grad += out._grad
+    out._b._grad += out._grad
 
 
 cdef void _sub_backward(Value out) noexcept:      # out = a + n, n = b * -1
-    out._a.grad += out.grad
-    out._inner_grad += out.grad
-    out._b.grad += -1.0 * out._inner_grad
+    out._a._grad += out._grad
+    out._inner_grad += out._grad
+    out._b._grad += -1.0 * out._inner_grad
 
 
 cdef void _mul_backward(Value out) noexcept:      # out = a * b
-    out._a.grad += out._b.data * out.grad
-    out._b.grad += out._a.data * out.grad
+    out._a._grad += out._b.data * out._grad
+    out._b._grad += out._a.data * out._grad
 
 
 cdef void _div_backward(Value out) noexcept:      # out = a * p, p = b**-1
     cdef double b = out._b.data
-    out._a.grad += pow(b, -1.0) * out.grad
-    out._inner_grad += out._a.data * out.grad
-    out._b.grad += (-1.0 * pow(b, -2.0)) * out._inner_grad
+    out._a._grad += pow(b, -1.0) * out._grad
+    out._inner_grad += out._a.data * out._grad
+    out._b._grad += (-1.0 * pow(b, -2.0)) * out._inner_grad
 
 
 cdef void _add_k_backward(Value out) noexcept:    # out = a + k
-    out._a.grad += out.grad
+    out._a._grad += out._grad
 
 
 cdef void _mul_k_backward(Value out) noexcept:    # out = a * k
-    out._a.grad += out._k * out.grad
+    out._a._grad += out._k * out._grad
 
 
 cdef void _k_sub_backward(Value out) noexcept:    # out = n + k, n = a * -1
-    out._inner_grad += out.grad
-    out._a.grad += -1.0 * out._inner_grad
+    out._inner_grad += out._grad
+    out._a._grad += -1.0 * out._inner_grad
 
 
 cdef void _k_div_backward(Value out) noexcept:    # out = p * k, p = a**-1
-    out._inner_grad += out._k * out.grad
-    out._a.grad += (-1.0 * pow(out._a.data, -2.0)) * out._inner_grad
+    out._inner_grad += out._k * out._grad
+    out._a._grad += (-1.0 * pow(out._a.data, -2.0)) * out._inner_grad
 
 
 cdef void _pow_backward(Value out) noexcept:      # out = a ** k
     if out._k == 0:     # NOTE: 0 * a**-1 would be NaN at a = 0 (micrograd raises there)
-        out._a.grad += 0.0 * out.grad
+        out._a._grad += 0.0 * out._grad
     else:
-        out._a.grad += (out._k * pow(out._a.data, out._k - 1.0)) * out.grad
+        out._a._grad += (out._k * pow(out._a.data, out._k - 1.0)) * out._grad
 
 
 cdef void _relu_backward(Value out) noexcept:     # out = max(a, 0)
-    out._a.grad += (out.data > 0) * out.grad
+    out._a._grad += (out.data > 0) * out._grad
 
 
 cdef void _tanh_backward(Value out) noexcept:     # d tanh(a)/da = 1 - tanh(a)^2
-    out._a.grad += (1.0 - out.data * out.data) * out.grad
+    out._a._grad += (1.0 - out.data * out.data) * out._grad
 
 
 cdef void _exp_backward(Value out) noexcept:      # d exp(a)/da = exp(a)
-    out._a.grad += out.data * out.grad
+    out._a._grad += out.data * out._grad
 
 
 cdef void _log_backward(Value out) noexcept:      # d log(a)/da = 1 / a
-    out._a.grad += out.grad / out._a.data
+    out._a._grad += out._grad / out._a.data
 
 
 cdef void _sigmoid_backward(Value out) noexcept:  # d s(a)/da = s(a) (1 - s(a))
-    out._a.grad += out.data * (1.0 - out.data) * out.grad
+    out._a._grad += out.data * (1.0 - out.data) * out._grad
 
 
 cdef backward_fn _BACKWARD[N_OPS]

@@ -16,6 +16,7 @@ micrograd's backward recurses once per node, so the recursion limit is raised fo
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import statistics
 import sys
@@ -68,15 +69,26 @@ def chain(engine: str, length: int) -> Callable[[], None]:
 
 
 def median_times(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    """Median seconds per call of each fn, calls alternating between them."""
+    """Median seconds per call of each fn, samples alternating between them; a sample is as
+    many calls as take about 50 ms, so that a fast fn is not timed by a single short call.
+
+    micrograd's graphs are reference cycles (each node's _backward closure refers to the node),
+    freed only by the cycle collector; each sample starts after a gc.collect(), so that one
+    engine does not pay for collecting the other's garbage."""
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()  # warm up
+    calls = {}
+    for name, fn in fns.items():
+        gc.collect()
+        start = time.perf_counter()
+        fn()  # warm up, and size the samples
+        calls[name] = max(1, round(0.05 / (time.perf_counter() - start)))
     for _ in range(repeats):
         for name, fn in fns.items():
+            gc.collect()
             start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            for _ in range(calls[name]):
+                fn()
+            times[name].append((time.perf_counter() - start) / calls[name])
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -85,6 +97,7 @@ def moons_training(engine: str, steps: int, X, y) -> tuple[float, float]:
     value, mlp = ENGINES[engine]
     random.seed(1337)
     model = mlp(2, [16, 16, 1])
+    gc.collect()
     start = time.perf_counter()
     history = moons.train(model, X, y, steps, value=value, log=None)
     return time.perf_counter() - start, history[-1][1]

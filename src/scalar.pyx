@@ -58,7 +58,7 @@ cdef enum:
 
 
 @cython.final
-@cython.freelist(64)
+@cython.freelist(4096)
 @cython.trashcan(True)  # freeing a long chain must not recurse once per node (C stack overflow)
 cdef class Value:
     """One scalar and its gradient: micrograd's `Value(data, _children=(), _op='', label='')`.

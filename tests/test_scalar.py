@@ -364,8 +364,8 @@ def test_freeing_a_chain_of_a_million_values_does_not_recurse():
         sys.setrecursionlimit(100)   # nothing here recurses in Python; C recursion would crash
         x = Value(2.0)
         y = x
-        for _ in range(1_000_000):
-            y = y + 1
+        for i in range(1_000_000):
+            y = y + 1 if i % 2 else x * 0 + y  # the chain runs through both operand slots
         y.backward()
         del y
         print("freed", x.grad)
@@ -384,9 +384,9 @@ def test_a_freed_graph_gives_its_memory_back():
             y = (y * 0.5 + x).tanh()
         y.backward()
 
-    build_and_backward()  # warm up free lists
     tracemalloc.start()
     try:
+        build_and_backward()  # warm up: the free list of Values fills up (4,096 of them)
         before = tracemalloc.get_traced_memory()[0]
         for _ in range(3):
             build_and_backward()
@@ -499,6 +499,30 @@ def test_number_errors_are_pythons_float_errors_naming_the_op(build, error, mess
         if key in message and same is not None:
             with pytest.raises(error):
                 same()
+
+
+def test_a_value_cannot_be_made_its_own_ancestor():
+    a = Value(1.0)
+    b = a * 2
+    with pytest.raises(TypeError, match="__init__ with _children on a Value that already"):
+        a.__init__(1.0, (b,))
+    with pytest.raises(TypeError, match="__init__ with _children on a Value that already"):
+        b.__init__(1.0, (a,))
+    assert a._prev == set()
+    a.__init__(3.0, label="a")  # without children it only sets data and label, as in micrograd
+    assert (a.data, a.label, b._prev) == (3.0, "a", {a})
+
+
+def test_unpickling_checks_the_operands_of_the_op():
+    from tinygrad_conv._scalar import _rebuild
+    a = Value(1.0)
+    good = pickle.loads(pickle.dumps(a * a))
+    assert good._children == (good._children[0],) * 2
+    code = (a * a).__reduce__()[1][2]
+    with pytest.raises(ValueError, match="unpickling op '\\*' with the wrong operands"):
+        _rebuild(1.0, 0.0, code, a, None, 0.0, False, 0.0, None)
+    with pytest.raises(ValueError, match="unknown op code 99"):
+        _rebuild(1.0, 0.0, 99, a, None, 0.0, False, 0.0, None)
 
 
 def test_children_and_label_must_have_the_right_types():

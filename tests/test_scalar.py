@@ -106,8 +106,9 @@ def run(program, make_leaf, nodes=None):
 
 
 def run_ours_and_micrograd(program):
-    """Both engines' nodes, or None when the program hits a number error (checked to be the
-    same error in both; where micrograd returns a complex number we raise ValueError)."""
+    """Both engines' nodes, their values checked equal; or None when the program hits a number
+    error (checked to be the same error in both; where micrograd returns a complex number we
+    raise ValueError)."""
     ours = []
     try:
         run(program, Value, ours)
@@ -122,6 +123,8 @@ def run_ours_and_micrograd(program):
             assert isinstance(error, ValueError) and isinstance(theirs[-1].data, complex), error
         return None
     theirs = run(program, micrograd.engine.Value)
+    for o, t in zip(ours, theirs):
+        assert same_number(o.data, t.data), (o, t)
     return ours, theirs
 
 
@@ -144,8 +147,6 @@ def assert_equal_to_micrograd(program, n_backward):
     if both is None:
         return
     ours, theirs = both
-    for o, t in zip(ours, theirs):
-        assert same_number(o.data, t.data), (o, t)
     for _ in range(n_backward):
         ours[-1].backward()
         if not backward_in_micrograd(theirs[-1]):
@@ -179,8 +180,6 @@ def test_values_equal_micrograds_and_gradients_up_to_the_order_of_additions(prog
     if both is None:
         return
     ours, theirs = both
-    for o, t in zip(ours, theirs):
-        assert same_number(o.data, t.data), (o, t)
     ours[-1].backward()
     if not backward_in_micrograd(theirs[-1]):
         return
@@ -220,17 +219,15 @@ def test_values_and_gradients_equal_pytorchs_in_float64_over_every_op(program):
 
 
 def test_micrograds_own_sanity_check_expression():
-    x = Value(-4.0)
-    z = 2 * x + 2 + x
-    q = z.relu() + z * x
-    h = (z * z).relu()
-    y = h + q + q * x
+    def expression(x):
+        z = 2 * x + 2 + x
+        q = z.relu() + z * x
+        h = (z * z).relu()
+        return h + q + q * x
+
+    x, tx = Value(-4.0), torch_leaf(-4.0)
+    y, ty = expression(x), expression(tx)
     y.backward()
-    tx = torch_leaf(-4.0)
-    tz = 2 * tx + 2 + tx
-    tq = tz.relu() + tz * tx
-    th = (tz * tz).relu()
-    ty = th + tq + tq * tx
     ty.backward()
     assert y.data == ty.item() and x.grad == tx.grad.item()
 

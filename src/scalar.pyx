@@ -15,7 +15,9 @@ backward through a table indexed by the op code. No Python code runs during back
 
 The numbers are micrograd's, bit for bit: every op computes what micrograd computes, in the
 same order (a / b is a * b**-1, a - b is a + b*(-1), and so on), and gradients add up with
-`+=` across uses and across backward() calls. Only the graph is smaller: `x * 2` is one node
+`+=` across uses and across backward() calls. (Where one grad adds up three or more terms, the
+order of the additions can change its last bit: micrograd's follows the memory addresses of its
+nodes through its `_prev` sets, ours the order of the operands.) Only the graph is smaller: `x * 2` is one node
 that keeps the 2, where micrograd makes a Value for the 2 as well. Python numbers mix with
 Values on either side of + - * /; the forward follows Python's float rules (0.0 ** -1 raises
 ZeroDivisionError, a result too large for a float from ** or exp raises OverflowError, NaN and

@@ -10,12 +10,17 @@
 
 micrograd code runs unchanged with `from micrograd.engine import Value` / `from micrograd.nn
 import MLP` swapped for this module. `Value` is a Cython class (src/scalar.pyx): one graph node
-per number, as in micrograd, with the same numbers bit for bit; the C engine makes building
-and backpropagating a graph some 30 to 50 times faster. What differs, on purpose:
+per number, as in micrograd, with the same numbers bit for bit (up to the order in which a
+gradient's terms are added); the C engine makes building and backpropagating a graph dozens of
+times faster (benchmarks/bench_scalar.py). What differs, on purpose:
 
 - `data` and `grad` are always floats (C doubles): `Value(2) * 3` has data 6.0, not 6;
 - an op with a Python number is one node that keeps the number (`(x * 2)._op == '*2'`), where
-  micrograd adds a Value for the 2 to the graph;
+  micrograd adds a Value for the 2 to the graph; a - b and a / b are one node each, where
+  micrograd makes two (a + b*-1, a * b**-1) (the numbers are the same, also after repeated
+  backward() calls);
+- where micrograd's backward raises (0.0 ** -k in a derivative, as for x ** 0.5 at x = 0) the
+  grad here is inf or NaN, and x ** 0 passes a zero gradient;
 - `tanh`, `exp`, `log` and `sigmoid` exist (micrograd's engine has relu only), and `label`;
 - bad input raises a TypeError or ValueError naming the op (micrograd asserts, or returns a
   complex number for a negative number to a fractional power); a Neuron given the wrong number

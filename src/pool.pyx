@@ -7,6 +7,10 @@ In the tutorial's notation (Z the input, A = MaxPool(Z), A' = dL/dA):
     A[oh, ow]  = max of Z over the window of (oh, ow)             max_pool2d_forward
     Z'[z_i]   += A'[i]  where z_i is the argmax of window i       max_pool2d_backward
 
+Reference: each kernel has a NumPy twin of the same name and signature in
+tinygrad_conv/reference.py (reference.max_pool2d_forward, reference.max_pool2d_backward), the
+formula written plainly; inside `tinygrad_conv.reference_kernels()` the engine runs those.
+
 The argmax is the flat index h*W + w into the input plane (PyTorch's return_indices
 convention). On ties the first maximum in row-major window order wins, and a NaN wins over
 any number (a later NaN over an earlier one), exactly like PyTorch's CPU kernel. Padding is

@@ -106,7 +106,7 @@ def test_an_input_used_twice_is_one_node_with_two_edges():
 
 
 def test_a_tensor_without_graph_is_a_single_node():
-    nodes, edges = parse(viz.to_dot(Tensor(np.zeros((2, 3)))))
+    nodes, edges = parse(viz.to_dot(Tensor(np.zeros((2, 3), np.float32))))
     assert nodes == {"t0": ["input", "(2, 3)", "float32"]} and edges == []
 
 

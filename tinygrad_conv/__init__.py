@@ -8,6 +8,7 @@ from tinygrad_conv import data, functional, nn, optim, viz
 from tinygrad_conv._threads import get_num_threads, set_num_threads
 from tinygrad_conv.checkpoint import load, save
 from tinygrad_conv.gradcheck import GradcheckError, gradcheck
+from tinygrad_conv.reference import reference_kernels
 from tinygrad_conv.rng import manual_seed
 from tinygrad_conv.scalar import Value
 from tinygrad_conv.tensor import Function, Tensor, detect_anomaly, is_grad_enabled, no_grad
@@ -17,6 +18,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Function", "GradcheckError", "Tensor", "data", "detect_anomaly", "functional",
     "get_num_threads", "gradcheck", "is_grad_enabled", "load", "manual_seed", "nn", "no_grad",
-    "optim", "save", "set_num_threads", "viz",
+    "optim", "reference_kernels", "save", "set_num_threads", "viz",
 ]
 __all__ += ["Value"]

@@ -9,6 +9,9 @@ Read top to bottom:
 3. `Tensor`: a numpy array plus the op that produced it (`_ctx`) and its gradient (`grad`).
    `Tensor.backward` walks the recorded graph from the loss back to the leaves, in topological
    order, iteratively (a chain of 100,000 ops needs no deep recursion), adding up gradients.
+   `retain_grad()` and `register_hook(fn)` show (and may change) the gradient reaching any tensor.
+4. The steps of backward, each a named helper: the seed, the hooks, one op's checked backward,
+   accumulation into a leaf, and the topological order.
 The ops themselves (add, matmul, sum, log_softmax, ...) live in `ops.py`; the convolution and
 pooling ops in `cnn_ops.py`.
 """
@@ -16,8 +19,10 @@ pooling ops in `cnn_ops.py`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
+import weakref
 
 import numpy as np
 
@@ -138,7 +143,7 @@ class Function:
             _check_finite(ctx, tensors, (data,), "forward")
         out = Tensor.__new__(Tensor)
         out.data = data
-        out.grad = None
+        out.grad = out._hooks = None
         if record:
             # the graph keeps each input's node, not its values: an intermediate's data is freed
             # as soon as neither the user nor a saved_for_backward needs it (as in PyTorch)
@@ -155,6 +160,7 @@ class Function:
 # 3. Tensor
 # ----------------------------------------------------------------------------------------------
 
+# The one definition of the dtypes a Tensor holds (every other module imports these).
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _INT_DTYPE = np.dtype(np.int64)
 
@@ -171,39 +177,84 @@ def _as_dtype(dtype) -> np.dtype:
     raise TypeError(f"Tensor: dtype {dt} is not supported; use float32, float64 or int64")
 
 
+def float_dtype(where: str, dtype, default=np.float32) -> np.dtype:
+    """`dtype` (None: `default`) as float32 or float64, else a TypeError naming `where`."""
+    try:
+        dt = np.dtype(default if dtype is None else getattr(dtype, "name", dtype))
+    except TypeError:
+        raise TypeError(f"{where}: dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in _FLOAT_DTYPES:
+        raise TypeError(f"{where}: dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _default_dtype(data, array: np.ndarray) -> np.dtype:
+    """PyTorch's rule (`torch.tensor`) for the dtype of data given without `dtype=`.
+
+    numpy arrays and scalars (and Tensors) keep their float width: float64 stays float64,
+    float32 stays float32. Python floats, and lists of them, become float32 (PyTorch's default
+    dtype); a list holding numpy float64 values becomes float64, as in PyTorch. Integers and
+    bools become int64. The one width we cannot hold, float16, becomes float32 (exactly).
+    """
+    kind = array.dtype.kind
+    if kind != "f":
+        return _INT_DTYPE
+    if isinstance(data, (list, tuple)):
+        return _FLOAT_DTYPES[1] if _holds_numpy_float64(data) else _FLOAT_DTYPES[0]
+    if isinstance(data, float) and not isinstance(data, np.generic):  # np.float64 is a float
+        return _FLOAT_DTYPES[0]
+    return array.dtype if array.dtype in _FLOAT_DTYPES else _FLOAT_DTYPES[0]
+
+
+def _holds_numpy_float64(data) -> bool:
+    """Whether a (nested) list or tuple holds a numpy float64 array or scalar anywhere."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, (np.ndarray, np.generic)) and item.dtype == np.float64:
+            return True
+    return False
+
+
 def _to_array(data, dtype) -> np.ndarray:
-    """A fresh numpy array for a new Tensor (PyTorch's rule: float data becomes float32 unless
-    dtype says otherwise, integer and bool data become int64)."""
+    """A fresh numpy array for a new Tensor: `dtype` if given, else PyTorch's rule
+    (`_default_dtype`)."""
     if isinstance(data, Tensor):
         data = data.data
     try:
         array = np.asarray(data)
     except (ValueError, TypeError) as e:
         raise TypeError(f"Tensor: cannot make a tensor from {type(data).__name__}: {e}") from None
-    kind = array.dtype.kind
-    if kind not in "fiub":
+    if array.dtype.kind not in "fiub":
         raise TypeError(
             f"Tensor: data of type {type(data).__name__} with dtype {array.dtype} is not numeric; "
             "give numbers (lists, scalars or numpy arrays of float, int or bool)")
-    if dtype is not None:
-        target = _as_dtype(dtype)
-    else:
-        target = _FLOAT_DTYPES[0] if kind == "f" else _INT_DTYPE
+    target = _as_dtype(dtype) if dtype is not None else _default_dtype(data, array)
     return np.array(array, dtype=target, copy=True)
 
 
 class Tensor:
     """A numpy array that remembers how it was made, so gradients can flow back through it.
 
-    `data`: the values (numpy, float32 by default). `grad`: dL/d(this tensor) after a backward,
-    same shape and dtype as `data`, else None. `requires_grad`: whether gradients flow here.
+    `data`: the values (numpy; float32, float64 or int64). `grad`: dL/d(this tensor) after a
+    backward, same shape and dtype as `data`, else None (kept on leaves, and on other tensors
+    only after `retain_grad()`). `requires_grad`: whether gradients flow here.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_node", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_node", "_hooks", "__weakref__")
     # numpy must hand `array + tensor` to Tensor.__radd__ instead of looping over the tensor
     __array_ufunc__ = None
 
     def __init__(self, data, requires_grad: bool = False, dtype=None) -> None:
+        """`data`: numbers (a numpy array or scalar, a Python number, a (nested) list).
+
+        Without `dtype`, PyTorch's rule (`torch.tensor`): a numpy float array keeps its dtype
+        (float64 stays float64, float32 stays float32); Python floats and lists of them become
+        float32; integers and bools become int64 (float16 becomes float32, the narrowest float
+        a Tensor holds). `dtype` may be float32, float64 or int64. The data is always copied.
+        """
         self.data = _to_array(data, dtype)
         if requires_grad and self.data.dtype not in _FLOAT_DTYPES:
             raise TypeError(
@@ -211,14 +262,55 @@ class Tensor:
         self.grad: np.ndarray | None = None
         self.requires_grad = bool(requires_grad)
         self._ctx: Function | None = None
+        self._hooks: dict | None = None  # see register_hook
 
     def _graph_node(self) -> GraphNode:
         """What the graph keeps of this (non-leaf) tensor; one per tensor, so a tensor used by
         two ops is one node and its gradient contributions add up."""
         node = getattr(self, "_node", None)
         if node is None:
-            node = self._node = GraphNode(self._ctx, self.data.shape, self.data.dtype)
+            node = self._node = GraphNode(self)
         return node
+
+    # -- seeing the gradient of any tensor -----------------------------------------------------
+    def retain_grad(self) -> None:
+        """Keep this tensor's gradient in `.grad` after backward, though it is not a leaf (as
+        PyTorch's `retain_grad`; on a leaf it changes nothing). Repeated backwards add up."""
+        if not self.requires_grad:
+            raise RuntimeError(
+                f"retain_grad: this tensor (shape {self.shape}) does not require grad, so no "
+                "gradient will reach it; make its inputs require grad first")
+        if self._ctx is not None:
+            node = self._graph_node()
+            node.retains_grad = True
+            if node._hooks is None:  # backward looks at a node's gradient only if this is set
+                node._hooks = {}
+
+    @property
+    def retains_grad(self) -> bool:
+        """True for a non-leaf on which `retain_grad()` was called."""
+        node = getattr(self, "_node", None)
+        return node is not None and node.retains_grad
+
+    def register_hook(self, hook) -> RemovableHandle:
+        """Call `hook(grad)` with dL/d(this tensor) each time backward computes it.
+
+        `grad` is a read-only numpy array of this tensor's shape and dtype; if the hook returns
+        an array (same shape and dtype), that replaces the gradient from there on: what flows
+        to this tensor's inputs, what a leaf adds to `.grad`. Returning None keeps it. Hooks run
+        in the order registered, and before `retain_grad` stores the gradient (as in PyTorch).
+        Returns a handle whose `remove()` takes the hook off.
+        """
+        if not callable(hook):
+            raise TypeError(f"register_hook: hook must be callable, got {type(hook).__name__}")
+        if not self.requires_grad:
+            raise RuntimeError(
+                f"register_hook: this tensor (shape {self.shape}) does not require grad, so no "
+                "gradient will reach it; make its inputs require grad first")
+        holder = self if self._ctx is None else self._graph_node()
+        if getattr(holder, "_hooks", None) is None:
+            holder._hooks = {}
+        return RemovableHandle(holder._hooks, hook)
 
     # -- what a tensor is ----------------------------------------------------------------------
     @property
@@ -261,6 +353,7 @@ class Tensor:
         """The same values, cut off from the graph (shares memory, like PyTorch)."""
         out = Tensor.__new__(Tensor)
         out.data, out.grad, out.requires_grad, out._ctx = self.data, None, False, None
+        out._hooks = None
         return out
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
@@ -291,85 +384,28 @@ class Tensor:
 
         On a scalar the seed gradient is 1; otherwise `grad` (same shape as self) is the seed.
         The buffers ops saved for backward are released afterwards unless `retain_graph=True`.
+        Each node gets the sum of the gradients of all its consumers before its own op runs.
         """
-        if not self.requires_grad:
-            raise RuntimeError(
-                f"backward: this tensor (shape {self.shape}) does not require grad and has no "
-                "graph; create the leaves with requires_grad=True")
-        if grad is None:
-            if self.data.size != 1:
-                raise RuntimeError(
-                    f"backward: grad can be implicitly created only for a scalar output, this "
-                    f"tensor has shape {self.shape}; pass backward(grad=...) of that shape")
-            seed = np.ones_like(self.data)
-        else:
-            seed = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
-            if seed.shape != self.shape:
-                raise ValueError(
-                    f"backward: grad has shape {seed.shape} but the tensor has shape {self.shape}")
-
-        # dL/dnode for every node still waiting for all its consumers, keyed by id(node)
-        pending: dict[int, np.ndarray] = {id(self): seed}
-        for node in reversed(self._topological_order()):
+        root = self._graph_node() if self._ctx is not None else self
+        pending = {id(root): _seed(self, grad)}  # dL/dnode, summed over the consumers so far
+        for node in reversed(_topological_order(root)):
             g = pending.pop(id(node), None)
             if g is None:
+                continue                      # every path to it gave None: nothing to do
+            if getattr(node, "_hooks", None) is not None:
+                g = _run_hooks(node, g)       # register_hook, then retain_grad
+            if node._ctx is None:
+                _accumulate(node, g)          # a leaf: add into .grad, like PyTorch
                 continue
-            ctx = node._ctx
-            if ctx is None:  # a leaf: accumulate, like PyTorch
-                if node.grad is None:
-                    node.grad = np.array(g, dtype=node.data.dtype)  # own copy, never a view
-                else:
-                    node.grad = node.grad + g
-                continue
-            if ctx.released:
-                raise RuntimeError(
-                    f"backward: trying to backward through the graph a second time (through "
-                    f"{type(ctx).__name__}); its saved buffers were freed after the first "
-                    "backward. Pass retain_graph=True to the first backward to keep them.")
-            grads = ctx.backward(g)
-            if type(grads) is not tuple:
-                grads = (grads,)
-            if _anomaly_enabled:
-                _check_finite(ctx, ctx.parents, grads, "backward")
-            assert len(grads) == len(ctx.parents), f"{type(ctx).__name__}: one grad per input"
-            for parent, pg in zip(ctx.parents, grads):
-                if pg is None or not parent.requires_grad:
-                    continue
-                if pg.shape != parent.shape:
-                    raise RuntimeError(
-                        f"{type(ctx).__name__}.backward returned a gradient of shape {pg.shape} "
-                        f"for an input of shape {parent.shape}")
-                if pg.dtype != parent.dtype:  # mixed precision: each input its own dtype
-                    pg = pg.astype(parent.dtype)
-                key = id(parent)
-                pending[key] = pg if key not in pending else pending[key] + pg
-            if not retain_graph:
-                ctx.saved_values = ()
-                ctx.released = True
+            input_grads = _input_gradients(node._ctx, g, retain_graph)
+            for parent, pg in zip(node._ctx.parents, input_grads):
+                if pg is not None:
+                    key = id(parent)
+                    pending[key] = pg if key not in pending else pending[key] + pg
 
     def _topological_order(self, every_input: bool = False) -> list[Tensor]:
-        """Every tensor that requires grad (or, with every_input, every tensor) and leads to
-        self, each after all of its inputs; self comes last.
-
-        An iterative depth-first search: a node is emitted once all its inputs were emitted.
-        """
-        order: list[Tensor] = []
-        visited: set[int] = set()
-        stack: list[tuple[Tensor, bool]] = [(self, False)]
-        while stack:
-            node, inputs_done = stack.pop()
-            if inputs_done:
-                order.append(node)
-                continue
-            if id(node) in visited:
-                continue
-            visited.add(id(node))
-            stack.append((node, True))
-            if node._ctx is not None:
-                for parent in reversed(node._ctx.parents):  # so the first input comes first
-                    if (every_input or parent.requires_grad) and id(parent) not in visited:
-                        stack.append((parent, False))
-        return order
+        """Every tensor leading to self, inputs first (see `_topological_order` below)."""
+        return _topological_order(self, every_input)
 
     # -- arithmetic (the ops are in ops.py) ----------------------------------------------------
     def __add__(self, other) -> Tensor:
@@ -503,28 +539,194 @@ class Tensor:
 
 class GraphNode:
     """An intermediate tensor as the graph remembers it: the op that made it (`_ctx`), its shape
-    and dtype, and no values. Backward needs nothing more of it: whatever values an op's backward
-    uses, the op saved itself (`save_for_backward`)."""
+    and dtype, and a weak reference to the tensor. Backward needs nothing more of it: whatever
+    values an op's backward uses, the op saved itself (`save_for_backward`). So the values go
+    as soon as the user drops the tensor; `data` then says so instead of showing them."""
 
-    __slots__ = ("_ctx", "shape", "dtype", "__weakref__")
+    __slots__ = ("_ctx", "shape", "dtype", "_tensor", "retains_grad", "_hooks", "__weakref__")
     requires_grad = True
-    grad = None
     is_leaf = False
 
-    def __init__(self, ctx: Function, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        self._ctx, self.shape, self.dtype = ctx, shape, dtype
+    def __init__(self, tensor: Tensor) -> None:
+        self._ctx, self.shape, self.dtype = tensor._ctx, tensor.data.shape, tensor.data.dtype
+        self._tensor = weakref.ref(tensor)
+        self.retains_grad = False
+        self._hooks: dict | None = None
 
     @property
     def grad_fn(self) -> Function:
         return self._ctx
 
     @property
+    def grad(self) -> np.ndarray | None:
+        """The tensor's gradient if it called `retain_grad()` and is still alive, else None."""
+        tensor = self._tensor() if self.retains_grad else None
+        return None if tensor is None else tensor.grad
+
+    @property
     def data(self) -> np.ndarray:
-        """Zeros of the tensor's shape and dtype that take no memory (the values are gone)."""
-        return np.broadcast_to(np.zeros((), dtype=self.dtype), self.shape)
+        """The tensor's values while the user holds the tensor; after that, an error."""
+        tensor = self._tensor()
+        if tensor is None:
+            raise RuntimeError(
+                f"the values of this {type(self._ctx).__name__} output (shape {self.shape}, "
+                f"dtype {self.dtype}) were freed when its tensor was dropped: the graph keeps "
+                "only the op, the shape and the dtype of an intermediate. To see them, keep a "
+                "reference to the tensor the op returned (h = x.relu(); ... h.data); to see "
+                "its gradient, call h.retain_grad() or h.register_hook(fn) before backward")
+        return tensor.data
 
     def __repr__(self) -> str:
         return f"GraphNode({type(self._ctx).__name__}, shape={self.shape}, dtype={self.dtype})"
+
+
+class RemovableHandle:
+    """What `register_hook` returns: `handle.remove()` takes the hook off again."""
+
+    __slots__ = ("_hooks", "_key")
+    _keys = itertools.count()
+
+    def __init__(self, hooks: dict, hook) -> None:
+        self._hooks, self._key = hooks, next(RemovableHandle._keys)
+        hooks[self._key] = hook
+
+    def remove(self) -> None:
+        self._hooks.pop(self._key, None)
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. The steps of backward
+# ----------------------------------------------------------------------------------------------
+
+
+def _seed(root: Tensor, grad) -> np.ndarray:
+    """dL/droot to start from: 1 for a scalar, else `grad`, checked against root's shape."""
+    if not root.requires_grad:
+        raise RuntimeError(
+            f"backward: this tensor (shape {root.shape}) does not require grad and has no "
+            "graph; create the leaves with requires_grad=True")
+    if grad is None:
+        if root.data.size != 1:
+            raise RuntimeError(
+                f"backward: grad can be implicitly created only for a scalar output, this "
+                f"tensor has shape {root.shape}; pass backward(grad=...) of that shape")
+        return np.ones_like(root.data)
+    seed = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=root.dtype)
+    if seed.shape != root.shape:
+        raise ValueError(
+            f"backward: grad has shape {seed.shape} but the tensor has shape {root.shape}")
+    return seed
+
+
+def _run_hooks(node: Tensor | GraphNode, grad: np.ndarray) -> np.ndarray:
+    """The gradient of `node` after its hooks (each sees a read-only view and may return a
+    replacement), stored into the tensor's `.grad` if it called `retain_grad()`."""
+    for hook in list(node._hooks.values()):
+        view = grad.view()
+        view.flags.writeable = False  # a hook must return a new array, not edit this one
+        new = hook(view)
+        if new is not None:
+            name = getattr(hook, "__qualname__", type(hook).__name__)
+            grad = _checked_gradient(f"hook {name}", new, node, "the gradient of its tensor",
+                                     same_dtype=True)
+    if node._ctx is not None and node.retains_grad:
+        tensor = node._tensor()
+        if tensor is not None:
+            tensor.grad = np.array(grad) if tensor.grad is None else tensor.grad + grad
+    return grad
+
+
+def _accumulate(leaf: Tensor, grad: np.ndarray) -> None:
+    """leaf.grad += grad; the first gradient is the leaf's own copy, never a view."""
+    if leaf.grad is None:
+        leaf.grad = np.array(grad, dtype=leaf.data.dtype)
+    else:
+        leaf.grad = leaf.grad + grad
+
+
+def _input_gradients(ctx: Function, grad_out: np.ndarray, retain_graph: bool) -> list:
+    """Run one op's backward and check what it gave: one gradient per input (None where the
+    input needs none), each a float array of that input's shape, in that input's dtype.
+    Then release what the op saved, unless `retain_graph`."""
+    if ctx.released:
+        raise RuntimeError(
+            f"backward: trying to backward through the graph a second time (through "
+            f"{type(ctx).__name__}); its saved buffers were freed after the first backward. "
+            "Pass retain_graph=True to the first backward to keep them.")
+    grads = ctx.backward(grad_out)
+    if type(grads) is not tuple:
+        grads = tuple(grads) if type(grads) is list else (grads,)
+    parents = ctx.parents
+    if len(grads) != len(parents):
+        raise ValueError(
+            f"{type(ctx).__name__}.backward returned {len(grads)} gradient(s) for "
+            f"{len(parents)} input(s); return one per input, in order, None where "
+            "ctx.needs_input_grad is False")
+    checked = []
+    for parent, g in zip(parents, grads):
+        if g is None or not parent.requires_grad:
+            checked.append(None)
+            continue
+        # the usual case passes this quick test; anything else gets the full check
+        if type(g) is not np.ndarray or g.dtype is not parent.dtype or g.shape != parent.shape:
+            g = _checked_gradient(f"{type(ctx).__name__}.backward", g, parent,
+                                  f"input {len(checked)}")
+        checked.append(g)
+    if _anomaly_enabled:
+        _check_finite(ctx, ctx.parents, checked, "backward")
+    if not retain_graph:
+        ctx.saved_values = ()
+        ctx.released = True
+    return checked
+
+
+def _checked_gradient(where: str, grad, like: Tensor | GraphNode, what: str,
+                      same_dtype: bool = False) -> np.ndarray:
+    """`grad` if it is a float array of `like`'s shape, cast to `like`'s dtype (a mixed float32/
+    float64 graph gives each input its gradient in its own dtype), else a clear error. With
+    `same_dtype` (a hook's return value, as in PyTorch) the dtype must already be `like`'s."""
+    if not isinstance(grad, (np.ndarray, np.generic)):
+        hint = "; return its .data" if isinstance(grad, Tensor) else ""
+        raise TypeError(
+            f"{where} returned a {type(grad).__name__} as {what}; a gradient must be a numpy "
+            f"array{hint}")
+    if grad.dtype not in _FLOAT_DTYPES or (same_dtype and grad.dtype != like.dtype):
+        raise TypeError(
+            f"{where} returned a {grad.dtype} array as {what} (shape {like.shape}, dtype "
+            f"{like.dtype}); a gradient must be "
+            f"{like.dtype if same_dtype else 'float32 or float64'}")
+    if grad.shape != like.shape:
+        raise ValueError(
+            f"{where} returned a gradient of shape {grad.shape} for {what}, which has shape "
+            f"{like.shape}")
+    if isinstance(grad, np.generic):  # numpy turns a 0-d result into a scalar
+        grad = np.asarray(grad)
+    return grad if grad.dtype == like.dtype else grad.astype(like.dtype)
+
+
+def _topological_order(root, every_input: bool = False) -> list:
+    """Every node that requires grad (or, with every_input, every node) and leads to root,
+    each after all of its inputs; root comes last.
+
+    An iterative depth-first search: a node is emitted once all its inputs were emitted.
+    """
+    order: list = []
+    visited: set[int] = set()
+    stack: list = [(root, False)]
+    while stack:
+        node, inputs_done = stack.pop()
+        if inputs_done:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        if node._ctx is not None:
+            for parent in reversed(node._ctx.parents):  # so the first input comes first
+                if (every_input or parent.requires_grad) and id(parent) not in visited:
+                    stack.append((parent, False))
+    return order
 
 
 # ----------------------------------------------------------------------------------------------

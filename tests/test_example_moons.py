@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import random
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import micrograd.engine
 import micrograd.nn
@@ -17,22 +12,16 @@ import pytest
 
 from tinygrad_conv.scalar import MLP
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "examples" / "moons.py"
+from helpers import EXAMPLES, load_example, run_python
 
 
 @pytest.fixture(scope="module")
 def moons():
-    spec = importlib.util.spec_from_file_location("moons", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("moons")
 
 
 def test_the_demo_prints_every_step_and_reaches_100_percent():
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    result = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True,
-                            env=env, cwd=ROOT, timeout=300, check=True)
+    result = run_python([EXAMPLES / "moons.py"], timeout=300)
     steps = re.findall(r"^step +(\d+) +loss (\S+) +accuracy (\d+)%$", result.stdout, re.M)
     assert [int(k) for k, _, _ in steps] == list(range(100))
     losses = [float(loss) for _, loss, _ in steps]

@@ -4,6 +4,7 @@ gradient accumulation; bad input; micrograd's nn."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import html
 import io
@@ -12,8 +13,6 @@ import pickle
 import random
 import re
 import shutil
-import subprocess
-import sys
 import textwrap
 import tracemalloc
 from pathlib import Path
@@ -28,6 +27,8 @@ from hypothesis import strategies as st
 import tinygrad_conv
 from tinygrad_conv import viz
 from tinygrad_conv.scalar import MLP, Layer, Neuron, Value, topological_order
+
+from helpers import run_python
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -367,10 +368,7 @@ def test_freeing_a_chain_of_a_million_values_does_not_recurse():
         del y
         print("freed", x.grad)
     """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=300, cwd=tinygrad_conv.__file__.rsplit("/", 2)[0])
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout == "freed 1.0\n"
+    assert run_python(["-c", code], timeout=300).stdout == "freed 1.0\n"
 
 
 def test_a_freed_graph_gives_its_memory_back():
@@ -585,23 +583,21 @@ def test_a_pickled_graph_backpropagates_the_same_in_a_fresh_process():
     for _ in range(5):
         out.backward()  # this process's graph walks leave their marks on the nodes
     code = textwrap.dedent("""
-        import pickle, sys
+        import base64, pickle, sys
         from tinygrad_conv.scalar import topological_order
-        out = pickle.loads(sys.stdin.buffer.read())
+        out = pickle.loads(base64.b64decode(sys.stdin.read()))
         nodes = topological_order(out)
         for v in nodes:
             v.grad = 0
         out.backward()
         print(repr([(v.label, v.grad) for v in nodes if v.label]))
     """)
-    result = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(out),
-                            capture_output=True, timeout=120,
-                            cwd=tinygrad_conv.__file__.rsplit("/", 2)[0])
-    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    result = run_python(["-c", code], input=base64.b64encode(pickle.dumps(out)).decode(),
+                        timeout=120)
     fresh = graph()
     fresh.backward()
     expected = [(v.label, v.grad) for v in topological_order(fresh) if v.label]
-    assert result.stdout.decode().strip() == repr(expected)
+    assert result.stdout.strip() == repr(expected)
     copied = pickle.loads(pickle.dumps(fresh))
     assert copied._op == "tanh" and copied.data == fresh.data and copied.grad == 1.0
 

@@ -8,7 +8,8 @@ Prints a table of median wall times and the speed-up (micrograd's time / ours):
   weights (random.seed), so they do exactly the same arithmetic;
 - chain: y = (y * a + b).relu() repeated (1,002 and 10,002 ops), then backward, per op
   (micrograd's recursive topological sort costs more per op the deeper the graph);
-- moons: examples/moons.py's whole training (100 points, --moons-steps steps), run once each.
+- moons: examples/moons.py's whole training (100 points, --moons-steps steps), the two
+  engines' steps alternating, each step timed.
 Measurements alternate between the two engines, so load from other processes hits both.
 micrograd's backward recurses once per node, so the recursion limit is raised for it.
 """
@@ -92,20 +93,31 @@ def median_times(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, 
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def moons_training(engine: str, steps: int, X, y) -> tuple[float, float]:
-    """(seconds, final accuracy) of examples/moons.py's training with one engine."""
-    value, mlp = ENGINES[engine]
-    random.seed(1337)
-    model = mlp(2, [16, 16, 1])
-    gc.collect()
-    start = time.perf_counter()
-    history = moons.train(model, X, y, steps, value=value, log=None)
-    return time.perf_counter() - start, history[-1][1]
+def moons_training(steps: int, X, y) -> dict[str, tuple[float, float]]:
+    """{engine: (seconds, final accuracy)} of examples/moons.py's training, the two engines'
+    steps alternating (a gc.collect() before each, untimed, as in median_times)."""
+    models = {}
+    for engine, (_, mlp) in ENGINES.items():
+        random.seed(1337)
+        models[engine] = mlp(2, [16, 16, 1])
+    seconds = dict.fromkeys(ENGINES, 0.0)
+    accuracy = dict.fromkeys(ENGINES, 0.0)
+    for k in range(steps):
+        for engine, (value, _) in ENGINES.items():
+            gc.collect()
+            start = time.perf_counter()
+            _, accuracy[engine] = moons.train_step(models[engine], X, y, k, steps, value)
+            seconds[engine] += time.perf_counter() - start
+    return {engine: (seconds[engine], accuracy[engine]) for engine in ENGINES}
 
 
 def row(name: str, ours: float, theirs: float, unit: str, scale: float) -> str:
-    return (f"| {name} | {ours * scale:.3g} {unit} | {theirs * scale:.3g} {unit} | "
+    return (f"| {name} | {_number(ours * scale)} {unit} | {_number(theirs * scale)} {unit} | "
             f"{theirs / ours:.1f}x |")
+
+
+def _number(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -134,8 +146,8 @@ def main(argv: list[str] | None = None) -> None:
                         t["micrograd"] / n_ops, "us", 1e6))
 
     if args.moons_steps > 0:
-        ours, ours_acc = moons_training("ours", args.moons_steps, X, y)
-        theirs, their_acc = moons_training("micrograd", args.moons_steps, X, y)
+        t = moons_training(args.moons_steps, X, y)
+        (ours, ours_acc), (theirs, their_acc) = t["ours"], t["micrograd"]
         rows.append(row(f"moons demo, {args.moons_steps} steps (final accuracy {ours_acc:.0%} "
                         f"/ {their_acc:.0%})", ours, theirs, "s", 1))
     print("\n".join(rows))

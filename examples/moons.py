@@ -67,21 +67,28 @@ def loss_and_accuracy(model, X: np.ndarray, y: np.ndarray, value=Value):
     return data_loss + reg_loss, accuracy
 
 
+def train_step(model, X: np.ndarray, y: np.ndarray, k: int, steps: int,
+               value=Value) -> tuple[float, float]:
+    """Step k of `steps` of gradient descent on the whole data, at the rate 1.0 - 0.9 * k / steps.
+    Returns the loss and the accuracy before the update."""
+    loss, accuracy = loss_and_accuracy(model, X, y, value)
+    model.zero_grad()
+    loss.backward()
+    rate = 1.0 - 0.9 * k / steps
+    for p in model.parameters():
+        p.data -= rate * p.grad
+    return loss.data, accuracy
+
+
 def train(model, X: np.ndarray, y: np.ndarray, steps: int = 100, value=Value,
           log: Callable[[str], None] | None = print) -> list[tuple[float, float]]:
-    """`steps` steps of gradient descent on the whole data, rate 1.0 - 0.9 * step / steps.
-    Returns (loss, accuracy) of each step, measured before its update."""
+    """`steps` steps of train_step; (loss, accuracy) of each."""
     history = []
     for k in range(steps):
-        loss, accuracy = loss_and_accuracy(model, X, y, value)
-        model.zero_grad()
-        loss.backward()
-        rate = 1.0 - 0.9 * k / steps
-        for p in model.parameters():
-            p.data -= rate * p.grad
-        history.append((loss.data, accuracy))
+        loss, accuracy = train_step(model, X, y, k, steps, value)
+        history.append((loss, accuracy))
         if log is not None:
-            log(f"step {k:3d}  loss {loss.data:.6f}  accuracy {accuracy:.0%}")
+            log(f"step {k:3d}  loss {loss:.6f}  accuracy {accuracy:.0%}")
     return history
 
 

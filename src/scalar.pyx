@@ -17,12 +17,13 @@ The numbers are micrograd's, bit for bit: every op computes what micrograd compu
 same order (a / b is a * b**-1, a - b is a + b*(-1), and so on), and gradients add up with
 `+=` across uses and across backward() calls. (Where one grad adds up three or more terms, the
 order of the additions can change its last bit: micrograd's follows the memory addresses of its
-nodes through its `_prev` sets, ours the order of the operands.) Only the graph is smaller: `x * 2` is one node
-that keeps the 2, where micrograd makes a Value for the 2 as well. Python numbers mix with
-Values on either side of + - * /; the forward follows Python's float rules (0.0 ** -1 raises
-ZeroDivisionError, a result too large for a float from ** or exp raises OverflowError, NaN and
-inf go through + - * as in Python). log of a number <= 0 raises ValueError, and a negative
-number to a fractional power raises ValueError (micrograd would return a complex number).
+nodes through its `_prev` sets, ours the order of the operands.) Only the graph is smaller:
+`x * 2` is one node that keeps the 2, where micrograd makes a Value for the 2 as well. Python
+numbers mix with Values on either side of + - * /; the forward follows Python's float rules
+(0.0 ** -1 raises ZeroDivisionError, a result too large for a float from ** or exp raises
+OverflowError, NaN and inf go through + - * as in Python). log of a number <= 0 raises
+ValueError, and so does a negative number to a fractional power (micrograd would return a
+complex number).
 """
 
 cimport cython
@@ -506,9 +507,9 @@ _BACKWARD[:] = [_leaf_backward, _add_backward, _sub_backward, _mul_backward, _di
                 _sigmoid_backward]
 
 
-# ---- topological order --------------------------------------------------------------------
+# ---- growable arrays of Values: a walk's stack and order, the Values waiting to be freed ------
 
-cdef struct _Buffer:         # a growable array of borrowed references
+cdef struct _Buffer:         # references, borrowed (a walk) or owned (_to_free)
     PyObject **items
     Py_ssize_t size
     Py_ssize_t capacity
@@ -549,6 +550,8 @@ cdef inline void _defer(PyObject *operand) noexcept:
         _to_free.items[_to_free.size] = operand
         _to_free.size += 1
 
+
+# ---- topological order --------------------------------------------------------------------
 
 cdef unsigned long long _walks = 0   # how many graph walks have started: each marks its nodes
 

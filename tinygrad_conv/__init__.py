@@ -16,8 +16,7 @@ from tinygrad_conv.tensor import Function, Tensor, detect_anomaly, is_grad_enabl
 __version__ = "0.1.0"
 
 __all__ = [
-    "Function", "GradcheckError", "Tensor", "data", "detect_anomaly", "functional",
+    "Function", "GradcheckError", "Tensor", "Value", "data", "detect_anomaly", "functional",
     "get_num_threads", "gradcheck", "is_grad_enabled", "load", "manual_seed", "nn", "no_grad",
     "optim", "reference_kernels", "save", "set_num_threads", "viz",
 ]
-__all__ += ["Value"]

@@ -3,10 +3,11 @@
 The rules pinned here:
 - `Tensor(data)` follows PyTorch's rule (`torch.tensor`): numpy float arrays and scalars keep
   their width (float64 stays float64), Python floats and lists of them become float32, a list
-  holding numpy float64 values becomes float64, integers and bools become int64. Where PyTorch
-  keeps a dtype a Tensor cannot hold, we take the nearest one that holds every value exactly:
-  float16 becomes float32, int8/int32/uint8 int64, bool int64.
-- `dtype=` may ask for float32, float64 or int64 only, anything else (float16) is a TypeError.
+  holding numpy float64 values becomes float64, integers become int64 and bools bool. Where
+  PyTorch keeps a dtype a Tensor cannot hold, we take the nearest one that holds every value
+  exactly: float16 becomes float32, int8/int32/uint8 int64.
+- `dtype=` may ask for float32, float64, int64 or bool only, anything else (float16) is a
+  TypeError.
 - conv2d and max_pool2d take float32 or float64 only: an integer tensor, or an array of another
   float width put into `.data` by hand, is refused with a TypeError that says how to convert.
   conv2d's input, weight and bias must share one dtype (a TypeError otherwise).
@@ -34,7 +35,7 @@ rng = np.random.default_rng(0)
 # every kind of data a Tensor is made from, with torch.tensor's dtype for it where we hold that
 # dtype; the others map to the nearest dtype we hold that keeps every value exactly
 NEAREST_WE_HOLD = {torch.float16: np.float32, torch.int8: np.int64, torch.int32: np.int64,
-                   torch.uint8: np.int64, torch.bool: np.int64}
+                   torch.uint8: np.int64}
 INPUT_KINDS = {
     "python float": 1.5,
     "python int": 3,
@@ -88,9 +89,14 @@ def test_float64_numpy_data_stays_float64_through_a_gradient_check():
     assert x.dtype == y.dtype == x.grad.dtype == np.float64
 
 
-@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int32, np.int64, np.bool_])
-def test_integer_and_bool_data_becomes_int64(dtype):
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int32, np.int64])
+def test_integer_data_becomes_int64(dtype):
     assert Tensor(np.ones(3, dtype=dtype)).dtype == np.int64
+
+
+def test_bool_data_stays_bool_as_in_pytorch():
+    assert Tensor(np.ones(3, dtype=np.bool_)).dtype == np.bool_
+    assert Tensor([True, False]).dtype == np.bool_
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.int32, "complex64"])

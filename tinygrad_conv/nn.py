@@ -37,6 +37,7 @@ class Parameter(Tensor):
     attribute registers it (so it appears in `parameters()` and `state_dict()`)."""
 
     __slots__ = ()
+    _is_weight = True  # backward checks its version even when it is frozen (no grad)
 
     def __init__(self, data, requires_grad: bool = True, dtype=None) -> None:
         super().__init__(data, requires_grad=requires_grad, dtype=dtype)
@@ -219,6 +220,7 @@ class Module:
             raise ValueError(f"{where}: " + "; ".join(problems))
         for name, value in values.items():
             np.copyto(own[name].data, value)
+            own[name].bump_version()  # a graph that saved the old values now refuses backward
         return IncompatibleKeys(missing, unexpected)
 
     # -- printing ------------------------------------------------------------------------------

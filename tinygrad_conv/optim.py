@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from tinygrad_conv.tensor import Tensor
+
 __all__ = ["Optimizer", "SGD", "Adam"]
 
 
@@ -112,6 +114,8 @@ class Optimizer:
             if tmp is None or tmp.shape != param.shape or tmp.dtype != param.dtype:
                 tmp = self._scratch[i] = np.empty_like(param)
             self._update(param, grad, self.state.setdefault(i, {}), tmp)
+            if isinstance(p, Tensor):
+                p.bump_version()  # a graph that saved the old values now refuses backward
 
     def hyper(self) -> dict[str, Any]:
         """The hyper-parameters by name, as Python scalars."""
@@ -291,7 +295,7 @@ class Adam(Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False) -> None:
         super().__init__(params)
-        if isinstance(betas, (str, bytes)) or len(betas) != 2:
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
             raise TypeError(f"Adam: betas must be a pair (beta1, beta2), got {betas!r}")
         hyper = self._checked_hyper(lr, betas[0], betas[1], eps, weight_decay, amsgrad)
         for name, value in hyper.items():

@@ -22,63 +22,70 @@ import contextlib
 import itertools
 import os
 import sys
+import threading
 import weakref
 
 import numpy as np
+
+from tinygrad_conv import promotion
 
 # ----------------------------------------------------------------------------------------------
 # 1. Recording on or off
 # ----------------------------------------------------------------------------------------------
 
-_grad_enabled = True
+class _Modes(threading.local):
+    """Grad mode and anomaly mode, one pair per thread (as in PyTorch): a `no_grad()` block in
+    one thread (an evaluation loop) does not stop another thread (training) from recording. A
+    new thread starts with grad mode on and anomaly mode off. The stacks hold what each open
+    `with` block restores when it exits."""
+
+    grad_enabled = True
+    anomaly_enabled = False
+
+    def __init__(self) -> None:
+        self.grad_stack: list[bool] = []
+        self.anomaly_stack: list[bool] = []
+
+
+_modes = _Modes()
 
 
 class no_grad(contextlib.ContextDecorator):
-    """Within this block (or decorated function) no op is recorded on the graph.
+    """Within this block (or decorated function) no op is recorded on the graph, in this thread.
 
     >>> with no_grad():
     ...     y = x * 2          # y.requires_grad is False, nothing is saved for backward
     """
 
-    def __init__(self) -> None:
-        self._previous: list[bool] = []
-
     def __enter__(self) -> no_grad:
-        global _grad_enabled
-        self._previous.append(_grad_enabled)
-        _grad_enabled = False
+        _modes.grad_stack.append(_modes.grad_enabled)
+        _modes.grad_enabled = False
         return self
 
     def __exit__(self, *exc) -> None:
-        global _grad_enabled
-        _grad_enabled = self._previous.pop()
+        _modes.grad_enabled = _modes.grad_stack.pop()
 
 
 def is_grad_enabled() -> bool:
-    return _grad_enabled
+    """Whether ops are recorded in this thread."""
+    return _modes.grad_enabled
 
 
-_anomaly_enabled = False
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 class detect_anomaly(contextlib.ContextDecorator):
     """Within this block the first op whose forward or backward produces a NaN or Inf raises a
     RuntimeError naming the op, its input shapes, the pass and the line of user code that created
-    it. Outside it nothing is checked (one flag test per op)."""
-
-    def __init__(self) -> None:
-        self._previous: list[bool] = []
+    it. Outside it (and in other threads) nothing is checked (one flag test per op)."""
 
     def __enter__(self) -> detect_anomaly:
-        global _anomaly_enabled
-        self._previous.append(_anomaly_enabled)
-        _anomaly_enabled = True
+        _modes.anomaly_stack.append(_modes.anomaly_enabled)
+        _modes.anomaly_enabled = True
         return self
 
     def __exit__(self, *exc) -> None:
-        global _anomaly_enabled
-        _anomaly_enabled = self._previous.pop()
+        _modes.anomaly_enabled = _modes.anomaly_stack.pop()
 
 
 def _user_line() -> str:
@@ -118,7 +125,8 @@ class Function:
     node of the graph, where forward leaves what backward will need.
     """
 
-    __slots__ = ("parents", "needs_input_grad", "saved_values", "released", "created_at")
+    __slots__ = ("parents", "needs_input_grad", "saved_values", "saved_versions", "released",
+                 "created_at")
 
     def save_for_backward(self, *values) -> None:
         self.saved_values = values
@@ -134,20 +142,28 @@ class Function:
         """Run the op on the tensors' data; record it on the graph if a gradient will flow."""
         ctx = cls()
         ctx.needs_input_grad = needs = tuple([t.requires_grad for t in tensors])
-        record = _grad_enabled and True in needs
+        record = _modes.grad_enabled and True in needs
         ctx.saved_values = ()
         ctx.released = False
         data = ctx.forward(*[t.data for t in tensors], **params)
-        if _anomaly_enabled:
+        if _modes.anomaly_enabled:
             ctx.created_at = _user_line()
             _check_finite(ctx, tensors, (data,), "forward")
         out = Tensor.__new__(Tensor)
         out.data = data
-        out.grad = out._hooks = None
+        out.grad = out._hooks = out._base = None
+        out._version = 0
+        if data.base is not None:  # a view (w.T, a reshape): changes to its leaf count here
+            out._base = _viewed_leaf(data, tensors)
         if record:
             # the graph keeps each input's node, not its values: an intermediate's data is freed
-            # as soon as neither the user nor a saved_for_backward needs it (as in PyTorch)
-            ctx.parents = tuple([t if t._ctx is None else t._graph_node() for t in tensors])
+            # as soon as neither the user nor a saved_for_backward needs it (as in PyTorch), and
+            # an input that needs no gradient (a batch, a mask) becomes a node of shape and dtype
+            # (a single number costs less than its node, so it stays)
+            ctx.parents = tuple([t._graph_node() if t._ctx is not None else t if t.requires_grad
+                                 or not t.data.ndim else t._constant_node() for t in tensors])
+            ctx.saved_versions = _saved_versions(tensors, ctx.saved_values) \
+                if ctx.saved_values else ()
             out.requires_grad = True
             out._ctx = ctx
         else:
@@ -163,6 +179,8 @@ class Function:
 # The one definition of the dtypes a Tensor holds (every other module imports these).
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _INT_DTYPE = np.dtype(np.int64)
+_BOOL_DTYPE = np.dtype(np.bool_)
+_INT64_MAX = np.iinfo(np.int64).max
 
 
 def _as_dtype(dtype) -> np.dtype:
@@ -171,10 +189,12 @@ def _as_dtype(dtype) -> np.dtype:
         dt = np.dtype(getattr(dtype, "name", dtype) if not isinstance(dtype, np.dtype) else dtype)
     except TypeError:
         raise TypeError(
-            f"Tensor: dtype {dtype!r} is not a dtype; use float32, float64 or int64") from None
-    if dt in _FLOAT_DTYPES or dt == _INT_DTYPE:
+            f"Tensor: dtype {dtype!r} is not a dtype; use float32, float64, int64 or bool"
+        ) from None
+    if dt in _FLOAT_DTYPES or dt == _INT_DTYPE or dt == _BOOL_DTYPE:
         return dt
-    raise TypeError(f"Tensor: dtype {dt} is not supported; use float32, float64 or int64")
+    raise TypeError(
+        f"Tensor: dtype {dt} is not supported; use float32, float64, int64 or bool")
 
 
 def float_dtype(where: str, dtype, default=np.float32) -> np.dtype:
@@ -197,6 +217,8 @@ def _default_dtype(data, array: np.ndarray) -> np.dtype:
     bools become int64. The one width we cannot hold, float16, becomes float32 (exactly).
     """
     kind = array.dtype.kind
+    if kind == "b":
+        return _BOOL_DTYPE
     if kind != "f":
         return _INT_DTYPE
     if isinstance(data, (list, tuple)):
@@ -228,11 +250,42 @@ def _to_array(data, dtype) -> np.ndarray:
     except (ValueError, TypeError) as e:
         raise TypeError(f"Tensor: cannot make a tensor from {type(data).__name__}: {e}") from None
     if array.dtype.kind not in "fiub":
+        if _huge_ints(data, array):
+            raise ValueError(f"Tensor: {_huge_ints(data, array)} does not fit in int64 "
+                             "(PyTorch refuses it too)")
         raise TypeError(
             f"Tensor: data of type {type(data).__name__} with dtype {array.dtype} is not numeric; "
             "give numbers (lists, scalars or numpy arrays of float, int or bool)")
     target = _as_dtype(dtype) if dtype is not None else _default_dtype(data, array)
+    if (target == _INT_DTYPE or array.dtype.kind == "f") and _huge_ints(data, array):
+        # numpy would wrap 2**63 to a negative number, or make [1, 2**63] a float list
+        raise ValueError(f"Tensor: {_huge_ints(data, array)} does not fit in int64 (PyTorch "
+                         "refuses it too)")
     return np.array(array, dtype=target, copy=True)
+
+
+def _huge_ints(data, array: np.ndarray) -> int | None:
+    """An integer of `data` beyond int64 (that numpy took as uint64, float64 or object), if
+    `data` holds only integers; else None. Cheap unless such a number is there."""
+    if array.dtype.kind == "u":
+        return int(array.max()) if array.size and array.max() > _INT64_MAX else None
+    if array.dtype.kind == "f":
+        if not isinstance(data, (list, tuple)) or not array.size or not (
+                np.abs(array).max() >= 2.0**63):
+            return None
+    elif array.dtype.kind != "O":
+        return None
+    stack, huge = [data], None
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
+            if not -_INT64_MAX - 1 <= item <= _INT64_MAX:
+                huge = int(item)
+        else:
+            return None  # a float (or anything else) makes it a float list: not our case
+    return huge
 
 
 class Tensor:
@@ -243,9 +296,11 @@ class Tensor:
     only after `retain_grad()`). `requires_grad`: whether gradients flow here.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_node", "_hooks", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_node", "_hooks", "_version",
+                 "_base", "__weakref__")
     # numpy must hand `array + tensor` to Tensor.__radd__ instead of looping over the tensor
     __array_ufunc__ = None
+    _is_weight = False  # True for nn.Parameter: watched for in-place changes even when frozen
 
     def __init__(self, data, requires_grad: bool = False, dtype=None) -> None:
         """`data`: numbers (a numpy array or scalar, a Python number, a (nested) list).
@@ -263,6 +318,8 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._ctx: Function | None = None
         self._hooks: dict | None = None  # see register_hook
+        self._version = 0  # see bump_version
+        self._base: Tensor | None = None  # the leaf whose values this tensor's data views
 
     def _graph_node(self) -> GraphNode:
         """What the graph keeps of this (non-leaf) tensor; one per tensor, so a tensor used by
@@ -353,7 +410,8 @@ class Tensor:
         """The same values, cut off from the graph (shares memory, like PyTorch)."""
         out = Tensor.__new__(Tensor)
         out.data, out.grad, out.requires_grad, out._ctx = self.data, None, False, None
-        out._hooks = None
+        out._hooks = out._base = None
+        out._version = 0
         return out
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
@@ -407,66 +465,121 @@ class Tensor:
         """Every tensor leading to self, inputs first (see `_topological_order` below)."""
         return _topological_order(self, every_input)
 
-    # -- arithmetic (the ops are in ops.py) ----------------------------------------------------
+    # -- arithmetic (the ops are in ops.py): operands promoted by PyTorch's rules --------------
     def __add__(self, other) -> Tensor:
-        return ops.Add.apply(self, _operand(other, self))
+        pair = _operands("add", self, other)
+        return NotImplemented if pair is None else ops.Add.apply(*pair)
 
     def __radd__(self, other) -> Tensor:
-        return ops.Add.apply(_operand(other, self), self)
+        pair = _operands("add", self, other, reverse=True)
+        return NotImplemented if pair is None else ops.Add.apply(*pair)
 
     def __sub__(self, other) -> Tensor:
-        return ops.Sub.apply(self, _operand(other, self))
+        _refuse_bool_subtraction(self, other)
+        pair = _operands("sub", self, other)
+        return NotImplemented if pair is None else ops.Sub.apply(*pair)
 
     def __rsub__(self, other) -> Tensor:
-        return ops.Sub.apply(_operand(other, self), self)
+        _refuse_bool_subtraction(self, other)
+        pair = _operands("sub", self, other, reverse=True)
+        return NotImplemented if pair is None else ops.Sub.apply(*pair)
 
     def __mul__(self, other) -> Tensor:
-        return ops.Mul.apply(self, _operand(other, self))
+        pair = _operands("mul", self, other)
+        return NotImplemented if pair is None else ops.Mul.apply(*pair)
 
     def __rmul__(self, other) -> Tensor:
-        return ops.Mul.apply(_operand(other, self), self)
+        pair = _operands("mul", self, other, reverse=True)
+        return NotImplemented if pair is None else ops.Mul.apply(*pair)
 
     def __truediv__(self, other) -> Tensor:
-        return ops.Div.apply(self, _operand(other, self))
+        pair = _operands("div", self, other, division=True)
+        return NotImplemented if pair is None else ops.Div.apply(*pair)
 
     def __rtruediv__(self, other) -> Tensor:
-        return ops.Div.apply(_operand(other, self), self)
+        pair = _operands("div", self, other, reverse=True, division=True)
+        return NotImplemented if pair is None else ops.Div.apply(*pair)
 
     def __neg__(self) -> Tensor:
         return ops.Neg.apply(self)
 
     def __pow__(self, exponent) -> Tensor:
         if isinstance(exponent, (Tensor, np.ndarray)) or not np.isscalar(exponent) \
-                or isinstance(exponent, (bool, complex, str)):
+                or isinstance(exponent, (bool, np.bool_, complex, np.complexfloating, str)):
             raise TypeError(
                 f"pow: the exponent must be a Python or numpy real scalar, got "
                 f"{type(exponent).__name__}")
-        return ops.Pow.apply(self, exponent=float(exponent))
+        dtype = promotion.result_dtype([self.data], (exponent,))
+        if dtype.kind != "f":
+            if exponent < 0:
+                raise ValueError(f"pow: integers to negative integer powers are not allowed "
+                                 f"(a {self.dtype} tensor ** {exponent}); use .float() first")
+            return ops.Pow.apply(_cast(self, dtype), exponent=int(exponent))
+        return ops.Pow.apply(_cast(self, dtype), exponent=float(exponent))
 
     def __rpow__(self, base) -> Tensor:
         raise TypeError("pow: a tensor exponent is not supported; use exp(x * log(base))")
 
     def __matmul__(self, other) -> Tensor:
-        return ops.MatMul.apply(self, _operand(other, self))
+        pair = _operands("matmul", self, other)
+        return NotImplemented if pair is None else ops.MatMul.apply(*pair)
 
     def __rmatmul__(self, other) -> Tensor:
-        return ops.MatMul.apply(_operand(other, self), self)
+        pair = _operands("matmul", self, other, reverse=True)
+        return NotImplemented if pair is None else ops.MatMul.apply(*pair)
+
+    # -- comparisons and logic: bool tensors, never part of the graph -------------------------
+    def __eq__(self, other) -> Tensor:  # type: ignore[override]
+        return _elementwise_logic("eq", np.equal, self, other)
+
+    def __ne__(self, other) -> Tensor:  # type: ignore[override]
+        return _elementwise_logic("ne", np.not_equal, self, other)
+
+    def __lt__(self, other) -> Tensor:
+        return _elementwise_logic("lt", np.less, self, other)
+
+    def __le__(self, other) -> Tensor:
+        return _elementwise_logic("le", np.less_equal, self, other)
+
+    def __gt__(self, other) -> Tensor:
+        return _elementwise_logic("gt", np.greater, self, other)
+
+    def __ge__(self, other) -> Tensor:
+        return _elementwise_logic("ge", np.greater_equal, self, other)
+
+    def __and__(self, other) -> Tensor:
+        return _elementwise_logic("and", np.bitwise_and, self, other, integers_only=True)
+
+    def __or__(self, other) -> Tensor:
+        return _elementwise_logic("or", np.bitwise_or, self, other, integers_only=True)
+
+    def __xor__(self, other) -> Tensor:
+        return _elementwise_logic("xor", np.bitwise_xor, self, other, integers_only=True)
+
+    __rand__, __ror__, __rxor__ = __and__, __or__, __xor__
+
+    def __invert__(self) -> Tensor:
+        """`~mask`: logical not of a bool tensor, bitwise not of an int64 one."""
+        if self.dtype.kind not in "bi":
+            raise TypeError(f"invert: ~ needs a bool or integer tensor, got {self.dtype}")
+        return _plain_tensor(np.invert(self.data))
 
     # -- elementwise functions -----------------------------------------------------------------
+    # an integer or bool tensor gives float32, as in PyTorch
     def exp(self) -> Tensor:
-        return ops.Exp.apply(self)
+        return ops.Exp.apply(_as_float(self))
 
     def log(self) -> Tensor:
-        return ops.Log.apply(self)
+        return ops.Log.apply(_as_float(self))
 
     def relu(self) -> Tensor:
         return ops.ReLU.apply(self)
 
     def sigmoid(self) -> Tensor:
-        return ops.Sigmoid.apply(self)
+        return ops.Sigmoid.apply(_as_float(self))
 
     def tanh(self) -> Tensor:
-        return ops.Tanh.apply(self)
+        return ops.Tanh.apply(_as_float(self))
 
     # -- reductions: axis/keepdims (numpy) or dim/keepdim (PyTorch) ----------------------------
     def sum(self, axis=None, keepdims: bool = False, *, dim=None, keepdim=None) -> Tensor:
@@ -474,6 +587,7 @@ class Tensor:
         return ops.Sum.apply(self, axis=axis, keepdims=keepdims)
 
     def mean(self, axis=None, keepdims: bool = False, *, dim=None, keepdim=None) -> Tensor:
+        _need_float("mean", self)
         axis, keepdims = _reduce_args("mean", self, axis, keepdims, dim, keepdim)
         return ops.Mean.apply(self, axis=axis, keepdims=keepdims)
 
@@ -482,10 +596,12 @@ class Tensor:
         return ops.Max.apply(self, axis=axis, keepdims=keepdims)
 
     def log_softmax(self, axis: int = -1, *, dim=None) -> Tensor:
+        _need_float("log_softmax", self)
         axis = _one_axis("log_softmax", self, axis if dim is None else dim)
         return ops.LogSoftmax.apply(self, axis=axis)
 
     def softmax(self, axis: int = -1, *, dim=None) -> Tensor:
+        _need_float("softmax", self)
         axis = _one_axis("softmax", self, axis if dim is None else dim)
         return ops.Softmax.apply(self, axis=axis)
 
@@ -534,7 +650,59 @@ class Tensor:
         return ops.Permute.apply(self, axes=tuple(range(self.ndim - 1, -1, -1)))
 
     def __getitem__(self, index) -> Tensor:
+        """numpy's indexing: ints, slices, None, ..., integer arrays, and bool masks
+        (`x[x > 0]`); the gradient goes back to the elements taken."""
         return ops.Index.apply(self, index=_plain_index(index))
+
+    # -- dtypes and indices ---------------------------------------------------------------------
+    def float(self) -> Tensor:
+        """This tensor as float32 (itself if it is); a float64 one passes gradients back."""
+        return _cast(self, _FLOAT_DTYPES[0])
+
+    def double(self) -> Tensor:
+        """This tensor as float64 (itself if it is); a float32 one passes gradients back."""
+        return _cast(self, _FLOAT_DTYPES[1])
+
+    def long(self) -> Tensor:
+        """This tensor as int64 (floats rounded toward zero); no gradient flows through it."""
+        return _cast(self, _INT_DTYPE)
+
+    def bool(self) -> Tensor:
+        """This tensor as bool (nonzero is True); no gradient flows through it."""
+        return _cast(self, _BOOL_DTYPE)
+
+    def argmax(self, dim=None, keepdim: bool = False) -> Tensor:
+        """int64 index of the largest value along `dim`, or in the flattened tensor if None."""
+        return _plain_tensor(_arg_reduce("argmax", np.argmax, self, dim, keepdim))
+
+    def argmin(self, dim=None, keepdim: bool = False) -> Tensor:
+        """int64 index of the smallest value along `dim`, or in the flattened tensor if None."""
+        return _plain_tensor(_arg_reduce("argmin", np.argmin, self, dim, keepdim))
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """`np.asarray(tensor)` is the tensor's values (shared, as PyTorch's `.numpy()`)."""
+        data = self.data if dtype is None else self.data.astype(dtype, copy=False)
+        return data.copy() if copy else data
+
+    # -- in-place changes ---------------------------------------------------------------------
+    def bump_version(self) -> None:
+        """Record that `data` was changed in place. Every optimizer's `step()` and
+        `Module.load_state_dict()` call it; a backward through an op that saved the old values
+        then raises (PyTorch's version counter) instead of mixing old and new values."""
+        self._version += 1
+
+    def _constant_node(self) -> ConstantNode:
+        """What the graph keeps of this leaf that needs no gradient (one per tensor)."""
+        node = getattr(self, "_node", None)
+        if node is None:
+            node = self._node = ConstantNode(self)
+        return node
 
 
 class GraphNode:
@@ -568,16 +736,36 @@ class GraphNode:
         """The tensor's values while the user holds the tensor; after that, an error."""
         tensor = self._tensor()
         if tensor is None:
-            raise RuntimeError(
-                f"the values of this {type(self._ctx).__name__} output (shape {self.shape}, "
+            raise RuntimeError(self._freed_message())
+        return tensor.data
+
+    def _freed_message(self) -> str:
+        return (f"the values of this {type(self._ctx).__name__} output (shape {self.shape}, "
                 f"dtype {self.dtype}) were freed when its tensor was dropped: the graph keeps "
                 "only the op, the shape and the dtype of an intermediate. To see them, keep a "
                 "reference to the tensor the op returned (h = x.relu(); ... h.data); to see "
                 "its gradient, call h.retain_grad() or h.register_hook(fn) before backward")
-        return tensor.data
 
     def __repr__(self) -> str:
         return f"GraphNode({type(self._ctx).__name__}, shape={self.shape}, dtype={self.dtype})"
+
+
+class ConstantNode(GraphNode):
+    """An input that needs no gradient (a batch, a dropout mask, a number) as the graph keeps
+    it: shape and dtype, and its values only while the user still holds the tensor. So a loss
+    kept after backward (`losses.append(loss)`) keeps neither its batch nor its masks alive."""
+
+    __slots__ = ()
+    requires_grad = False
+    is_leaf = True
+
+    def _freed_message(self) -> str:
+        return (f"the values of this input (shape {self.shape}, dtype {self.dtype}) were freed "
+                "when its tensor was dropped: the graph keeps only the shape and dtype of an "
+                "input that needs no gradient")
+
+    def __repr__(self) -> str:
+        return f"ConstantNode(shape={self.shape}, dtype={self.dtype})"
 
 
 class RemovableHandle:
@@ -653,6 +841,8 @@ def _input_gradients(ctx: Function, grad_out: np.ndarray, retain_graph: bool) ->
             f"backward: trying to backward through the graph a second time (through "
             f"{type(ctx).__name__}); its saved buffers were freed after the first backward. "
             "Pass retain_graph=True to the first backward to keep them.")
+    if ctx.saved_versions:
+        _check_versions(ctx)
     grads = ctx.backward(grad_out)
     if type(grads) is not tuple:
         grads = tuple(grads) if type(grads) is list else (grads,)
@@ -672,12 +862,55 @@ def _input_gradients(ctx: Function, grad_out: np.ndarray, retain_graph: bool) ->
             g = _checked_gradient(f"{type(ctx).__name__}.backward", g, parent,
                                   f"input {len(checked)}")
         checked.append(g)
-    if _anomaly_enabled:
+    if _modes.anomaly_enabled:
         _check_finite(ctx, ctx.parents, checked, "backward")
     if not retain_graph:
-        ctx.saved_values = ()
+        ctx.saved_values = ctx.saved_versions = ()
         ctx.released = True
     return checked
+
+
+def _viewed_leaf(data: np.ndarray, tensors: tuple[Tensor, ...]) -> Tensor | None:
+    """The leaf tensor whose memory `data` (an op's output that is a view) shares, if any."""
+    for t in tensors:
+        leaf = t if t._ctx is None else t._base
+        if leaf is not None and (leaf.data if leaf.data.base is None else leaf.data.base) \
+                is data.base:
+            return leaf
+    return None
+
+
+def _saved_versions(tensors: tuple[Tensor, ...], saved: tuple) -> tuple:
+    """(input index, leaf, version) for each input that is a leaf, or a view of one (`w.T`),
+    whose values the op saved for backward. Only weights change in place (optimizers step the
+    leaves that require grad, load_state_dict any Parameter), and a view sees its leaf's
+    changes; batches, masks and numbers are not watched."""
+    found = ()
+    for index, t in enumerate(tensors):
+        leaf = t if t._ctx is None else t._base
+        if leaf is None or not (leaf.requires_grad or leaf._is_weight):
+            continue
+        data = leaf.data
+        owner = data if data.base is None else data.base  # the array owning the memory
+        for value in saved:
+            if type(value) is np.ndarray and (value is owner or value.base is owner):
+                found += ((index, leaf, leaf._version),)
+                break
+    return found
+
+
+def _check_versions(ctx: Function) -> None:
+    """Refuse to run an op's backward on values that changed since its forward saved them."""
+    for index, tensor, version in ctx.saved_versions:
+        if tensor._version != version:
+            shape = ctx.parents[index].shape  # the input's (w.T's), for a view of a leaf
+            raise RuntimeError(
+                f"one of the variables needed for gradient computation has been modified by an "
+                f"inplace operation: [{tensor.dtype} tensor of shape {shape}], which is "
+                f"input {index} of {type(ctx).__name__}, is at version {tensor._version}; "
+                f"expected version {version} instead. Hint: an optimizer step() or "
+                "load_state_dict() changed it after the forward pass that saved it; run the "
+                "forward pass again after changing the weights")
 
 
 def _checked_gradient(where: str, grad, like: Tensor | GraphNode, what: str,
@@ -734,18 +967,111 @@ def _topological_order(root, every_input: bool = False) -> list:
 # ----------------------------------------------------------------------------------------------
 
 
-def _operand(value, like: Tensor) -> Tensor:
-    """The other side of a binary op as a Tensor. A Python number takes `like`'s dtype (it does
-    not promote float32 to float64, as in PyTorch); a numpy array keeps its own dtype."""
-    if isinstance(value, Tensor):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        dtype = like.dtype if like.dtype in _FLOAT_DTYPES or isinstance(value, int) \
-            else _FLOAT_DTYPES[0]
-        return Tensor(value, dtype=dtype)
-    if isinstance(value, np.ndarray) and value.dtype in _FLOAT_DTYPES:
-        return Tensor(value, dtype=value.dtype)
-    return Tensor(value, dtype=like.dtype)
+def _plain_tensor(data: np.ndarray) -> Tensor:
+    """A Tensor around `data` (not copied) that is no part of any graph."""
+    out = Tensor.__new__(Tensor)
+    out.data, out.grad, out.requires_grad, out._ctx, out._hooks = data, None, False, None, None
+    out._version, out._base = 0, None
+    return out
+
+
+def _cast(t: Tensor, dtype: np.dtype) -> Tensor:
+    """`t` in `dtype`: itself, a recorded Cast between float dtypes (the gradient goes back in
+    t's own dtype), or else a plain conversion (integers and bools carry no gradient)."""
+    if t.data.dtype == dtype:
+        return t
+    if t.requires_grad and dtype in _FLOAT_DTYPES:
+        return ops.Cast.apply(t, dtype=dtype)
+    return _plain_tensor(t.data.astype(dtype))
+
+
+def _as_float(t: Tensor) -> Tensor:
+    return t if t.data.dtype in _FLOAT_DTYPES else _plain_tensor(t.data.astype(np.float32))
+
+
+def _need_float(op: str, t: Tensor) -> None:
+    if t.data.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{op}: needs a float tensor, got {t.dtype} (PyTorch refuses it too); "
+                        f"call .float() first")
+
+
+_NUMBERS = (int, float, np.bool_, np.integer, np.floating)  # bool is an int
+
+
+def _operands(op: str, tensor: Tensor, other, reverse: bool = False,
+              division: bool = False) -> tuple[Tensor, Tensor] | None:
+    """`tensor` and `other` as two Tensors of the dtype PyTorch's promotion gives (see
+    promotion.py), in the op's order (`other` first when `reverse`). None when `other` is a
+    list, a string or anything PyTorch refuses too: the operator then returns NotImplemented
+    and Python raises its TypeError."""
+    dtype = tensor.data.dtype
+    if isinstance(other, Tensor):
+        if other.data.dtype is dtype and not division:
+            return (other, tensor) if reverse else (tensor, other)  # the usual case, at once
+        dtype = promotion.result_dtype([tensor.data, other.data])
+    elif type(other) in (float, int) and dtype.kind == "f":
+        # the other usual case: a number takes a float tensor's dtype
+        other = _plain_tensor(np.array(other, dtype=dtype))
+        return (other, tensor) if reverse else (tensor, other)
+    elif isinstance(other, _NUMBERS):
+        dtype = promotion.result_dtype([tensor.data], (other,))
+    elif isinstance(other, np.ndarray):
+        try:
+            dtype = promotion.array_result_dtype(tensor.data.dtype, other.dtype)
+        except TypeError as e:
+            raise TypeError(f"{op}: {e}") from None
+    else:
+        return None
+    if division:
+        dtype = promotion.true_division_dtype(dtype, isinstance(other, np.ndarray))
+    if not isinstance(other, Tensor):
+        try:
+            other = _plain_tensor(_to_array(other, dtype))
+        except ValueError as e:  # a Python int beyond int64
+            raise ValueError(f"{op}: {str(e).removeprefix('Tensor: ')}") from None
+    tensor, other = _cast(tensor, dtype), _cast(other, dtype)
+    return (other, tensor) if reverse else (tensor, other)
+
+
+def _refuse_bool_subtraction(tensor: Tensor, other) -> None:
+    """PyTorch refuses `-` with any bool operand; numpy (which PyTorch hands an array operand
+    to) only with two."""
+    if isinstance(other, np.ndarray):
+        refused = tensor.dtype == _BOOL_DTYPE and other.dtype == _BOOL_DTYPE
+    else:
+        refused = tensor.dtype == _BOOL_DTYPE or isinstance(other, (bool, np.bool_)) or (
+            isinstance(other, Tensor) and other.dtype == _BOOL_DTYPE)
+    if refused:
+        raise TypeError("sub: subtraction with a bool tensor is not supported (as in PyTorch); "
+                        "use ^ for the logical xor of two masks, ~ to invert one, or .long()")
+
+
+def _elementwise_logic(op: str, ufunc, tensor: Tensor, other, integers_only: bool = False):
+    """A comparison or bitwise op on promoted operands: a bool (or int) tensor, no gradient."""
+    pair = _operands(op, tensor, other)
+    if pair is None:
+        return NotImplemented
+    a, b = pair
+    if integers_only and a.dtype.kind == "f":
+        raise TypeError(f"{op}: needs bool or integer tensors, got {a.dtype}")
+    try:
+        return _plain_tensor(np.asarray(ufunc(a.data, b.data)))
+    except ValueError:
+        raise ValueError(f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast "
+                         "together") from None
+
+
+def _arg_reduce(op: str, reduce, t: Tensor, dim, keepdim: bool) -> np.ndarray:
+    """The int64 indices argmax/argmin give (PyTorch's meaning of dim=None and keepdim)."""
+    if t.data.size == 0:
+        raise ValueError(f"{op}: cannot take the {op} of an empty tensor of shape {t.shape}")
+    if dim is None:
+        index = np.asarray(reduce(t.data), dtype=np.int64)
+        return index.reshape((1,) * t.ndim) if keepdim else index
+    axis = _one_axis(op, t, dim)
+    if t.ndim == 0:  # dim 0 (or -1) of a 0-d tensor is the tensor itself
+        return np.zeros((), dtype=np.int64)
+    return np.asarray(reduce(t.data, axis=axis, keepdims=bool(keepdim)), dtype=np.int64)
 
 
 def _one_axis(op: str, t: Tensor, axis) -> int:
@@ -772,6 +1098,9 @@ def _reduce_args(op: str, t: Tensor, axis, keepdims, dim, keepdim):
     axes = tuple(_one_axis(op, t, a) for a in axes)
     if len(set(axes)) != len(axes):
         raise ValueError(f"{op}: axis {axis} repeats an axis")
+    if not axes or t.ndim == 0:
+        # PyTorch's meaning: dim=() reduces every axis, and a 0-d tensor's dim 0 is itself
+        return None, bool(keepdims)
     return axes, bool(keepdims)
 
 

@@ -291,6 +291,7 @@ while True:
 """
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL is POSIX-only")
 def test_sigkill_at_random_moments_always_leaves_a_checkpoint_that_loads(tmp_path):
     path = tmp_path / "ckpt.npz"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.fspath(REPO),

@@ -66,8 +66,8 @@ def openmp_build():
     customize_compiler(compiler)
     for compile_args, link_args in openmp_candidates(compiler):
         if compiles_and_links(compiler, compile_args, link_args):
-            print(f"tinygrad_conv: OpenMP with {' '.join(compile_args + link_args)}",
-                  file=sys.stderr)
+            print(f"tinygrad_conv: OpenMP on (compile {' '.join(compile_args)}, "
+                  f"link {' '.join(link_args) or 'as is'})", file=sys.stderr)
             return compile_args, link_args, []
     hint = " (install libomp: brew install libomp)" if sys.platform == "darwin" else ""
     print(f"tinygrad_conv: WARNING: the compiler has no OpenMP{hint}; the kernels are built "

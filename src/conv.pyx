@@ -66,8 +66,6 @@ cdef extern from "microkernels.h" nogil:
                                   const tgc_loops *, double *, const Py_ssize_t *, int)
     enum:
         TGC_PORTABLE, TGC_AVX2, TGC_AVX512, TGC_MAX_PIX, TGC_MAX_VECTORS, TGC_TILE_CAPACITY
-    const char *TGC_COMPILER
-    long TGC_OPENMP_VERSION
     int tgc_best_path()
     int tgc_lanes(int path, int itemsize)
     int tgc_max_pixels(int path, int vectors)
@@ -91,8 +89,6 @@ cdef extern from "microkernels.h" nogil:
 # Which instruction set: the widest the CPU has, or TINYGRAD_CONV_SIMD=portable|avx2|avx512
 # ---------------------------------------------------------------------------------------------
 
-COMPILER = TGC_COMPILER.decode()          # the compiler that built the kernels
-OPENMP_VERSION = TGC_OPENMP_VERSION        # the _OPENMP date they were built with, 0 if none
 PATHS = {"portable": TGC_PORTABLE, "avx2": TGC_AVX2, "avx512": TGC_AVX512}
 PATH_NAMES = {code: name for name, code in PATHS.items()}
 BEST_PATH = PATH_NAMES[tgc_best_path()]

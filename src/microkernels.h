@@ -33,24 +33,6 @@
 #define TGC_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #endif
 
-/* what built this, for show_config() */
-#if defined(__clang__)
-#define TGC_COMPILER "clang " __clang_version__
-#elif defined(__GNUC__)
-#define TGC_COMPILER "gcc " __VERSION__
-#elif defined(_MSC_VER)
-#define TGC_STR_(x) #x
-#define TGC_STR(x) TGC_STR_(x)
-#define TGC_COMPILER "MSVC " TGC_STR(_MSC_VER)
-#else
-#define TGC_COMPILER "unknown"
-#endif
-#ifdef _OPENMP
-#define TGC_OPENMP_VERSION _OPENMP
-#else
-#define TGC_OPENMP_VERSION 0
-#endif
-
 enum { TGC_PORTABLE = 0, TGC_AVX2 = 1, TGC_AVX512 = 2, TGC_N_PATHS = 3 };
 #define TGC_MAX_PIX 12
 #define TGC_MAX_VECTORS 4

@@ -96,3 +96,18 @@ def _after_fork_in_child():
 BLAS_PINNED = _pin_kernel_blas_to_one_thread()
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
+
+
+cdef extern from "build_info.h":
+    const char *TGC_COMPILER
+    const char *TGC_OPENMP
+    int TGC_OPENMP_VERSION
+
+# How these kernels were built, as the compiler saw it (src/build_info.h), for show_config():
+# "openmp" names the flavour ("gcc -fopenmp (libgomp)", "MSVC /openmp (vcomp)", ...) or says
+# why the build is serial; "openmp_version" is _OPENMP (yyyymm of the spec; 0 without OpenMP).
+BUILD_INFO = {
+    "compiler": TGC_COMPILER.decode("utf-8", "replace").strip(),
+    "openmp": TGC_OPENMP.decode("utf-8", "replace"),
+    "openmp_version": TGC_OPENMP_VERSION,
+}

@@ -271,6 +271,7 @@ while True:
 """
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL is POSIX-only")
 def test_sigkill_at_random_moments_always_leaves_a_checkpoint_that_loads(tmp_path):
     path = tmp_path / "ckpt.npz"
     chooser = random.Random(1234)

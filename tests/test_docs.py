@@ -85,6 +85,7 @@ def run_page(page: Path) -> list[tuple[Block, str]]:
 
 def test_docs_has_pages():
     assert any(p.name == "walkthrough.md" for p in PAGES), f"no walkthrough.md in {DOCS}"
+    assert any(p.name == "scalar.md" for p in PAGES), f"no scalar.md in {DOCS}"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])

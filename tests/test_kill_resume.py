@@ -22,6 +22,7 @@ from tinygrad_conv import nn
 
 from helpers import ROOT, assert_same_checkpoint, run_python, start_python
 
+needs_sigkill = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL is POSIX-only")
 SCRIPT = ROOT / "examples" / "mnist.py"
 # a tiny run: 4 batches of 64 per epoch, 2 epochs, a checkpoint after every step
 RUN = ["--model", "small", "--limit", "256", "--test-limit", "100", "--epochs", "2",
@@ -90,12 +91,14 @@ def _trials(tmp_path: Path, n: int, uninterrupted: dict, seed: int) -> None:
     assert mid_writes >= 1, "no kill landed during a checkpoint write"
 
 
+@needs_sigkill
 def test_sigkill_at_random_moments_always_resumes_to_the_uninterrupted_result(tmp_path,
                                                                               uninterrupted):
     _trials(tmp_path, KILL_TRIALS_CI, uninterrupted, seed=0)
 
 
 @pytest.mark.slow
+@needs_sigkill
 def test_sigkill_many_times_always_resumes_to_the_uninterrupted_result(tmp_path,
                                                                        uninterrupted):
     _trials(tmp_path, KILL_TRIALS_SLOW, uninterrupted, seed=1)

@@ -108,7 +108,8 @@ def save(state: dict[str, Any], path: str | os.PathLike) -> None:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0o600 would make every checkpoint private
+            if hasattr(os, "fchmod"):  # not on Windows before Python 3.13 (no POSIX modes there)
+                os.fchmod(f.fileno(), 0o644)  # mkstemp's 0o600 would make every checkpoint private
             # What np.savez does, without its reserved argument names ("file", "arr_0", ...).
             with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED) as archive:
                 for key, array in arrays.items():

@@ -16,10 +16,6 @@ import numpy as np
 from tinygrad_conv import _conv, _threads
 from tinygrad_conv.cpu import cache_sizes
 
-# _OPENMP is the date of the specification the compiler implements
-_OPENMP_VERSIONS = {200805: "3.0", 201107: "3.1", 201307: "4.0", 201511: "4.5", 201811: "5.0",
-                    202011: "5.1", 202111: "5.2"}
-
 
 def _blas() -> str:
     """The BLAS behind the engine's matrix products (scipy's), as scipy describes it."""
@@ -36,14 +32,14 @@ def show_config(file=None) -> dict:
     build (compiler, OpenMP), the threads, the SIMD path in use, the BLAS, the cache sizes."""
     from tinygrad_conv import __version__
 
-    omp = _conv.OPENMP_VERSION
+    build = _threads.BUILD_INFO         # what the compiler saw (src/build_info.h)
     info = {
         "version": __version__,
         "python": sys.version.split()[0],
         "numpy": np.__version__,
-        "compiler": _conv.COMPILER,
-        "openmp": (f"on (OpenMP {_OPENMP_VERSIONS.get(omp, omp)})" if _threads.HAVE_OPENMP
-                   else "off (kernels run on one thread)"),
+        "compiler": build["compiler"],
+        "openmp": (f"{build['openmp']}, version {build['openmp_version']}"
+                   if _threads.HAVE_OPENMP else build["openmp"]),
         "threads": _threads.get_num_threads(),
         "simd_path": _conv.get_simd_path(),
         "simd_paths_supported": _conv.supported_paths(),

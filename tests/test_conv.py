@@ -135,10 +135,11 @@ def test_grouped_reference_matches_pytorch(case, seed):
 
 @pytest.mark.parametrize("shape", [(3, 1, 28, 28, 32, 3, 1, 0), (2, 32, 26, 26, 64, 3, 1, 0),
                                    (3, 16, 14, 14, 32, 5, 2, 2), (1, 64, 56, 56, 64, 3, 1, 1),
-                                   (2, 40, 9, 9, 80, 3, 1, 1), (2, 17, 8, 8, 33, 1, 1, 0)])
+                                   (2, 40, 9, 9, 80, 3, 1, 1), (2, 17, 8, 8, 33, 1, 1, 0),
+                                   (2, 5, 1, 1, 7, 3, 1, 1), (3, 4, 1, 1, 6, 1, 1, 0)])
 def test_conv2d_layer_shapes_match_pytorch_on_every_simd_path(simd_path, shape):
-    # the benchmark's layers (several row bands, slabs and channel blocks) and channel counts
-    # that leave part of a vector empty
+    # the benchmark's layers (several row bands, slabs and channel blocks), channel counts
+    # that leave part of a vector empty, and 1x1 images
     n, c, h, w, f, k, s, p = shape
     case = ((n, c, h, w), (f, c, k, k), (s, s), (p, p), (1, 1), 1)
     x, wt, b, g = conv_arrays(case, np.float32, seed=c + f)

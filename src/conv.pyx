@@ -625,8 +625,10 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
     while slabs * tiles.shape[0] < 64 and per_slab > 1:
         per_slab = ceil_div(per_slab, 2)
         slabs = ceil_div(N, per_slab) * bands
-    # slabs go in waves, so that only a wave's Z' (packed) and partial sums are in memory
-    cdef Py_ssize_t wave = min(slabs, 4 * threads), slab_size = per_slab * band * wg.out_w * width
+    # slabs go in waves, so that only a wave's Z' (packed) and partial sums are in memory: 4 MiB
+    # of Z', or 4 slabs a thread if that is more (fewer waves, fewer times the threads wait)
+    cdef Py_ssize_t slab_size = per_slab * band * wg.out_w * width
+    cdef Py_ssize_t wave = min(slabs, max(4 * threads, (4 << 20) // (slab_size * sizeof(floating))))
     cdef floating[::1] zt = _workspace("zt", 1, wave * slab_size, dtype)[0]
     cdef floating[:, ::1] part = _workspace("dw_parts", wave, dw_size, dtype)
     dweight = np.zeros(kernel_shape, dtype=dtype)

@@ -524,8 +524,9 @@ cdef void weight_grad_tile(const floating *a,       # IN  A[n0]: images n0 <= n 
                            floating *dw,            # OUT the slab's dL/dW: (F, C/groups, KH, KW)
                            const WeightGrad *wg, const Py_ssize_t[:, ::1] blocks,
                            const Py_ssize_t *lanes_before, const Py_ssize_t *tile,
-                           Py_ssize_t n_images, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
-    """dL/dW[f, c, i, j] = sum over the images and the output pixels (oh, ow) of rows r0..r1
+                           Py_ssize_t n_images, Py_ssize_t r0, Py_ssize_t r1,
+                           bint add) noexcept nogil:
+    """dL/dW[f, c, i, j] (+)= sum over the images and the output pixels (oh, ow) of rows r0..r1
     whose tap (i, j) is real, of Z'[n, f, oh, ow] * A[n, c, oh*s - pad + i*d, ow*s - pad + j*d]:
     the block's filters f (vectors) by the tile's (c, i*KW + j) pairs (broadcast)."""
     cdef floating out[TGC_TILE_CAPACITY]
@@ -538,6 +539,8 @@ cdef void weight_grad_tile(const floating *a,       # IN  A[n0]: images n0 <= n 
     tap_range(wg.out_w, wg.width, wg.stride_w, wg.pad_left, wg.dil_w, tile[2], &ow_lo, &ow_hi)
     oh_lo, oh_hi = max(oh_lo, r0), min(oh_hi, r1)
     if oh_lo >= oh_hi or ow_lo >= ow_hi:      # these taps never read this slab's rows
+        if add:
+            return
         oh_lo = oh_hi = r0
     for p in range(npix):
         c, i, j = tile[4 + 2 * p], tile[5 + 2 * p] // wg.taps_w, tile[5 + 2 * p] % wg.taps_w
@@ -557,10 +560,14 @@ cdef void weight_grad_tile(const floating *a,       # IN  A[n0]: images n0 <= n 
     run_tile(zt + ((oh_lo - r0) * wg.out_w + ow_lo) * width, a, pix,
              <int> npix, &loops, out, at, False, wg.path, <int> block[2])
     dw += (block[0] * wg.filters_per_group + block[1]) * wg.per_group * taps
-    for o in range(block[3]):       # the slab's dL/dW[f, c, i, j] = out[p][f]
+    for o in range(block[3]):       # dL/dW[f, c, i, j] (+)= out[p][f]
         for p in range(npix):
-            dw[(o * wg.per_group + tile[4 + 2 * p]) * taps + tile[5 + 2 * p]] = \
-                out[p * width + o]
+            if add:
+                dw[(o * wg.per_group + tile[4 + 2 * p]) * taps + tile[5 + 2 * p]] += \
+                    out[p * width + o]
+            else:
+                dw[(o * wg.per_group + tile[4 + 2 * p]) * taps + tile[5 + 2 * p]] = \
+                    out[p * width + o]
 
 
 def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :, ::1] dz,
@@ -570,11 +577,12 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
     None unless asked for.
 
     The batch is cut into slabs (a few images, a band of output rows) small enough that their
-    Z', packed, and the rows of A it meets stay in the L2 cache. A wave of slabs at a time, the
-    threads pack the slabs' Z', then share out (slab, tile) pairs, each slab summing into its
-    own partial dL/dW, and the partials are added in slab order. The slabs depend on the shapes
-    (and the cache size), never on the threads: the result is the same bits whatever the number
-    of threads.
+    Z', packed, and the rows of A it meets stay in the L2 cache, and the slabs into runs, one
+    partial dL/dW each. A thread takes a run and, slab after slab, packs the slab's Z' and adds
+    every tile's sums to the run's partial: all in its own cache, with no waiting for the other
+    threads. The partials are then added in run order. Slabs and runs depend on the shapes (and
+    the cache size), never on the threads: the result is the same bits whatever the number of
+    threads.
     """
     cdef Py_ssize_t N = a.shape[0], F = dz.shape[1], P = dz.shape[2] * dz.shape[3]
     dtype = np.float32 if floating is float else np.float64
@@ -588,6 +596,7 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
     wg.lanes = tgc_lanes(_path, sizeof(floating))
     cdef int threads = get_num_threads()
     cdef Py_ssize_t f, n, k, t, b, s
+    cdef double total
     cdef double[::1] db_v
     dweight = dbias = None
     if need_db:     # dL/db = Z' summed over every axis but F (in double, image by image)
@@ -595,8 +604,10 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
         db_v = dbias
         with nogil:
             for f in prange(F, num_threads=threads, schedule="static"):
+                total = 0       # (summed here, not in db_v: its neighbours are other threads')
                 for n in range(N):
-                    db_v[f] += sum_of(&dz[n, f, 0, 0], P)
+                    total = total + sum_of(&dz[n, f, 0, 0], P)
+                db_v[f] = total
         dbias = dbias.astype(dtype)
     if not need_dw:
         return dweight, dbias
@@ -619,46 +630,45 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
         * sizeof(floating)
     cdef Py_ssize_t band = max(1, min(wg.out_h, (l2 // 2) // row_bytes))
     cdef Py_ssize_t per_slab = max(1, min(N, (l2 // 2) // (band * row_bytes)))
+    # at least 8 slabs, for the threads to share: fewer images a slab, then fewer rows
+    while ceil_div(N, per_slab) * ceil_div(wg.out_h, band) < 8 and (per_slab > 1 or band > 1):
+        if per_slab > 1:
+            per_slab = ceil_div(per_slab, 2)
+        else:
+            band = ceil_div(band, 2)
     cdef Py_ssize_t bands = ceil_div(wg.out_h, band), slabs = ceil_div(N, per_slab) * bands
-    # at least 64 (slab, tile) pairs, for the threads to share; this depends on the shapes
-    # (and the cache size), never on the threads
-    while slabs * tiles.shape[0] < 64 and per_slab > 1:
-        per_slab = ceil_div(per_slab, 2)
-        slabs = ceil_div(N, per_slab) * bands
-    # slabs go in waves, so that only a wave's Z' (packed) and partial sums are in memory: 4 MiB
-    # of Z', or 4 slabs a thread if that is more (fewer waves, fewer times the threads wait)
+    # runs of slabs, one partial sum each: one a slab, or fewer if they would pass 64 MiB
+    cdef Py_ssize_t runs = max(1, min(slabs, (64 << 20) // (dw_size * sizeof(floating))))
+    cdef Py_ssize_t per_run = ceil_div(slabs, runs)
+    runs = ceil_div(slabs, per_run)
     cdef Py_ssize_t slab_size = per_slab * band * wg.out_w * width
-    cdef Py_ssize_t wave = min(slabs, max(4 * threads, (4 << 20) // (slab_size * sizeof(floating))))
-    cdef floating[::1] zt = _workspace("zt", 1, wave * slab_size, dtype)[0]
-    cdef floating[:, ::1] part = _workspace("dw_parts", wave, dw_size, dtype)
-    dweight = np.zeros(kernel_shape, dtype=dtype)
+    cdef floating[:, ::1] zt = _workspace("zt", threads, slab_size, dtype)
+    cdef floating[:, ::1] part = _workspace("dw_parts", runs, dw_size, dtype)
+    cdef Py_ssize_t q, n0, n1, r0, r1, m
+    cdef floating *slab_zt
+    with nogil, parallel(num_threads=threads):
+        for q in prange(runs, schedule="dynamic"):
+            slab_zt = &zt[threadid(), 0]
+            for s in range(q * per_run, min(slabs, (q + 1) * per_run)):
+                n0, r0 = s // bands * per_slab, s % bands * band
+                n1, r1 = min(N, n0 + per_slab), min(wg.out_h, r0 + band)
+                for m in range(n1 - n0):      # the slab's Z', packed: [block][image][row][col]
+                    for b in range(n_blocks):
+                        pack_grad(&dz[n0 + m, 0, 0, 0],
+                                  slab_zt + ((n1 - n0) * lanes_before[b]
+                                             + m * blocks[b, 2] * wg.lanes) * (r1 - r0) * wg.out_w,
+                                  &wg, &blocks[b, 0], r0, r1)
+                for t in range(n_tiles):      # its sums, added to the run's partial
+                    weight_grad_tile(&a[n0, 0, 0, 0], slab_zt, &part[q, 0], &wg, blocks,
+                                     &lanes_before[0], &tiles[t, 0], n1 - n0, r0, r1,
+                                     s > q * per_run)
+    dweight = np.empty(kernel_shape, dtype=dtype)
     cdef floating[::1] dw = dweight.reshape(-1)
-    cdef Py_ssize_t s0, s1, n0, n1, r0, r1, m
-    for s0 in range(0, slabs, wave):
-        s1 = min(slabs, s0 + wave)
-        with nogil, parallel(num_threads=threads):
-            # the wave's Z', packed slab by slab: [slab][block][image][row][column][lanes]
-            for k in prange((s1 - s0) * per_slab * n_blocks, schedule="static"):
-                s, m, b = s0 + k // (per_slab * n_blocks), k // n_blocks % per_slab, k % n_blocks
-                n0, r0 = s // bands * per_slab, s % bands * band
-                n1, r1 = min(N, n0 + per_slab), min(wg.out_h, r0 + band)
-                if n0 + m < n1:
-                    pack_grad(&dz[n0 + m, 0, 0, 0],
-                              &zt[(s - s0) * slab_size + ((n1 - n0) * lanes_before[b]
-                                  + m * blocks[b, 2] * wg.lanes) * (r1 - r0) * wg.out_w],
-                              &wg, &blocks[b, 0], r0, r1)
-        with nogil, parallel(num_threads=threads):
-            # slab s's dL/dW: the sums over its images and rows, tile by tile
-            for k in prange((s1 - s0) * n_tiles, schedule="dynamic"):
-                s, t = s0 + k // n_tiles, k % n_tiles
-                n0, r0 = s // bands * per_slab, s % bands * band
-                n1, r1 = min(N, n0 + per_slab), min(wg.out_h, r0 + band)
-                weight_grad_tile(&a[n0, 0, 0, 0], &zt[(s - s0) * slab_size], &part[s - s0, 0],
-                                 &wg, blocks, &lanes_before[0], &tiles[t, 0], n1 - n0, r0, r1)
-        with nogil:
-            for k in prange(dw_size, num_threads=threads, schedule="static"):
-                for s in range(s0, s1):     # slab after slab, so the sum is repeatable
-                    dw[k] = dw[k] + part[s - s0, k]
+    with nogil:
+        for k in prange(dw_size, num_threads=threads, schedule="static"):
+            dw[k] = part[0, k]
+            for q in range(1, runs):     # run after run, so the sum is repeatable
+                dw[k] = dw[k] + part[q, k]
     return dweight, dbias
 
 

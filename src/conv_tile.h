@@ -192,3 +192,17 @@ TARGET static double TGC_FN(tgc_fma_probe)(long rounds)
 
 #undef TGC_TILE_FN
 #undef TGC_CASE
+
+/* this copy is done: the next include defines its own type, vector and operations */
+#undef T
+#undef V
+#undef LANES
+#undef SUFFIX
+#undef VZERO
+#undef VLOAD
+#undef VBCAST
+#undef VBCAST_VALUE
+#undef VFMA
+#undef VSTORE
+#undef VADD
+#undef TRANSPOSE

@@ -92,56 +92,44 @@ TGC_PORTABLE_OPS(float, tgc_v4f)
 TGC_PORTABLE_OPS(double, tgc_v4d)
 
 #define TARGET
-#define LANES 4
 #define TGC_CASES_1 TGC_C8(1)
 #define TGC_CASES_2 TGC_C6(2)
 #define TGC_CASES_3 TGC_C4(3)
 #define TGC_CASES_4 TGC_C3(4)
-#define VZERO() VT_(zero)()
-#define VLOAD(p) VT_(load)(p)
-#define VBCAST(p) VT_(bcast)(*(p))
-#define VBCAST_VALUE(x) VT_(bcast)(x)
-#define VFMA(a, b, c) VT_(fma)(a, b, c)
-#define VSTORE(p, v) VT_(store)(p, v)
-#define VADD(a, b) VT_(add)(a, b)
-#define TRANSPOSE(r) VT_(transpose)(r)
 
 #define T float
 #define V tgc_v4f
-#define VT_(op) tgc_v4f_##op
+#define LANES 4
 #define SUFFIX portable_f32
+#define VZERO() tgc_v4f_zero()
+#define VLOAD(p) tgc_v4f_load(p)
+#define VBCAST(p) tgc_v4f_bcast(*(p))
+#define VBCAST_VALUE(x) tgc_v4f_bcast(x)
+#define VFMA(a, b, c) tgc_v4f_fma(a, b, c)
+#define VSTORE(p, v) tgc_v4f_store(p, v)
+#define VADD(a, b) tgc_v4f_add(a, b)
+#define TRANSPOSE(r) tgc_v4f_transpose(r)
 #include "conv_tile.h"
-#undef T
-#undef V
-#undef VT_
-#undef SUFFIX
 
 #define T double
 #define V tgc_v4d
-#define VT_(op) tgc_v4d_##op
+#define LANES 4
 #define SUFFIX portable_f64
+#define VZERO() tgc_v4d_zero()
+#define VLOAD(p) tgc_v4d_load(p)
+#define VBCAST(p) tgc_v4d_bcast(*(p))
+#define VBCAST_VALUE(x) tgc_v4d_bcast(x)
+#define VFMA(a, b, c) tgc_v4d_fma(a, b, c)
+#define VSTORE(p, v) tgc_v4d_store(p, v)
+#define VADD(a, b) tgc_v4d_add(a, b)
+#define TRANSPOSE(r) tgc_v4d_transpose(r)
 #include "conv_tile.h"
-#undef T
-#undef V
-#undef VT_
-#undef SUFFIX
 
 #undef TARGET
-#undef LANES
 #undef TGC_CASES_1
 #undef TGC_CASES_2
 #undef TGC_CASES_3
 #undef TGC_CASES_4
-#undef VZERO
-#undef VLOAD
-#undef VBCAST
-#undef VBCAST_VALUE
-#undef VFMA
-#undef VSTORE
-#undef VADD
-#undef TRANSPOSE
-#undef VADD
-#undef TRANSPOSE
 
 #if TGC_X86
 /* ---- the transposes of a LANES x LANES block in registers: unpack pairs of rows, shuffle
@@ -240,18 +228,6 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define VADD(a, b) _mm256_add_ps(a, b)
 #define TRANSPOSE(r) tgc_transpose_avx2_f32(r)
 #include "conv_tile.h"
-#undef T
-#undef V
-#undef LANES
-#undef SUFFIX
-#undef VZERO
-#undef VLOAD
-#undef VBCAST
-#undef VBCAST_VALUE
-#undef VFMA
-#undef VSTORE
-#undef VADD
-#undef TRANSPOSE
 
 #define T double
 #define V __m256d
@@ -266,18 +242,6 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define VADD(a, b) _mm256_add_pd(a, b)
 #define TRANSPOSE(r) tgc_transpose_avx2_f64(r)
 #include "conv_tile.h"
-#undef T
-#undef V
-#undef LANES
-#undef SUFFIX
-#undef VZERO
-#undef VLOAD
-#undef VBCAST
-#undef VBCAST_VALUE
-#undef VFMA
-#undef VSTORE
-#undef VADD
-#undef TRANSPOSE
 
 #undef TARGET
 #undef TGC_CASES_1
@@ -305,18 +269,6 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define VADD(a, b) _mm512_add_ps(a, b)
 #define TRANSPOSE(r) tgc_transpose_avx512_f32(r)
 #include "conv_tile.h"
-#undef T
-#undef V
-#undef LANES
-#undef SUFFIX
-#undef VZERO
-#undef VLOAD
-#undef VBCAST
-#undef VBCAST_VALUE
-#undef VFMA
-#undef VSTORE
-#undef VADD
-#undef TRANSPOSE
 
 #define T double
 #define V __m512d
@@ -331,18 +283,6 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define VADD(a, b) _mm512_add_pd(a, b)
 #define TRANSPOSE(r) tgc_transpose_avx512_f64(r)
 #include "conv_tile.h"
-#undef T
-#undef V
-#undef LANES
-#undef SUFFIX
-#undef VZERO
-#undef VLOAD
-#undef VBCAST
-#undef VBCAST_VALUE
-#undef VFMA
-#undef VSTORE
-#undef VADD
-#undef TRANSPOSE
 
 #undef TARGET
 #undef TGC_CASES_1

@@ -46,7 +46,6 @@ import threading
 import numpy as np
 
 from cython.parallel cimport parallel, prange, threadid
-from libc.string cimport memset
 
 from kernels cimport floating, sum_of
 
@@ -65,7 +64,7 @@ cdef extern from "microkernels.h" nogil:
     ctypedef void (*tgc_tile_f64)(const double *, const double *, const Py_ssize_t *, int,
                                   const tgc_loops *, double *, const Py_ssize_t *, int)
     enum:
-        TGC_PORTABLE, TGC_AVX2, TGC_AVX512, TGC_MAX_PIX, TGC_MAX_VECTORS, TGC_TILE_CAPACITY
+        TGC_PORTABLE, TGC_AVX2, TGC_AVX512, TGC_MAX_PIX, TGC_TILE_CAPACITY
     int tgc_best_path()
     int tgc_lanes(int path, int itemsize)
     int tgc_max_pixels(int path, int vectors)

@@ -151,6 +151,23 @@ def test_conv2d_layer_shapes_match_pytorch_on_every_simd_path(simd_path, shape):
         assert rel_err(got, want) < 1e-4
 
 
+@pytest.mark.parametrize("l2", [4096, 64 * 1024])
+def test_blocking_for_a_small_cache_gives_the_same_numbers(monkeypatch, simd_path, l2):
+    # the blocks follow the cache sizes: a tiny L2 cuts the reduction into chunks, the outputs
+    # into one-row bands and dL/dW into many slabs; the results must not change
+    monkeypatch.setattr(_conv, "cache_sizes", lambda: {"L1d": 4096, "L2": l2, "L3": 1 << 20})
+    for case in [((2, 40, 7, 6), (20, 40, 3, 3), (1, 1), (1, 1), (1, 1), 1),
+                 ((3, 12, 9, 8), (18, 4, 2, 3), (2, 1), (1, 2), (2, 1), 3)]:
+        x, w, b, g = conv_arrays(case, np.float64, seed=5)
+        _, _, stride, padding, dilation, groups = case
+        expected = torch_conv(x, w, b, g, stride, padding, dilation, groups)
+        ours = [_conv.conv2d_forward(x, w, b, stride, padding, dilation, groups),
+                *_conv.conv2d_backward(x, w, g, stride, padding, dilation, True, True, True,
+                                       groups)]
+        for name, got, want in zip(["Z", "dL/dA", "dL/dW", "dL/db"], ours, expected):
+            assert rel_err(got, want) < 1e-12, (name, l2)
+
+
 def test_conv2d_padding_is_never_materialized():
     # a padding of a million: only the middle window sees the image, the rest see only padding
     x = np.random.default_rng(1).standard_normal((2, 3, 8, 8))

@@ -3,7 +3,8 @@
 
 `floating` lets one kernel body compile twice, once for float32 and once for float64.
 `gemm` is a row-major matrix product on top of the (column-major, Fortran) BLAS that
-scipy exports for Cython; the kernels call it from OpenMP threads, one image per call.
+scipy exports for Cython; src/matmul.pyx calls it from OpenMP threads, one slab per call (the
+convolutions have their own micro-kernel, src/conv_tile.h).
 """
 
 from scipy.linalg.cython_blas cimport dgemm, sgemm

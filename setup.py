@@ -50,7 +50,7 @@ def kernel(name, extra_compile_args=(), **kwargs):
     )
 
 
-extensions = [kernel("threads"), kernel("conv"), kernel("pool"), kernel("matmul")]
+extensions = [kernel("threads"), kernel("conv"), kernel("pool"), kernel("matmul"), kernel("norm")]
 
 setup(
     ext_modules=cythonize(

@@ -29,7 +29,7 @@ import numpy as np
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 
-from kernels cimport floating
+from kernels cimport floating, sum_of
 
 from tinygrad_conv._threads import get_num_threads
 
@@ -41,20 +41,33 @@ cdef void channel_stats(const floating *x,        # IN  channel c of image 0 (st
 
     Two passes (the mean first): Σx² - nμ² would cancel catastrophically when |μ| >> σ.
     """
-    cdef Py_ssize_t n, m
-    cdef const floating *row
-    cdef double total = 0, spread = 0, d
+    cdef Py_ssize_t n
+    cdef double total = 0, spread = 0
     for n in range(N):
-        row = x + n * image
-        for m in range(M):
-            total += row[m]
+        total += sum_of(x + n * image, M)
     mean[0] = total / (N * M)
     for n in range(N):
-        row = x + n * image
-        for m in range(M):
-            d = row[m] - mean[0]
-            spread += d * d
+        spread += squared_deviations(x + n * image, M, mean[0])
     var[0] = spread / (N * M)
+
+
+cdef inline double squared_deviations(const floating *v, Py_ssize_t n,
+                                      double mean) noexcept nogil:
+    """Σ (v[i] - mean)² in double, in four interleaved partial sums (as sum_of does: a fixed
+    order, and four chains of additions the CPU runs side by side instead of one)."""
+    cdef double part[4]
+    cdef double d
+    cdef Py_ssize_t i, k
+    for k in range(4):
+        part[k] = 0
+    for i in range(0, n - n % 4, 4):
+        for k in range(4):
+            d = v[i + k] - mean
+            part[k] += d * d
+    for i in range(n - n % 4, n):
+        d = v[i] - mean
+        part[0] += d * d
+    return (part[0] + part[1]) + (part[2] + part[3])
 
 
 cdef void normalize_channel(const floating *x,   # IN  channel c of image 0
@@ -123,15 +136,34 @@ cdef void channel_grad_sums(const floating *dy, const floating *x,   # IN  chann
                             floating mean, floating invstd,
                             double *sum_dy, double *sum_dy_xhat) noexcept nogil:
     """Σdy and Σ(dy x̂) over one channel, x̂ = (x - μ)/σ recomputed from x."""
-    cdef Py_ssize_t n, m, at
+    cdef Py_ssize_t n
     cdef double s = 0, sx = 0
     for n in range(N):
-        for m in range(M):
-            at = n * image + m
-            s += dy[at]
-            sx += dy[at] * ((x[at] - mean) * invstd)
+        row_grad_sums(dy + n * image, x + n * image, M, mean, invstd, &s, &sx)
     sum_dy[0] = s
     sum_dy_xhat[0] = sx
+
+
+cdef inline void row_grad_sums(const floating *dy, const floating *x, Py_ssize_t n,
+                               floating mean, floating invstd,
+                               double *sum_dy, double *sum_dy_xhat) noexcept nogil:
+    """Adds Σdy and Σ(dy x̂) over one row of n values, each in four interleaved partial sums
+    (four chains of additions the CPU runs side by side, in a fixed order)."""
+    cdef double s[4]
+    cdef double sx[4]
+    cdef Py_ssize_t i, k
+    for k in range(4):
+        s[k] = 0
+        sx[k] = 0
+    for i in range(0, n - n % 4, 4):
+        for k in range(4):
+            s[k] += dy[i + k]
+            sx[k] += dy[i + k] * ((x[i + k] - mean) * invstd)
+    for i in range(n - n % 4, n):
+        s[0] += dy[i]
+        sx[0] += dy[i] * ((x[i] - mean) * invstd)
+    sum_dy[0] += (s[0] + s[1]) + (s[2] + s[3])
+    sum_dy_xhat[0] += (sx[0] + sx[1]) + (sx[2] + sx[3])
 
 
 cdef void input_grad_channel(const floating *dy, const floating *x,   # IN  channel c

@@ -47,7 +47,7 @@ NORMALIZE = (0.1307, 0.3081)  # mean and std of the training pixels, as in PyTor
 RUN_OPTIONS = ("model", "batch_size", "optimizer", "lr", "momentum", "seed", "limit", "schedule")
 # the learning rate and schedule each model trains with by default
 RECIPES = {
-    "bn": {"lr": 3e-3, "schedule": "onecycle"},
+    "bn": {"lr": 1e-2, "schedule": "onecycle"},
     "classic": {"lr": 1e-3, "schedule": "linear"},
     "small": {"lr": 1e-3, "schedule": "linear"},
 }
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     p.add_argument("--lr", type=float, default=None,
-                   help="learning rate, the peak of a one-cycle schedule (default: 3e-3 for "
+                   help="learning rate, the peak of a one-cycle schedule (default: 1e-2 for "
                    "bn, 1e-3 for the others)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     p.add_argument("--schedule", choices=("onecycle", "linear", "constant"), default=None,
@@ -118,8 +118,9 @@ def make_model(kind: str = "bn", lib=nn) -> nn.Sequential:
             return [lib.Conv2d(c_in, c_out, 3, padding=1, bias=False), lib.BatchNorm2d(c_out),
                     lib.ReLU()]
         return lib.Sequential(
-            *conv_bn_relu(1, 32), *conv_bn_relu(32, 32), lib.MaxPool2d(2),    # 28 -> 14
-            *conv_bn_relu(32, 64), *conv_bn_relu(64, 64), lib.MaxPool2d(2),   # 14 -> 7
+            *conv_bn_relu(1, 16), *conv_bn_relu(16, 16), lib.MaxPool2d(2),    # 28 -> 14
+            *conv_bn_relu(16, 32), *conv_bn_relu(32, 32), lib.MaxPool2d(2),   # 14 -> 7
+            *conv_bn_relu(32, 64),
             lib.Flatten(), lib.Dropout(0.25),                                 # 64 * 7 * 7
             lib.Linear(64 * 7 * 7, 10),
         )

@@ -152,7 +152,7 @@ def test_example_script_runs_end_to_end_from_another_directory(tmp_path):
     assert "test accuracy" in done.stdout
     state = tinygrad_conv.load(checkpoint)
     assert state["position"] == {"epoch": 1, "batch": 0, "step": 2}
-    assert state["model"]["16.weight"].shape == (10, 64 * 7 * 7)
+    assert state["model"]["19.weight"].shape == (10, 64 * 7 * 7)
     assert state["model"]["1.num_batches_tracked"] == 2             # buffers are saved too
     assert state["scheduler"]["type"] == "OneCycleLR"
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())  # atomic: no leftovers
@@ -166,7 +166,7 @@ def test_default_example_reaches_99_3_percent_in_two_epochs(example, tmp_path):
 
 def test_each_model_has_its_recipe_and_options_override_it(example):
     default = example.parse_args([])
-    assert (default.model, default.lr, default.schedule) == ("bn", 3e-3, "onecycle")
+    assert (default.model, default.lr, default.schedule) == ("bn", 1e-2, "onecycle")
     classic = example.parse_args(["--model", "classic"])       # today's recipe, unchanged
     assert (classic.lr, classic.schedule, classic.optimizer) == (1e-3, "linear", "adam")
     chosen = example.parse_args(["--model", "classic", "--lr", "0.01", "--schedule", "onecycle"])

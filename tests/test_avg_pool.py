@@ -186,6 +186,8 @@ X = t(2, 3, 8, 8)
     (lambda: nn.AvgPool2d(3, padding=2), ValueError, ["AvgPool2d", "padding", "half"]),
     (lambda: nn.AvgPool2d(2, ceil_mode=None), TypeError, ["AvgPool2d", "ceil_mode"]),
     (lambda: nn.AvgPool2d(2)(t(3, 8, 8)), ValueError, ["AvgPool2d", "(3, 8, 8)"]),
+    (lambda: nn.AvgPool2d(5, padding=1)(t(1, 1, 2, 4)), ValueError,
+     ["AvgPool2d", "kernel_size (5, 5)", "larger than the padded input (4x6"]),
     (lambda: nn.AdaptiveAvgPool2d(-1), ValueError, ["AdaptiveAvgPool2d", "output_size", "-1"]),
     (lambda: nn.AdaptiveAvgPool2d(1)(t(8, 8)), ValueError, ["AdaptiveAvgPool2d", "(8, 8)"]),
 ])

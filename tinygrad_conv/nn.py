@@ -489,6 +489,11 @@ class AvgPool2d(Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4:
             raise ValueError(f"AvgPool2d: expected input of shape (N, C, H, W), got {x.shape}")
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        if kh > x.shape[2] + 2 * ph or kw > x.shape[3] + 2 * pw:
+            raise ValueError(f"AvgPool2d: kernel_size {self.kernel_size} is larger than the "
+                             f"padded input ({x.shape[2] + 2 * ph}x{x.shape[3] + 2 * pw}: input "
+                             f"{x.shape}, padding {self.padding})")
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                             self.count_include_pad)
 

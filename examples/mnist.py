@@ -22,6 +22,8 @@ had never stopped.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -103,16 +105,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     recipe = RECIPES[args.model]
     args.lr = recipe["lr"] if args.lr is None else args.lr
     args.schedule = recipe["schedule"] if args.schedule is None else args.schedule
+    check_args(args)
+    return args
+
+
+class UsageError(SystemExit):
+    """A bad option: `main` prints the message as one line and exits with status 2, as argparse
+    does for the options it checks itself (str() is the message, for callers in Python)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse, before any data is read, options that would fail (or train to NaN) later."""
     if args.export is not None and safetensors_numpy is None:
-        p.error("--export needs the safetensors package: pip install safetensors")
+        raise UsageError("--export needs the safetensors package: pip install safetensors")
+    if args.export is not None and not args.export.parent.is_dir():
+        raise UsageError(f"--export {args.export}: the directory {args.export.parent} does not "
+                         "exist")
     for name in ("epochs", "batch_size", "limit", "test_limit", "max_steps", "threads",
                  "log_interval"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if args.lr <= 0 or args.save_every < 0:
-        p.error("--lr must be > 0 and --save-every >= 0")
-    return args
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr must be a finite number > 0, got {args.lr}")
+    if not 0 <= args.momentum < 1:
+        raise UsageError(f"--momentum must be in [0, 1), got {args.momentum}")
+    if args.save_every < 0:
+        raise UsageError(f"--save-every must be >= 0, got {args.save_every}")
+    if args.save is not None:
+        folder = args.save.parent
+        if args.save.is_dir():
+            raise UsageError(f"--save {args.save}: is a directory; give a file name")
+        if not folder.is_dir():
+            raise UsageError(f"--save {args.save}: the directory {folder} does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UsageError(f"--save {args.save}: the directory {folder} is not writable")
+    if args.resume is not None and not (args.resume.is_file()
+                                        and os.access(args.resume, os.R_OK)):
+        raise UsageError(f"--resume {args.resume}: no such readable file")
 
 
 def make_model(kind: str = "bn", lib=nn) -> nn.Sequential:
@@ -201,7 +238,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, args) -> tuple[dict
         # a schedule's learning rate at a step depends on the total number of epochs
         for name in RUN_OPTIONS + (("epochs",) if args.schedule != "constant" else ()):
             if saved_run.get(name) != getattr(args, name):
-                raise SystemExit(
+                raise UsageError(
                     f"--resume {path}: the checkpoint was made with --{name.replace('_', '-')} "
                     f"{saved_run.get(name)}, this run has {getattr(args, name)}; give the same "
                     "value to continue that run")
@@ -212,7 +249,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, args) -> tuple[dict
         rng.generator().bit_generator.state = state["rng"]
         return state["position"], state["running"]
     except (ValueError, TypeError, KeyError) as e:
-        raise SystemExit(f"--resume {path}: not a checkpoint of this example ({e})") from None
+        raise UsageError(f"--resume {path}: not a checkpoint of this example ({e})") from None
 
 
 class Progress:
@@ -338,7 +375,11 @@ def train(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    train(parse_args(argv))
+    try:
+        train(parse_args(argv))
+    except UsageError as e:
+        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

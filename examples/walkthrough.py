@@ -5,7 +5,15 @@
 A 3x3 input Z, a 2x2 window with stride 1 (the four windows overlap), and L = sum(-log(A)).
 Prints the four arrays in the tutorial's layout; its numbers match the tutorial's PyTorch output
 to all 8 printed decimals. With PyTorch installed it then runs the tutorial's own PyTorch script
-and prints PyTorch's numbers beside ours. docs/walkthrough.md derives every step.
+and prints PyTorch's numbers beside ours: line for line the same program (`retain_grad` keeps
+dL/dA, one backward pass computes everything). docs/walkthrough.md derives every step.
+
+To step through the max-pool gradient in a debugger, run the NumPy reference kernels:
+
+    TINYGRAD_CONV_REFERENCE_KERNELS=1 python -m pdb examples/walkthrough.py
+    (Pdb) import tinygrad_conv.reference
+    (Pdb) break tinygrad_conv.reference.max_pool2d_backward
+    (Pdb) continue
 """
 
 from __future__ import annotations
@@ -20,15 +28,12 @@ Z_VALUES = np.array([[1.0, 2, 3], [4, 10, 5], [11, 12, 13]])[np.newaxis, np.newa
 
 def ours() -> dict[str, np.ndarray]:
     """Z, A, dL/dA, dL/dZ (each (1, 1, H, W), float64) from tinygrad_conv."""
-    z = Tensor(Z_VALUES, requires_grad=True, dtype=np.float64)
+    z = Tensor(Z_VALUES, requires_grad=True)      # float64: numpy data keeps its dtype
     a = F.max_pool2d(z, kernel_size=2, stride=1)
-    # Our engine keeps gradients on leaves only, so A goes into the loss as a leaf of its own
-    # and its gradient is then sent on through the pooling: the same chain rule, in two steps.
-    a_leaf = Tensor(a.numpy(), requires_grad=True, dtype=np.float64)
-    loss = (-a_leaf.log()).sum()
+    a.retain_grad()                                # keep dL/dA, though A is not a leaf
+    loss = (-a.log()).sum()
     loss.backward()
-    a.backward(a_leaf.grad)
-    return {"Z": z.numpy(), "A": a.numpy(), "dL/dA": a_leaf.grad, "dL/dZ": z.grad}
+    return {"Z": z.numpy(), "A": a.numpy(), "dL/dA": a.grad, "dL/dZ": z.grad}
 
 
 def pytorch() -> dict[str, np.ndarray]:

@@ -23,15 +23,17 @@ from tinygrad_conv._threads import get_num_threads
 
 # below this many multiply-adds one thread is faster than waking the others
 cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 18
+# BLAS takes its sizes as 32-bit ints
+cdef Py_ssize_t BLAS_INT_MAX = 2**31 - 1
 
 
 def matmul(const floating[:, ::1] a,    # IN  A (k, m) if trans_a else (m, k), row-major
            const floating[:, ::1] b,    # IN  B (n, k) if trans_b else (k, n), row-major
            bint trans_a, bint trans_b):
     """op(A) @ op(B) as a new (m, n) array; the caller checked that the shapes agree."""
-    cdef int m = a.shape[1] if trans_a else a.shape[0]
-    cdef int k = a.shape[0] if trans_a else a.shape[1]
-    cdef int n = b.shape[0] if trans_b else b.shape[1]
+    cdef Py_ssize_t m = a.shape[1] if trans_a else a.shape[0]
+    cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
+    cdef Py_ssize_t n = b.shape[0] if trans_b else b.shape[1]
     dtype = np.float32 if floating is float else np.float64
     out = np.empty((m, n), dtype=dtype)
     cdef floating[:, ::1] c = out
@@ -40,6 +42,9 @@ def matmul(const floating[:, ::1] a,    # IN  A (k, m) if trans_a else (m, k), r
     if k == 0:
         out.fill(0)
         return out
+    if m > BLAS_INT_MAX or n > BLAS_INT_MAX or k > BLAS_INT_MAX:
+        raise ValueError(f"matmul: ({m}, {k}) @ ({k}, {n}) has a dimension above "
+                         f"{BLAS_INT_MAX}, the largest size BLAS takes")
 
     cdef int threads = get_num_threads()
     if <Py_ssize_t> m * n * k < PARALLEL_MIN_WORK:

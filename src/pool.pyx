@@ -7,6 +7,10 @@ In the tutorial's notation (Z the input, A = MaxPool(Z), A' = dL/dA):
     A[oh, ow]  = max of Z over the window of (oh, ow)             max_pool2d_forward
     Z'[z_i]   += A'[i]  where z_i is the argmax of window i       max_pool2d_backward
 
+Reference: each kernel has a NumPy twin of the same name and signature in
+tinygrad_conv/reference.py (reference.max_pool2d_forward, reference.max_pool2d_backward), the
+formula written plainly; inside `tinygrad_conv.reference_kernels()` the engine runs those.
+
 The argmax is the flat index h*W + w into the input plane (PyTorch's return_indices
 convention). On ties the first maximum in row-major window order wins, and a NaN wins over
 any number (a later NaN over an earlier one), exactly like PyTorch's CPU kernel. Padding is
@@ -24,6 +28,7 @@ from libc.stdint cimport int64_t
 from kernels cimport floating
 
 from tinygrad_conv._threads import get_num_threads
+from tinygrad_conv.shapes import pooled_size
 
 
 cdef void max_pool_plane(const floating *z,    # IN  one input plane (H, W)
@@ -150,18 +155,6 @@ def max_pool2d_backward(const floating[:, :, :, ::1] grad_out,   # IN  A': (N, C
 # (count_include_pad) or not. Both are computed once per output row and column by
 # `avg_windows` and `adaptive_windows` below, and the kernels only sum and spread.
 # ---------------------------------------------------------------------------------------------
-
-
-def pooled_size(Py_ssize_t size, Py_ssize_t kernel, Py_ssize_t stride, Py_ssize_t padding,
-                bint ceil_mode):
-    """The number of windows along one axis, PyTorch's rule:
-    1 + (size + 2*padding - kernel) // stride, rounded up instead with ceil_mode, except that
-    the last window must start inside the input or its left padding."""
-    cdef Py_ssize_t span = size + 2 * padding - kernel
-    cdef Py_ssize_t out = 1 + (span + (stride - 1 if ceil_mode else 0)) // stride
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1
-    return out
 
 
 def avg_windows(Py_ssize_t size, Py_ssize_t out, Py_ssize_t kernel, Py_ssize_t stride,

@@ -7,18 +7,31 @@ threads * blas_threads threads on the cores, so the BLAS the kernels call (scipy
 OpenBLAS) is kept at one thread: set_num_threads(n) therefore means n threads in total.
 numpy's own BLAS (used by the engine's matmul) is a different library and is left alone.
 In a build without OpenMP the kernels run serially and get_num_threads() returns 1.
+
+After os.fork() (multiprocessing's default start method on Linux) the child runs the kernels on
+one thread. GNU OpenMP (libgomp, what gcc links) keeps a pool of worker threads that fork does
+not copy: the child's first parallel region would wait forever for workers that do not exist.
+A team of one thread never touches that pool, so `_after_fork_in_child` drops the child to one
+thread; there set_num_threads(n > 1) is refused with a RuntimeError rather than left to hang.
+LLVM's OpenMP (libomp, clang) rebuilds its pool after fork, so there the child may raise the
+count again.
 """
 
 import ctypes
+import operator
+import os
 
 cdef extern from "omp_compat.h":
     int TGC_HAVE_OPENMP
+    int TGC_OPENMP_SURVIVES_FORK
     void omp_set_num_threads(int n) nogil
     int omp_get_max_threads() nogil
 
 HAVE_OPENMP = bool(TGC_HAVE_OPENMP)
+OPENMP_SURVIVES_FORK = bool(TGC_OPENMP_SURVIVES_FORK)
 
 cdef int _num_threads = omp_get_max_threads() if TGC_HAVE_OPENMP else 1
+cdef bint _forked_child = False   # this process is a fork() child (of a process using OpenMP)
 
 
 def _pin_kernel_blas_to_one_thread():
@@ -43,14 +56,24 @@ def _pin_kernel_blas_to_one_thread():
 
 
 def set_num_threads(n):
-    """Use n threads (a positive int) in every kernel from now on."""
+    """Use n threads (a positive int, Python or numpy) in every kernel from now on."""
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, int):
+    if isinstance(n, bool):
         raise TypeError(f"set_num_threads: n must be a positive int, got {n!r}")
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"set_num_threads: n must be a positive int, got {n!r}") from None
     if n < 1:
         raise ValueError(f"set_num_threads: n must be a positive int, got {n}")
     if not TGC_HAVE_OPENMP:
         return
+    if n > 1 and _forked_child and not TGC_OPENMP_SURVIVES_FORK:
+        raise RuntimeError(
+            f"set_num_threads: this process is a fork() child, where GNU OpenMP cannot run "
+            f"threads (its thread pool did not survive the fork), so the kernels stay on 1 "
+            f"thread; got n={n}. For workers with several threads each, start them with "
+            f"multiprocessing's 'spawn' or 'forkserver' method")
     _num_threads = min(n, 1 << 16)
     omp_set_num_threads(_num_threads)
     _pin_kernel_blas_to_one_thread()
@@ -61,5 +84,30 @@ def get_num_threads():
     return _num_threads
 
 
-BLAS_PINNED = _pin_kernel_blas_to_one_thread()
+def _after_fork_in_child():
+    """Drop a fork() child to one thread (see the module docstring for why)."""
+    global _num_threads, _forked_child
+    _forked_child = True
+    if TGC_HAVE_OPENMP:
+        _num_threads = 1
+        omp_set_num_threads(1)
 
+
+BLAS_PINNED = _pin_kernel_blas_to_one_thread()
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+
+cdef extern from "build_info.h":
+    const char *TGC_COMPILER
+    const char *TGC_OPENMP
+    int TGC_OPENMP_VERSION
+
+# How these kernels were built, as the compiler saw it (src/build_info.h), for show_config():
+# "openmp" names the flavour ("gcc -fopenmp (libgomp)", "MSVC /openmp (vcomp)", ...) or says
+# why the build is serial; "openmp_version" is _OPENMP (yyyymm of the spec; 0 without OpenMP).
+BUILD_INFO = {
+    "compiler": TGC_COMPILER.decode("utf-8", "replace").strip(),
+    "openmp": TGC_OPENMP.decode("utf-8", "replace"),
+    "openmp_version": TGC_OPENMP_VERSION,
+}

@@ -1,5 +1,6 @@
 """avg_pool2d and adaptive_avg_pool2d (kernels, graph ops, modules, NumPy reference) against
-PyTorch: values and gradients for every kernel/stride/padding/ceil_mode/count_include_pad."""
+PyTorch: values and gradients for every kernel/stride/padding/ceil_mode/count_include_pad.
+Tests taking the `kernel_mode` fixture run twice: on the Cython kernels and in reference mode."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinygrad_conv.reference as R
-from tinygrad_conv import Tensor, _pool, _threads, gradcheck, nn
+from tinygrad_conv import Tensor, _pool, _threads, gradcheck, nn, reference_kernels
 from tinygrad_conv import functional as F
 
-from torch_oracle import assert_close
+from helpers import assert_close
 
 TOL = {np.float64: 1e-12, np.float32: 1e-5}
 
@@ -135,7 +136,7 @@ def test_avg_pool_gradcheck_float64():
     assert gradcheck(lambda t: F.adaptive_avg_pool2d(t, (2, 4)), [x])
 
 
-def test_modules_match_pytorch_and_print_like_it():
+def test_modules_match_pytorch_and_print_like_it(kernel_mode):
     x = np.random.default_rng(1).standard_normal((2, 3, 7, 7))
     pairs = [(nn.AvgPool2d(2), torch.nn.AvgPool2d(2)),
              (nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False),
@@ -149,7 +150,25 @@ def test_modules_match_pytorch_and_print_like_it():
                      repr(ours))
 
 
-def test_empty_batch_pools_to_an_empty_output_with_an_empty_gradient():
+def test_avg_pool_in_reference_mode_is_bit_for_bit_reference_py():
+    x = np.random.default_rng(3).standard_normal((2, 3, 7, 6))
+    g = np.random.default_rng(4).standard_normal((2, 3, 4, 4))   # 4x4 windows both times
+    windows = ((3, 2), (2, 2), (1, 1), True, False)
+    t = Tensor(x, requires_grad=True, dtype=np.float64)
+    with reference_kernels():
+        out = F.avg_pool2d(t, *windows)
+        out.backward(g)
+    assert np.array_equal(out.data, R.avg_pool2d_forward(x, *windows))
+    assert np.array_equal(t.grad, R.avg_pool2d_backward(g, 7, 6, *windows))
+    t = Tensor(x, requires_grad=True, dtype=np.float64)
+    with reference_kernels():
+        out = F.adaptive_avg_pool2d(t, (4, 4))
+        out.backward(g)
+    assert np.array_equal(out.data, R.adaptive_avg_pool2d_forward(x, (4, 4)))
+    assert np.array_equal(t.grad, R.adaptive_avg_pool2d_backward(g, 7, 6))
+
+
+def test_empty_batch_pools_to_an_empty_output_with_an_empty_gradient(kernel_mode):
     t = Tensor(np.zeros((0, 2, 4, 4)), requires_grad=True, dtype=np.float64)
     out = F.avg_pool2d(t, 2)
     assert out.shape == (0, 2, 2, 2)

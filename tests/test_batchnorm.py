@@ -1,6 +1,7 @@
 """BatchNorm1d/2d and F.batch_norm against PyTorch (float64, train and eval, values, gradients,
 running statistics, state_dict names), against the same normalization composed of elementwise
-ops, and the kernels against the NumPy reference."""
+ops, and the kernels against the NumPy reference. Tests taking the `kernel_mode` fixture run
+twice: on the Cython kernels and in reference mode."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import pytest
 import torch
 
 import tinygrad_conv.reference as R
-from tinygrad_conv import Tensor, _norm, _threads, gradcheck, nn
+from tinygrad_conv import Tensor, _norm, _threads, gradcheck, nn, reference_kernels
 from tinygrad_conv import functional as F
 
-from torch_oracle import assert_close
+from helpers import assert_close
 
 RTOL = 1e-11
 
@@ -66,7 +67,8 @@ IDS = ["defaults", "momentum-eps", "cumulative", "no-affine", "no-bias", "no-run
 @pytest.mark.parametrize("config", CONFIGS, ids=IDS)
 @pytest.mark.parametrize("kind, shape", [("2d", (4, 3, 5, 6)), ("1d", (8, 5)),
                                          ("1d", (4, 3, 7))], ids=["2d", "1d-NC", "1d-NCL"])
-def test_batchnorm_matches_pytorch_in_train_and_eval_over_several_steps(config, kind, shape):
+def test_batchnorm_matches_pytorch_in_train_and_eval_over_several_steps(config, kind, shape,
+                                                                        kernel_mode):
     ours_cls, theirs_cls = {"2d": (nn.BatchNorm2d, torch.nn.BatchNorm2d),
                             "1d": (nn.BatchNorm1d, torch.nn.BatchNorm1d)}[kind]
     ours = ours_cls(shape[1], dtype=np.float64, **config)
@@ -87,7 +89,7 @@ def test_batchnorm_matches_pytorch_in_train_and_eval_over_several_steps(config, 
         assert_same_state(ours, theirs, what)
 
 
-def test_batchnorm_equals_its_composition_of_elementwise_ops():
+def test_batchnorm_equals_its_composition_of_elementwise_ops(kernel_mode):
     # x̂ = (x - mean) / sqrt(var + eps), y = γ x̂ + β, each step an op of the engine: the one-op
     # backward formula must give the same gradients as the chain rule through all of them
     rng = np.random.default_rng(3)
@@ -150,6 +152,21 @@ def test_norm_kernels_match_the_numpy_reference(training, dtype):
     for name, a, b in zip(["dx", "dgamma", "dbeta"], back, expected):
         assert a.dtype == dtype, name
         assert_close(a, b, tol * 10, name)
+
+
+def test_batchnorm_in_reference_mode_is_bit_for_bit_reference_py():
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((4, 3, 5))
+    gamma, beta, g = rng.uniform(0.5, 2, 3), rng.random(3), rng.standard_normal(x.shape)
+    tensors = [Tensor(a, requires_grad=True, dtype=np.float64) for a in (x, gamma, beta)]
+    with reference_kernels():
+        out = F.batch_norm(*tensors[:1], None, None, *tensors[1:], training=True)
+        out.backward(g)
+    y, mean, _, invstd = R.batch_norm_forward(x, gamma, beta, None, None, 1e-5)
+    dx, dgamma, dbeta = R.batch_norm_backward(g, x, mean, invstd, gamma, True, True)
+    for name, got, expected in zip(["y", "dx", "dgamma", "dbeta"],
+                                   [out.data] + [t.grad for t in tensors], [y, dx, dgamma, dbeta]):
+        assert np.array_equal(got, expected), name
 
 
 def test_float32_batchnorm_stays_float32_and_is_close_to_pytorch():

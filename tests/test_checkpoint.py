@@ -6,7 +6,6 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -18,7 +17,7 @@ from tinygrad_conv import checkpoint
 from tinygrad_conv.checkpoint import load, save
 from tinygrad_conv.data import DataLoader
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import assert_same_checkpoint, start_python
 
 
 def nested_state() -> dict:
@@ -55,30 +54,11 @@ def nested_state() -> dict:
     }
 
 
-def assert_same_tree(out, expected, where="state"):
-    assert isinstance(out, dict) and list(out) == list(expected), where
-    for key, value in expected.items():
-        got = out[key]
-        if isinstance(value, dict):
-            assert_same_tree(got, value, f"{where}/{key}")
-        elif isinstance(value, np.ndarray):
-            assert type(got) is np.ndarray, f"{where}/{key}"
-            assert got.dtype == value.dtype and got.shape == value.shape, f"{where}/{key}"
-            assert got.tobytes() == value.tobytes(), f"{where}/{key}"
-        else:
-            assert type(got) is type(value), f"{where}/{key}: {type(got)}"
-            if isinstance(value, float):
-                assert math.copysign(1, got) == math.copysign(1, value)
-                assert got == value or (math.isnan(got) and math.isnan(value))
-            else:
-                assert got == value, f"{where}/{key}"
-
-
 def test_nested_state_round_trips_with_types_dtypes_and_values(tmp_path):
     state = nested_state()
     save(state, tmp_path / "ckpt.npz")
-    assert_same_tree(load(tmp_path / "ckpt.npz"), state)
-    assert_same_tree(load(os.fspath(tmp_path / "ckpt.npz")), state)  # str paths too
+    assert_same_checkpoint(load(tmp_path / "ckpt.npz"), state)
+    assert_same_checkpoint(load(os.fspath(tmp_path / "ckpt.npz")), state)  # str paths too
 
 
 def test_file_is_an_ordinary_npz_with_slash_joined_keys(tmp_path):
@@ -92,7 +72,7 @@ def test_file_is_an_ordinary_npz_with_slash_joined_keys(tmp_path):
 def test_keys_that_clash_with_numpy_savez_arguments_are_fine(tmp_path):
     state = {"file": np.ones(2), "arr_0": np.zeros(1), "allow_pickle": 1, "kwds": {"args": 2.0}}
     save(state, tmp_path / "ckpt.npz")
-    assert_same_tree(load(tmp_path / "ckpt.npz"), state)
+    assert_same_checkpoint(load(tmp_path / "ckpt.npz"), state)
 
 
 def test_loaded_arrays_are_independent_writable_copies(tmp_path):
@@ -176,7 +156,7 @@ def test_resumed_run_matches_an_uninterrupted_one_exactly(tmp_path):
     assert resumed["step"] == 9 and resumed["epoch"] == 1 and resumed["batch"] == 2
     resumed = train(resumed, 14, DataLoader(Digits(), 8, shuffle=True, seed=2))
     assert resumed["model"]["w"].tobytes() == straight["model"]["w"].tobytes()
-    assert_same_tree(resumed, straight)
+    assert_same_checkpoint(resumed, straight)
 
 
 def test_optimizer_state_dicts_resume_exactly_through_a_checkpoint(tmp_path):
@@ -201,7 +181,7 @@ def test_optimizer_state_dicts_resume_exactly_through_a_checkpoint(tmp_path):
         w, opt_state = run(make, 3)
         save({"model": {"w": w}, "optimizer": opt_state}, tmp_path / "ckpt.npz")
         state = load(tmp_path / "ckpt.npz")
-        assert_same_tree(state["optimizer"], opt_state)
+        assert_same_checkpoint(state["optimizer"], opt_state)
         resumed, _ = run(make, 4, state["model"]["w"], state["optimizer"])
         assert np.isfinite(straight).all() and not np.array_equal(straight, w)
         assert resumed.dtype == np.float32 and resumed.tobytes() == straight.tobytes()
@@ -266,7 +246,7 @@ def test_failed_save_keeps_the_previous_file_and_leaves_no_temp_file(tmp_path, m
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["ckpt.npz"]
     assert path.read_bytes() == before
-    assert_same_tree(load(path), state)
+    assert_same_checkpoint(load(path), state)
 
 
 def test_invalid_state_is_rejected_before_touching_the_file(tmp_path):
@@ -274,7 +254,7 @@ def test_invalid_state_is_rejected_before_touching_the_file(tmp_path):
     with pytest.raises(TypeError, match=r"save: 'bad' is a list"):
         save({"step": 2, "bad": [1, 2]}, path)
     assert os.listdir(tmp_path) == ["ckpt.npz"]
-    assert_same_tree(load(path), state)
+    assert_same_checkpoint(load(path), state)
 
 
 WRITER = """
@@ -291,15 +271,13 @@ while True:
 """
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL is POSIX-only")
 def test_sigkill_at_random_moments_always_leaves_a_checkpoint_that_loads(tmp_path):
     path = tmp_path / "ckpt.npz"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.fspath(REPO),
-                                                       os.environ.get("PYTHONPATH", "")]))
     chooser = random.Random(1234)
     last_step = 0
     for _ in range(4):
-        child = subprocess.Popen([sys.executable, "-c", WRITER, os.fspath(path)], env=env,
-                                 stdout=subprocess.PIPE, text=True)
+        child = start_python(["-c", WRITER, path], stdout=subprocess.PIPE, text=True)
         try:
             assert child.stdout.readline()  # at least one save has completed
             time.sleep(chooser.uniform(0.0, 0.3))

@@ -7,14 +7,12 @@ ValueError/TypeError or return what PyTorch returns, forward and gradients alike
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import assert_close, run_python
 
 # argument values to draw from: good ones, and every kind of bad one
 INTS = [-1, 0, 0, 1, 1, 2, 2, 3, 4]
@@ -61,19 +59,6 @@ def tensor(array, requires_grad):
     return t
 
 
-def max_rel_err(ours, theirs) -> float:
-    theirs = theirs.detach().numpy().astype(np.float64)
-    ours = np.asarray(ours, dtype=np.float64)
-    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
-    if ours.size == 0:
-        return 0.0
-    same_nan = np.isnan(ours) == np.isnan(theirs)
-    assert same_nan.all(), "NaN in different places"
-    finite = ~np.isnan(theirs)
-    scale = max(float(np.abs(theirs[finite]).max(initial=0.0)), 1e-30)
-    return float(np.abs(ours[finite] - theirs[finite]).max(initial=0.0)) / scale
-
-
 def one_case(rng: np.random.Generator, torch):
     """Draw a call, run ours and PyTorch's; return 'ok' or 'refused', raise on a mismatch."""
     from tinygrad_conv.cnn_ops import conv2d, max_pool2d
@@ -118,14 +103,14 @@ def one_case(rng: np.random.Generator, torch):
         expected = torch.nn.functional.max_pool2d(*theirs_in, **params)
     tol = 1e-4 if out.dtype == np.float32 else 1e-10
     assert out.dtype == arrays[0].dtype
-    assert max_rel_err(out.data, expected) < tol, "forward differs"
+    assert_close(out.data, expected, tol, "forward differs")
     if out.requires_grad and out.data.size:
         g = rng.standard_normal(out.shape).astype(out.dtype)
         out.backward(g)
         expected.backward(torch.tensor(g))
         for ours_t, theirs_t in zip(ours_in, theirs_in):
             if ours_t.requires_grad:
-                assert max_rel_err(ours_t.grad, theirs_t.grad) < tol, "gradient differs"
+                assert_close(ours_t.grad, theirs_t.grad, tol, "gradient differs")
     return "ok"
 
 
@@ -148,13 +133,7 @@ def run(cases: int, seed: int) -> None:
 
 
 def run_in_subprocess(cases: int, seed: int, timeout: float) -> str:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    done = subprocess.run([sys.executable, __file__, str(cases), str(seed)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, (
-        f"fuzz subprocess exited with {done.returncode} (a negative code is a signal: the "
-        f"interpreter crashed)\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
-    return done.stdout
+    return run_python([__file__, str(cases), str(seed)], timeout=timeout).stdout
 
 
 def test_fuzz_conv_and_pool_only_correct_results_or_clear_errors():

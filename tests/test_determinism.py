@@ -16,6 +16,8 @@ from tinygrad_conv import Tensor, nn
 from tinygrad_conv.data import DataLoader
 from tinygrad_conv.optim import SGD
 
+from helpers import assert_close
+
 STEPS = 6
 
 
@@ -80,9 +82,7 @@ def test_one_and_two_threads_agree_to_float32_rounding():
     # after STEPS steps of momentum SGD
     np.testing.assert_allclose(losses_1, losses_2, rtol=1e-5)
     for name, w in weights_1.items():
-        scale = float(np.max(np.abs(w)))
-        np.testing.assert_allclose(weights_2[name], w, rtol=1e-5, atol=1e-5 * scale,
-                                   err_msg=name)
+        assert_close(weights_2[name], w, 1e-5, name)
 
 
 def _threads_can_change() -> bool:

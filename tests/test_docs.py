@@ -7,6 +7,10 @@ after it must print nothing. So a student who runs the snippets gets the numbers
 
 After changing a page on purpose: `python tests/test_docs.py --update docs/walkthrough.md`
 rewrites its text blocks with what the code prints now (then read the diff before committing).
+
+A ```pdb block is a debugger session on the python block before it (saved as a script): its
+`(Pdb) ` lines are typed into `python -m pdb`, and its other lines (but the first, `$ ...`)
+must come out, in order; pdb's `> file(line)function()` lines are not shown on the page.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from helpers import run_python
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 PAGES = sorted(DOCS.glob("**/*.md"))
@@ -79,6 +85,7 @@ def run_page(page: Path) -> list[tuple[Block, str]]:
 
 def test_docs_has_pages():
     assert any(p.name == "walkthrough.md" for p in PAGES), f"no walkthrough.md in {DOCS}"
+    assert any(p.name == "scalar.md" for p in PAGES), f"no scalar.md in {DOCS}"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
@@ -100,6 +107,44 @@ def test_every_snippet_prints_exactly_what_the_page_shows(page):
                 shown.splitlines(), got.splitlines(), "page shows", "code prints", lineterm=""))
             pytest.fail(f"{page.name}: the block at line {block.first} prints something else "
                         f"than the page shows:\n{diff}")
+
+
+def pdb_sessions(page: Path) -> list[tuple[Block, Block]]:
+    """(script, session): each pdb block with the python block before it."""
+    found, script = [], None
+    for block in blocks(page):
+        if block.lang == "python":
+            script = block
+        elif block.lang == "pdb":
+            assert script is not None, f"{page.name}:{block.first}: a pdb block before any code"
+            found.append((script, block))
+    return found
+
+
+SESSIONS = [(page, i) for page in PAGES for i in range(len(pdb_sessions(page)))]
+
+
+@pytest.mark.parametrize("page, index", SESSIONS,
+                         ids=[f"{page.name}-{i}" for page, i in SESSIONS])
+def test_every_debugger_session_shows_what_pdb_prints(page, index, tmp_path):
+    script, session = pdb_sessions(page)[index]
+    lines = session.text.splitlines()[1:]                     # after `$ python -m pdb ...`
+    commands = [line[len("(Pdb) "):] for line in lines if line.startswith("(Pdb) ")]
+    shown = [line.rstrip() for line in lines if not line.startswith("(Pdb) ")]
+    path = tmp_path / "step.py"
+    path.write_text(script.text + "\n")
+    done = run_python(["-m", "pdb", path], cwd=tmp_path, input="\n".join(commands) + "\n",
+                      timeout=120)
+    # the prompt has no newline after it: each prompt starts a line of output
+    printed = [line.rstrip() for line in done.stdout.replace("(Pdb) ", "\n").splitlines()
+               if not line.startswith("> ")]
+    at = 0
+    for line in shown:
+        while at < len(printed) and printed[at] != line:
+            at += 1
+        assert at < len(printed), (f"{page.name}:{session.first}: pdb did not print {line!r} "
+                                   f"(in this order); it printed:\n{done.stdout}")
+        at += 1
 
 
 def update(page: Path) -> None:

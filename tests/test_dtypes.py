@@ -1,9 +1,13 @@
 """Dtype edges: what happens to float16 and integer data, and to mixed float32/float64 operands.
 
 The rules pinned here:
-- `Tensor(data)` converts float data of any width (float16 included) to float32 and integer or
-  bool data to int64; `dtype=` may ask for float32, float64 or int64 only, anything else
-  (float16) is a TypeError.
+- `Tensor(data)` follows PyTorch's rule (`torch.tensor`): numpy float arrays and scalars keep
+  their width (float64 stays float64), Python floats and lists of them become float32, a list
+  holding numpy float64 values becomes float64, integers become int64 and bools bool. Where
+  PyTorch keeps a dtype a Tensor cannot hold, we take the nearest one that holds every value
+  exactly: float16 becomes float32, int8/int32/uint8 int64.
+- `dtype=` may ask for float32, float64, int64 or bool only, anything else (float16) is a
+  TypeError.
 - conv2d and max_pool2d take float32 or float64 only: an integer tensor, or an array of another
   float width put into `.data` by hand, is refused with a TypeError that says how to convert.
   conv2d's input, weight and bias must share one dtype (a TypeError otherwise).
@@ -19,23 +23,80 @@ import torch
 
 import tinygrad_conv.functional as F
 from tinygrad_conv import Tensor
+from tinygrad_conv.data import MNIST, DataLoader
+
+from helpers import load_example
 
 rng = np.random.default_rng(0)
 
 
-# ---- conversion on the way in ------------------------------------------------------------------
+# ---- conversion on the way in: PyTorch's rule --------------------------------------------------
 
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-def test_float_data_of_any_width_becomes_float32_by_default(dtype):
-    data = np.array([0.5, -1.25, 3.0], dtype=dtype)
-    t = Tensor(data)
-    assert t.dtype == np.float32
-    np.testing.assert_array_equal(t.data, data.astype(np.float32))
+# every kind of data a Tensor is made from, with torch.tensor's dtype for it where we hold that
+# dtype; the others map to the nearest dtype we hold that keeps every value exactly
+NEAREST_WE_HOLD = {torch.float16: np.float32, torch.int8: np.int64, torch.int32: np.int64,
+                   torch.uint8: np.int64}
+INPUT_KINDS = {
+    "python float": 1.5,
+    "python int": 3,
+    "python bool": True,
+    "list of floats": [1.0, 2.5],
+    "list of ints": [1, 2],
+    "list of ints and floats": [1, 2.5],
+    "nested list": [[1, 2], [3.0, 4.0]],
+    "tuple of floats": (1.0, 2.0),
+    "list of bools": [True, False],
+    "list of numpy float64 scalars": [np.float64(1.0), np.float64(2.0)],
+    "list of numpy float32 scalars": [np.float32(1.0), np.float32(2.0)],
+    "list mixing numpy float64 and python floats": [np.float64(1.0), 2.0],
+    "list of numpy float64 arrays": [np.zeros(2), np.ones(2)],
+    "numpy float64 array": np.array([0.5, -1.25]),
+    "numpy float32 array": np.array([0.5, -1.25], np.float32),
+    "numpy float16 array": np.array([0.5, -1.25], np.float16),
+    "numpy 0-d float64 array": np.array(1.5),
+    "numpy float64 scalar": np.float64(1.5),
+    "numpy float32 scalar": np.float32(1.5),
+    "numpy int64 array": np.array([1, 2]),
+    "numpy int32 array": np.array([1, 2], np.int32),
+    "numpy int8 array": np.array([1, -2], np.int8),
+    "numpy uint8 array": np.array([1, 200], np.uint8),
+    "numpy int32 scalar": np.int32(7),
+    "numpy bool array": np.array([True, False]),
+}
 
 
-@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int32, np.int64, np.bool_])
-def test_integer_and_bool_data_becomes_int64(dtype):
+@pytest.mark.filterwarnings("ignore:Creating a tensor from a list of numpy.ndarrays")
+@pytest.mark.parametrize("kind", INPUT_KINDS)
+def test_tensor_of_any_input_kind_takes_torch_tensors_dtype(kind):
+    data = INPUT_KINDS[kind]
+    theirs = torch.tensor(data)
+    want = NEAREST_WE_HOLD.get(theirs.dtype, theirs.numpy().dtype)
+    ours = Tensor(data)
+    assert ours.dtype == want, f"{kind}: ours {ours.dtype}, torch {theirs.dtype}"
+    np.testing.assert_array_equal(ours.data, theirs.numpy().astype(want))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_tensor_made_from_a_tensor_keeps_its_dtype(dtype):
+    assert Tensor(Tensor(np.ones(3), dtype=dtype)).dtype == dtype
+
+
+def test_float64_numpy_data_stays_float64_through_a_gradient_check():
+    # the point of the rule: a float64 gradient check needs no dtype= anywhere
+    x = Tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    y = (x * x).sum()
+    y.backward()
+    assert x.dtype == y.dtype == x.grad.dtype == np.float64
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int32, np.int64])
+def test_integer_data_becomes_int64(dtype):
     assert Tensor(np.ones(3, dtype=dtype)).dtype == np.int64
+
+
+def test_bool_data_stays_bool_as_in_pytorch():
+    assert Tensor(np.ones(3, dtype=np.bool_)).dtype == np.bool_
+    assert Tensor([True, False]).dtype == np.bool_
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.int32, "complex64"])
@@ -152,7 +213,7 @@ def test_mixed_float_operands_promote_and_each_grad_keeps_its_dtype(name, fn, sh
 
 
 def test_a_float32_graph_fed_a_float64_array_promotes_and_keeps_float32_grads():
-    x = Tensor(rng.standard_normal((4, 3)), requires_grad=True)           # float32
+    x = Tensor(rng.standard_normal((4, 3)), requires_grad=True, dtype=np.float32)
     scale = rng.standard_normal(3)                                          # float64 numpy
     out = (x * scale).relu().sum()
     assert out.dtype == np.float64
@@ -170,10 +231,24 @@ def test_python_scalars_do_not_promote_float32():
 
 
 def test_a_float_tensor_used_twice_in_two_dtypes_accumulates_one_grad_in_its_own_dtype():
-    x = Tensor(rng.standard_normal(5), requires_grad=True)                  # float32
-    y = Tensor(rng.standard_normal(5), dtype=np.float64)
+    x = Tensor(rng.standard_normal(5), requires_grad=True, dtype=np.float32)
+    y = Tensor(rng.standard_normal(5))                                      # float64
     xt = torch.tensor(x.data, requires_grad=True)
     ((x * y).sum() + (x * x).sum()).backward()
     ((xt * torch.from_numpy(y.data)).sum() + (xt * xt).sum()).backward()
     assert x.grad.dtype == np.float32
     np.testing.assert_allclose(x.grad, xt.grad.numpy(), rtol=1e-6)
+
+
+def test_the_mnist_loader_and_example_keep_training_in_float32():
+    # PyTorch's rule keeps float64 numpy data float64; the loader hands out float32 batches,
+    # so a training step of the example stays in float32 end to end
+    example = load_example("mnist")
+    train = MNIST(example.DEFAULT_DATA_DIR, train=False, download=False)
+    x, y = next(iter(DataLoader(train, 8, normalize=example.NORMALIZE)))
+    assert x.dtype == np.float32 and y.dtype == np.int64
+    model = example.make_model("small")
+    loss = F.cross_entropy(model(Tensor(x)), y)
+    loss.backward()
+    assert loss.dtype == np.float32
+    assert {p.grad.dtype for p in model.parameters()} == {np.dtype(np.float32)}

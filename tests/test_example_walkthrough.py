@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "examples" / "walkthrough.py"
+from helpers import EXAMPLES, load_example, run_python
+
+SCRIPT = EXAMPLES / "walkthrough.py"
 
 # The output printed in cnn-backward-pass-tutorial by its PyTorch script (float64).
 TUTORIAL_OUTPUT = """\
@@ -37,16 +33,9 @@ def numbers(text: str) -> np.ndarray:
     return np.array([float(x) for x in re.findall(r"-?\d+\.\d*", text)])
 
 
-def run_script() -> str:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    result = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True,
-                            env=env, cwd=ROOT, timeout=120, check=True)
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def output() -> str:
-    return run_script()
+    return run_python([SCRIPT], timeout=120).stdout
 
 
 def test_prints_the_tutorials_output_in_its_layout(output):
@@ -74,9 +63,7 @@ def test_prints_pytorchs_numbers_beside_ours(output):
 
 
 def test_without_pytorch_it_prints_ours_and_says_how_to_get_pytorchs(monkeypatch, capsys):
-    spec = importlib.util.spec_from_file_location("walkthrough_example", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("walkthrough")
 
     def no_torch():
         raise ImportError("No module named 'torch'")
@@ -86,3 +73,17 @@ def test_without_pytorch_it_prints_ours_and_says_how_to_get_pytorchs(monkeypatch
     out = capsys.readouterr().out
     assert out.startswith(TUTORIAL_OUTPUT + "\n")
     assert "PyTorch is not installed" in out and "Beside" not in out
+
+
+def test_the_debugger_recipe_in_its_docstring_stops_in_the_reference_max_pool_gradient():
+    module = load_example("walkthrough")
+    recipe = [line.strip() for line in module.__doc__.splitlines() if "(Pdb)" in line]
+    assert recipe, "the docstring shows no pdb session"
+    commands = [line.split("(Pdb) ", 1)[1] for line in recipe] + ["p argmax.ravel()", "quit"]
+    done = run_python(["-m", "pdb", SCRIPT], input="\n".join(commands) + "\n", timeout=120,
+                      env={"TINYGRAD_CONV_REFERENCE_KERNELS": "1"})
+    stops = [line for line in done.stdout.replace("(Pdb) ", "\n").splitlines()
+             if line.startswith("> ")]
+    assert stops and "reference.py(" in stops[-1], done.stdout
+    assert stops[-1].endswith("max_pool2d_backward()"), done.stdout
+    assert "array([4, 4, 7, 8])" in done.stdout     # the argmax cells: the 10 twice, 12, 13

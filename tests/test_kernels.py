@@ -1,26 +1,27 @@
-"""conv2d and max_pool2d (kernels, graph ops, NumPy reference) against PyTorch and the tutorial."""
+"""conv2d and max_pool2d (kernels, graph ops, NumPy reference) against PyTorch and the tutorial.
+
+Tests taking the `kernel_mode` fixture run twice: on the Cython kernels and in reference mode.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tinygrad_conv.reference as R
 from tinygrad_conv import _conv, _pool, _threads
 from tinygrad_conv.cnn_ops import conv2d, max_pool2d
+from tinygrad_conv.shapes import out_size
 from tinygrad_conv.tensor import Tensor
 
+from helpers import assert_close
+
 TOL = {np.float64: 1e-10, np.float32: 1e-4}
-
-
-def rel_err(ours: np.ndarray, expected: np.ndarray) -> float:
-    """Largest absolute difference, relative to the largest expected magnitude."""
-    assert ours.shape == expected.shape, (ours.shape, expected.shape)
-    scale = max(float(np.abs(expected).max(initial=0.0)), 1e-30)
-    return float(np.abs(ours.astype(np.float64) - expected).max(initial=0.0)) / scale
+# the mode fixture holds for every example hypothesis draws, so sharing it is safe
+EACH_MODE = [HealthCheck.function_scoped_fixture]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,16 +57,16 @@ def random_conv_arrays(case, dtype, seed, bias=True):
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
     wt = rng.standard_normal((f, c, kh, kw)).astype(dtype)
     b = rng.standard_normal(f).astype(dtype) if bias else None
-    oh = 1 + (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0]
-    ow = 1 + (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1]
+    oh = out_size(h, kh, stride[0], padding[0], dilation[0])
+    ow = out_size(w, kw, stride[1], padding[1], dilation[1])
     g = rng.standard_normal((n, f, oh, ow)).astype(dtype)
     return x, wt, b, g
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=EACH_MODE)
 @given(case=conv_cases(), seed=st.integers(0, 2**32 - 1), bias=st.booleans())
-def test_conv2d_op_forward_and_all_gradients_match_pytorch(dtype, case, seed, bias):
+def test_conv2d_op_forward_and_all_gradients_match_pytorch(kernel_mode, dtype, case, seed, bias):
     _, stride, padding, dilation = case
     x, w, b, g = random_conv_arrays(case, dtype, seed, bias)
     expected = torch_conv(x, w, b, g, stride, padding, dilation)
@@ -78,7 +79,7 @@ def test_conv2d_op_forward_and_all_gradients_match_pytorch(dtype, case, seed, bi
     ours = [z.data, tx.grad, tw.grad] + ([] if b is None else [tb.grad])
     for name, got, want in zip(["Z", "dL/dA", "dL/dW", "dL/db"], ours, expected):
         assert got.dtype == dtype, name
-        assert rel_err(got, want) < TOL[dtype], (name, rel_err(got, want))
+        assert_close(got, want, TOL[dtype], name)
 
 
 @settings(max_examples=100, deadline=None)
@@ -89,8 +90,8 @@ def test_conv2d_reference_matches_pytorch(case, seed):
     expected = torch_conv(x, w, b, g, stride, padding, dilation)
     z = R.conv2d_forward(x, w, b, stride, padding, dilation)
     dx, dw, db = R.conv2d_backward(x, w, g, stride, padding, dilation)
-    for got, want in zip([z, dx, dw, db], expected):
-        assert rel_err(got, want) < 1e-10
+    for name, got, want in zip(["Z", "dL/dA", "dL/dW", "dL/db"], [z, dx, dw, db], expected):
+        assert_close(got, want, 1e-10, name)
 
 
 @pytest.mark.parametrize("stride", [1, 2, 3])
@@ -100,16 +101,16 @@ def test_conv2d_reference_matches_pytorch(case, seed):
 def test_conv2d_kernel_input_gradient_every_stride_padding_dilation(stride, padding, dilation, k):
     # the classic off-by-one place: every combination, sizes that leave rows no window reached
     case = ((2, 2, 9, 8, 3, k, k), (stride, stride), (padding, padding), (dilation, dilation))
-    if dilation * (k - 1) + 1 > 8 + 2 * padding:
+    if out_size(8, k, stride, padding, dilation) < 1:
         pytest.skip("kernel larger than the padded input")
     x, w, b, g = random_conv_arrays(case, np.float64, seed=stride * 100 + padding * 10 + k)
     _, want_dx, want_dw, want_db = torch_conv(x, w, b, g, *case[1:])
     dx, dw, db = _conv.conv2d_backward(x, w, g, *case[1:], True, True, True)
-    assert rel_err(dx, want_dx) < 1e-12
-    assert rel_err(dw, want_dw) < 1e-12
-    assert rel_err(db, want_db) < 1e-12
+    assert_close(dx, want_dx, 1e-12, "dL/dA")
+    assert_close(dw, want_dw, 1e-12, "dL/dW")
+    assert_close(db, want_db, 1e-12, "dL/db")
     ref_dx, _, _ = R.conv2d_backward(x, w, g, *case[1:], True, False, False)
-    assert rel_err(ref_dx, want_dx) < 1e-12
+    assert_close(ref_dx, want_dx, 1e-12, "reference dL/dA")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -123,20 +124,21 @@ def test_conv2d_benchmark_shapes_match_pytorch(dtype, shape):
     expected = torch_conv(x, wt, b, g, *case[1:])
     z = _conv.conv2d_forward(x, wt, b, *case[1:])
     grads = _conv.conv2d_backward(x, wt, g, *case[1:], True, True, True)
-    for got, want in zip([z, *grads], expected):
+    for name, got, want in zip(["Z", "dL/dA", "dL/dW", "dL/db"], [z, *grads], expected):
         assert got.dtype == dtype
-        assert rel_err(got, want) < TOL[dtype]
+        assert_close(got, want, TOL[dtype], name)
 
 
-def test_conv2d_only_needed_gradients_are_computed(monkeypatch):
+def test_conv2d_only_needed_gradients_are_computed(monkeypatch, kernel_mode):
     asked = []
-    real = _conv.conv2d_backward
+    module = R if kernel_mode == "reference" else _conv
+    real = module.conv2d_backward
 
     def spy(*args):
         asked.append(args[-3:])
         return real(*args)
 
-    monkeypatch.setattr(_conv, "conv2d_backward", spy)
+    monkeypatch.setattr(module, "conv2d_backward", spy)
     images = Tensor(np.ones((2, 1, 5, 5)))                         # no requires_grad
     w = Tensor(np.ones((3, 1, 3, 3)), requires_grad=True)
     b = Tensor(np.zeros(3))                                        # frozen bias
@@ -146,7 +148,7 @@ def test_conv2d_only_needed_gradients_are_computed(monkeypatch):
     assert np.allclose(w.grad, 2 * 9)                              # N * OH * OW ones
 
 
-def test_conv2d_non_contiguous_input_is_made_contiguous():
+def test_conv2d_non_contiguous_input_is_made_contiguous(kernel_mode):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 3, 10, 12))
     w = rng.standard_normal((4, 3, 3, 3))
@@ -157,10 +159,10 @@ def test_conv2d_non_contiguous_input_is_made_contiguous():
     z = conv2d(tx, tw, stride=(2, 1), padding=1)
     want = torch.nn.functional.conv2d(torch.tensor(x[:, :, :, ::2]),
                                       torch.tensor(w.transpose(0, 1, 3, 2)), None, (2, 1), 1)
-    assert rel_err(z.data, want.numpy()) < 1e-12
+    assert_close(z.data, want, 1e-12, "Z")
 
 
-def test_conv2d_empty_batch_gives_empty_output_and_zero_weight_gradient():
+def test_conv2d_empty_batch_gives_empty_output_and_zero_weight_gradient(kernel_mode):
     x = Tensor(np.zeros((0, 2, 5, 5)))
     w = Tensor(np.ones((3, 2, 3, 3)), requires_grad=True)
     z = conv2d(x, w)
@@ -188,7 +190,7 @@ def tutorial_conv():
     return z, a.grad[0, 0], w.grad[0, 0], b.grad
 
 
-def test_tutorial_conv_forward_is_the_written_out_sum():
+def test_tutorial_conv_forward_is_the_written_out_sum(kernel_mode):
     z, *_ = tutorial_conv()
     (a1, a2, a3, a4, a5, a6, a7, a8, a9), (w1, w2, w3, w4) = A.ravel(), W.ravel()
     expected = np.array([
@@ -198,7 +200,7 @@ def test_tutorial_conv_forward_is_the_written_out_sum():
     assert np.array_equal(z.data[0, 0], expected)
 
 
-def test_tutorial_conv_weight_gradient_is_z_grad_correlated_over_a():
+def test_tutorial_conv_weight_gradient_is_z_grad_correlated_over_a(kernel_mode):
     _, _, dw, _ = tutorial_conv()
     (a1, a2, a3, a4, a5, a6, a7, a8, a9), (z1, z2, z3, z4) = A.ravel(), Z_GRAD.ravel()
     expected = (z1 * np.array([[a1, a2], [a4, a5]]) + z2 * np.array([[a2, a3], [a5, a6]])
@@ -207,7 +209,7 @@ def test_tutorial_conv_weight_gradient_is_z_grad_correlated_over_a():
     assert np.array_equal(dw, expected)
 
 
-def test_tutorial_conv_input_gradient_is_flipped_kernel_over_padded_z_grad():
+def test_tutorial_conv_input_gradient_is_flipped_kernel_over_padded_z_grad(kernel_mode):
     _, da, _, _ = tutorial_conv()
     (w1, w2, w3, w4), (z1, z2, z3, z4) = W.ravel(), Z_GRAD.ravel()
     expected = (z1 * np.array([[w1, w2, 0], [w3, w4, 0], [0, 0, 0]])
@@ -223,12 +225,12 @@ def test_tutorial_conv_input_gradient_is_flipped_kernel_over_padded_z_grad():
     assert np.allclose(da, flipped, rtol=0, atol=1e-14)
 
 
-def test_tutorial_conv_bias_gradient_is_z_grad_summed():
+def test_tutorial_conv_bias_gradient_is_z_grad_summed(kernel_mode):
     *_, db = tutorial_conv()
     assert db.shape == (1,) and db[0] == Z_GRAD.sum()
 
 
-def test_tutorial_maxpool_example_reproduces_printed_gradient():
+def test_tutorial_maxpool_example_reproduces_printed_gradient(kernel_mode):
     z = Tensor(np.array([[1.0, 2, 3], [4, 10, 5], [11, 12, 13]])[None, None],
                requires_grad=True, dtype=np.float64)
     a = max_pool2d(z, kernel_size=2, stride=1)
@@ -274,32 +276,34 @@ def torch_pool(x, kernel, stride, padding, grad_out=None):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=EACH_MODE)
 @given(case=pool_cases(), seed=st.integers(0, 2**32 - 1),
        values=st.sampled_from(["normal", "ties", "nan"]))
-def test_maxpool_forward_argmax_and_backward_match_pytorch(dtype, case, seed, values):
+def test_maxpool_forward_argmax_and_backward_match_pytorch(kernel_mode, dtype, case, seed, values):
     shape, kernel, stride, padding = case
     x = pool_input(shape, seed, values).astype(dtype)
-    out, argmax = _pool.max_pool2d_forward(x, kernel, stride, padding)
+    out, argmax = _pool.max_pool2d_forward(x, kernel, stride, padding)      # the kernel itself
     g = np.random.default_rng(seed + 1).standard_normal(out.shape).astype(dtype)
     want_out, want_idx, want_dx = torch_pool(x, kernel, stride, padding, g)
     assert np.array_equal(out, want_out, equal_nan=True)
     assert np.array_equal(argmax, want_idx)
-    # through the graph op: the same forward, and the gradient routed to the argmax cells
+    # through the graph op (in this test's mode): the same forward, the gradient routed to the
+    # argmax cells
     tx = Tensor(x, requires_grad=True, dtype=dtype)
     a = max_pool2d(tx, kernel, stride, padding)
     a.backward(g)
     assert np.array_equal(a.data, want_out, equal_nan=True)
     assert tx.grad.dtype == dtype
-    assert rel_err(tx.grad, want_dx) < TOL[dtype]
+    assert_close(tx.grad, want_dx, TOL[dtype], "dL/dZ")
     # the reference agrees too
     ref_out, ref_idx = R.max_pool2d_forward(x, kernel, stride, padding)
     assert np.array_equal(ref_out, want_out, equal_nan=True)
     assert np.array_equal(ref_idx, want_idx)
-    assert rel_err(R.max_pool2d_backward(g, ref_idx, *shape[2:]), want_dx) < TOL[dtype]
+    assert_close(R.max_pool2d_backward(g, ref_idx, *shape[2:]), want_dx, TOL[dtype],
+                 "reference dL/dZ")
 
 
-def test_maxpool_overlapping_windows_accumulate():
+def test_maxpool_overlapping_windows_accumulate(kernel_mode):
     x = np.zeros((1, 1, 3, 3))
     x[0, 0, 1, 1] = 5.0                          # the centre wins all four 2x2 windows
     tx = Tensor(x, requires_grad=True, dtype=np.float64)

@@ -8,11 +8,9 @@ CI runs KILL_TRIALS_CI trials; `pytest -m slow` runs KILL_TRIALS_SLOW more.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +20,9 @@ import pytest
 import tinygrad_conv
 from tinygrad_conv import nn
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT, assert_same_checkpoint, run_python, start_python
+
+needs_sigkill = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL is POSIX-only")
 SCRIPT = ROOT / "examples" / "mnist.py"
 # a tiny run: 4 batches of 64 per epoch, 2 epochs, a checkpoint after every step
 RUN = ["--model", "small", "--limit", "256", "--test-limit", "100", "--epochs", "2",
@@ -31,27 +31,17 @@ KILL_TRIALS_CI = 4
 KILL_TRIALS_SLOW = 30
 
 
-def _flatten(state: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in state.items():
-        path = f"{prefix}/{key}" if prefix else key
-        out.update(_flatten(value, path) if isinstance(value, dict) else {path: value})
-    return out
-
-
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, str(SCRIPT), *args, "--threads", "1"], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=120)
+def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return run_python([SCRIPT, *args, "--threads", "1"], cwd=cwd, timeout=120, check=check,
+                      env={"OMP_NUM_THREADS": "1"})
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> dict:
     """The final checkpoint of a run that was never stopped."""
     d = tmp_path_factory.mktemp("uninterrupted")
-    done = _run([*RUN, "--save", "ck.npz"], d)
-    assert done.returncode == 0, done.stderr
-    return _flatten(tinygrad_conv.load(d / "ck.npz"))
+    _run([*RUN, "--save", "ck.npz"], d)
+    return tinygrad_conv.load(d / "ck.npz")
 
 
 def _kill_and_resume(d: Path, during_write: bool, rng: random.Random,
@@ -59,10 +49,9 @@ def _kill_and_resume(d: Path, during_write: bool, rng: random.Random,
     """One trial: start the run, SIGKILL it while it runs, check the checkpoint, resume to the
     end. Returns whether the kill landed while a checkpoint was being written."""
     ckpt = d / "ck.npz"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    child = subprocess.Popen([sys.executable, str(SCRIPT), *RUN, "--threads", "1",
-                              "--save", str(ckpt)], cwd=d, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = start_python([SCRIPT, *RUN, "--threads", "1", "--save", ckpt], cwd=d,
+                         env={"OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while not ckpt.exists() and child.poll() is None and time.monotonic() < deadline:
@@ -83,16 +72,9 @@ def _kill_and_resume(d: Path, during_write: bool, rng: random.Random,
     state = tinygrad_conv.load(ckpt)  # the last checkpoint on disk always loads
     assert {"model", "optimizer", "position", "rng"} <= state.keys()
     resumed = _run([*RUN, "--save", str(ckpt), "--resume", str(ckpt)], d)
-    assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout
-    final = _flatten(tinygrad_conv.load(ckpt))
-    assert final.keys() == expected.keys()
-    for key, value in expected.items():
-        if isinstance(value, np.ndarray):
-            assert final[key].dtype == value.dtype and final[key].shape == value.shape, key
-            assert final[key].tobytes() == value.tobytes(), f"{key} differs after the resume"
-        elif not key.startswith("running/"):
-            assert final[key] == value, key
+    # the epoch's running sums are reported numbers, not state: only their presence counts
+    assert_same_checkpoint(tinygrad_conv.load(ckpt), expected, skip=("state/running",))
     return mid_write
 
 
@@ -109,12 +91,14 @@ def _trials(tmp_path: Path, n: int, uninterrupted: dict, seed: int) -> None:
     assert mid_writes >= 1, "no kill landed during a checkpoint write"
 
 
+@needs_sigkill
 def test_sigkill_at_random_moments_always_resumes_to_the_uninterrupted_result(tmp_path,
                                                                               uninterrupted):
     _trials(tmp_path, KILL_TRIALS_CI, uninterrupted, seed=0)
 
 
 @pytest.mark.slow
+@needs_sigkill
 def test_sigkill_many_times_always_resumes_to_the_uninterrupted_result(tmp_path,
                                                                        uninterrupted):
     _trials(tmp_path, KILL_TRIALS_SLOW, uninterrupted, seed=1)
@@ -157,13 +141,12 @@ def test_checkpoint_with_a_wrong_dtype_is_refused_naming_the_key(tmp_path, dtype
 
 
 def test_resume_from_a_checkpoint_of_another_model_is_refused_naming_the_key(tmp_path):
-    made = _run([*RUN, "--save", "ck.npz", "--max-steps", "1"], tmp_path)
-    assert made.returncode == 0, made.stderr
+    _run([*RUN, "--save", "ck.npz", "--max-steps", "1"], tmp_path)
     # a genuine checkpoint of this run, but with another model's arrays inside
     state = tinygrad_conv.load(tmp_path / "ck.npz")
     tinygrad_conv.manual_seed(0)
     state["model"] = dict(nn.Sequential(nn.Conv2d(1, 4, 3)).state_dict())
     tinygrad_conv.save(state, tmp_path / "ck.npz")
-    resumed = _run([*RUN, "--resume", "ck.npz"], tmp_path)
+    resumed = _run([*RUN, "--resume", "ck.npz"], tmp_path, check=False)
     assert resumed.returncode != 0
     assert "0.weight" in resumed.stderr and "3.weight" in resumed.stderr, resumed.stderr

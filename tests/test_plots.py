@@ -3,9 +3,7 @@ mnist.py checkpoint, and (with matplotlib) the PNGs themselves."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,16 +12,14 @@ import torch
 import tinygrad_conv
 from tinygrad_conv import nn
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import load_example
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def plots():
-    spec = importlib.util.spec_from_file_location("plots", ROOT / "examples" / "plots.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("plots")
 
 
 def test_feature_maps_match_pytorchs_layer_outputs(plots):

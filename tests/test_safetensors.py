@@ -4,7 +4,6 @@ needed. The networks are the MNIST example's, built in both frameworks by its ma
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +16,14 @@ import tinygrad_conv
 from tinygrad_conv import Tensor, nn
 from tinygrad_conv.data import MNIST
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "examples" / "data" / "mnist"
+from helpers import EXAMPLES, load_example
+
+DATA = EXAMPLES / "data" / "mnist"
 
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("mnist_example", ROOT / "examples" / "mnist.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("mnist")
 
 
 @pytest.fixture(scope="module")

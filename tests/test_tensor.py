@@ -14,9 +14,10 @@ from tinygrad_conv import GradcheckError, Tensor, gradcheck, no_grad
 # -- construction --------------------------------------------------------------------------------
 
 
-def test_float_data_becomes_float32_by_default_and_float64_on_request():
+def test_python_floats_become_float32_numpy_floats_keep_their_width_and_dtype_overrides():
     assert Tensor([1.0, 2.0]).dtype == np.float32
-    assert Tensor(np.zeros(3, dtype=np.float64)).dtype == np.float32
+    assert Tensor(np.zeros(3, dtype=np.float64)).dtype == np.float64
+    assert Tensor(np.zeros(3, dtype=np.float64), dtype=np.float32).dtype == np.float32
     assert Tensor(2.5, dtype=np.float64).dtype == np.float64
     assert Tensor([[1, 2]], dtype="float64").dtype == np.float64
 
@@ -39,7 +40,7 @@ def test_tensor_attributes():
     assert t.grad is None and t.is_leaf and t.requires_grad
     assert Tensor([[3.5]]).item() == 3.5
     assert isinstance(t.numpy(), np.ndarray)
-    assert "requires_grad=True" in repr(t) and "float32" in repr(t)
+    assert "requires_grad=True" in repr(t) and "float64" in repr(t)
     assert "grad_fn=Mul" in repr(t * 2)
 
 
@@ -79,7 +80,7 @@ def test_readme_quickstart_gives_gradients_of_the_right_shapes():
     loss = (x @ w).relu().sum()
     loss.backward()
     assert x.grad.shape == (4, 3) and w.grad.shape == (3, 2)
-    assert x.grad.dtype == np.float32
+    assert x.grad.dtype == np.float64  # randn is float64, and (as in PyTorch) stays so
 
 
 # -- backward semantics --------------------------------------------------------------------------

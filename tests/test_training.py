@@ -3,11 +3,7 @@ bit for bit, bad checkpoints must be refused without harm, and examples/mnist.py
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,22 +16,16 @@ from tinygrad_conv import functional as F
 from tinygrad_conv.data import MNIST, DataLoader
 from tinygrad_conv.optim import Adam
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT, assert_same_checkpoint, load_example, run_python
+
 EXAMPLE = ROOT / "examples" / "mnist.py"
 DATA = ROOT / "examples" / "data" / "mnist"
 NORMALIZE = (0.1307, 0.3081)
 
 
-def load_example():
-    spec = importlib.util.spec_from_file_location("mnist_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def example():
-    return load_example()
+    return load_example("mnist")
 
 
 @pytest.fixture(scope="module")
@@ -81,18 +71,6 @@ def run_example(example, tmp_path: Path, *options: str) -> dict:
         "--model", "small", "--limit", "256", "--test-limit", "100", "--batch-size", "32",
         "--epochs", "2", "--threads", "2", "--no-progress", "--data-dir", str(DATA), *options])
     return example.train(args)
-
-
-def assert_same_checkpoint(a: dict, b: dict, where: str = "") -> None:
-    assert a.keys() == b.keys(), where
-    for key in a:
-        if isinstance(a[key], dict):
-            assert_same_checkpoint(a[key], b[key], f"{where}/{key}")
-        elif isinstance(a[key], np.ndarray):
-            assert a[key].dtype == b[key].dtype, f"{where}/{key}"
-            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{where}/{key}")
-        else:
-            assert a[key] == b[key], f"{where}/{key}: {a[key]!r} != {b[key]!r}"
 
 
 @pytest.mark.parametrize("stop_at", [11, 8], ids=["mid-epoch", "epoch-end"])
@@ -142,12 +120,8 @@ def test_bad_checkpoint_is_a_clear_error_and_keeps_the_last_good_one(example, tm
 def test_example_script_runs_end_to_end_from_another_directory(tmp_path):
     # the default (BatchNorm) model and data directory, a few batches, as a user would run it
     checkpoint = tmp_path / "ckpt.npz"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--limit", "128", "--test-limit", "200", "--epochs", "1",
-         "--threads", "2", "--save", str(checkpoint)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    done = run_python([EXAMPLE, "--limit", "128", "--test-limit", "200", "--epochs", "1",
+                       "--threads", "2", "--save", checkpoint], cwd=tmp_path)
     assert "epoch 1/1: train loss" in done.stdout and "images/s" in done.stdout
     assert "test accuracy" in done.stdout
     state = tinygrad_conv.load(checkpoint)
@@ -200,10 +174,7 @@ def test_resumed_batchnorm_onecycle_run_equals_uninterrupted_run_bitwise(example
 def test_example_without_tqdm_prints_plain_progress_lines(tmp_path):
     shutil.copy(EXAMPLE, tmp_path / "mnist.py")
     (tmp_path / "tqdm.py").write_text("raise ImportError('no tqdm here')\n")
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
-    done = subprocess.run(
-        [sys.executable, str(tmp_path / "mnist.py"), "--model", "small", "--limit", "192",
-         "--test-limit", "100", "--epochs", "1", "--log-interval", "1", "--data-dir", str(DATA)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    done = run_python([tmp_path / "mnist.py", "--model", "small", "--limit", "192",
+                       "--test-limit", "100", "--epochs", "1", "--log-interval", "1",
+                       "--data-dir", DATA], cwd=tmp_path, path=(tmp_path,))
     assert "epoch 1/1  batch 3/3  loss" in done.stdout

@@ -4,17 +4,28 @@
     import tinygrad_conv.functional as F
 """
 
+import os
+import sys
+
+# NOTE: macOS wheels carry their own copy of LLVM's libomp (delocate bundles it), and so does
+# PyTorch's: the second copy to start aborts the process ("OMP: Error #15") unless duplicates are
+# allowed. As scikit-learn does, allow them before any kernel starts OpenMP; a value the user
+# set wins. Our kernels already keep BLAS to one thread inside their parallel loops.
+if sys.platform == "darwin":
+    os.environ.setdefault("KMP_DUPLICATE_LIB_OK", "True")
+
 from tinygrad_conv import data, functional, nn, optim, viz
 from tinygrad_conv._threads import get_num_threads, set_num_threads
+from tinygrad_conv._version import __version__ as __version__  # the installed metadata's
 from tinygrad_conv.checkpoint import load, save
 from tinygrad_conv.gradcheck import GradcheckError, gradcheck
+from tinygrad_conv.reference import reference_kernels
 from tinygrad_conv.rng import manual_seed
+from tinygrad_conv.scalar import Value
 from tinygrad_conv.tensor import Function, Tensor, detect_anomaly, is_grad_enabled, no_grad
 
-__version__ = "0.1.0"
-
 __all__ = [
-    "Function", "GradcheckError", "Tensor", "data", "detect_anomaly", "functional",
+    "Function", "GradcheckError", "Tensor", "Value", "data", "detect_anomaly", "functional",
     "get_num_threads", "gradcheck", "is_grad_enabled", "load", "manual_seed", "nn", "no_grad",
-    "optim", "save", "set_num_threads", "viz",
+    "optim", "reference_kernels", "save", "set_num_threads", "viz",
 ]

@@ -5,23 +5,33 @@ A input, W weights, Z = W ⊛ A + b, Z' = dL/dZ).
 `conv2d` and the pooling functions check everything before a kernel runs (the kernels do no
 bounds checks): a malformed call gets a ValueError or TypeError naming the op, the argument and
 the shapes or values seen, never a crash.
+
+Every kernel has a NumPy twin of the same name and signature in reference.py; inside
+`tinygrad_conv.reference_kernels()` the ops below call those instead (`_kernels`), so a
+debugger can step into the formula of any gradient.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from tinygrad_conv import _conv, _pool
-from tinygrad_conv.tensor import Function, Tensor
+from tinygrad_conv import _conv, _pool, reference
+from tinygrad_conv.shapes import out_size, pooled_size
+from tinygrad_conv.tensor import _FLOAT_DTYPES, Function, Tensor
 
 __all__ = [
     "AdaptiveAvgPool2d", "AvgPool2d", "Conv2d", "MaxPool2d", "adaptive_avg_pool2d", "avg_pool2d",
     "conv2d", "max_pool2d",
 ]
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # BLAS takes 32-bit ints; no count or size the kernels use may reach this
 _LIMIT = 2**31 - 1
+
+
+def _kernels(compiled):
+    """The module that computes an op: `compiled` (a Cython kernel module), or reference.py
+    inside `reference_kernels()` (the same functions, as the tutorial's formulas in NumPy)."""
+    return reference if reference.enabled() else compiled
 
 
 class Conv2d(Function):
@@ -32,15 +42,15 @@ class Conv2d(Function):
         x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
         b = None if b is None else np.ascontiguousarray(b)
         ctx.save_for_backward(x, w, b is not None, stride, padding, dilation)
-        return _conv.conv2d_forward(x, w, b, stride, padding, dilation)
+        return _kernels(_conv).conv2d_forward(x, w, b, stride, padding, dilation)
 
     def backward(ctx, grad_out):
         x, w, has_bias, stride, padding, dilation = ctx.saved_values
         need_dx, need_dw = ctx.needs_input_grad[:2]
         need_db = has_bias and ctx.needs_input_grad[2]
         # dL/dA = W_180 ⊛ pad(dilate(Z', s), k-1), dL/dW = Z' ⊛ A, dL/db = sum of Z' but over F;
-        # only the gradients some input needs are computed
-        dx, dw, db = _conv.conv2d_backward(
+        # only the gradients some input needs are computed. In NumPy: reference.conv2d_backward
+        dx, dw, db = _kernels(_conv).conv2d_backward(
             x, w, np.ascontiguousarray(grad_out, dtype=x.dtype), stride, padding, dilation,
             need_dx, need_dw, need_db)
         return (dx, dw, db) if has_bias else (dx, dw)
@@ -50,15 +60,16 @@ class MaxPool2d(Function):
     """A = MaxPool(Z) over (N, C, H, W) -> (N, C, OH, OW), OH = 1 + (H + 2*ph - kh) // sh."""
 
     def forward(ctx, x, *, kernel_size, stride, padding):
-        out, argmax = _pool.max_pool2d_forward(
+        out, argmax = _kernels(_pool).max_pool2d_forward(
             np.ascontiguousarray(x), kernel_size, stride, padding)
         ctx.save_for_backward(argmax, x.shape[2], x.shape[3], x.dtype)  # indices, not the input
         return out
 
     def backward(ctx, grad_out):
         argmax, h, w, dtype = ctx.saved_values
-        # each A' value goes to the cell of Z that won its window; overlapping windows add up
-        return _pool.max_pool2d_backward(
+        # each A' value goes to the cell of Z that won its window; overlapping windows add up.
+        # In NumPy: reference.max_pool2d_backward
+        return _kernels(_pool).max_pool2d_backward(
             np.ascontiguousarray(grad_out, dtype=dtype), argmax, h, w)
 
 
@@ -100,7 +111,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
         raise ValueError(
             f"{op}: the kernel ({kh}x{kw}, dilation {d}, so {eh}x{ew}) is larger than the "
             f"padded input ({h + 2 * p[0]}x{wd + 2 * p[1]}: input {x.shape}, padding {p})")
-    oh, ow = 1 + (h + 2 * p[0] - eh) // s[0], 1 + (wd + 2 * p[1] - ew) // s[1]
+    oh, ow = out_size(h, kh, s[0], p[0], d[0]), out_size(wd, kw, s[1], p[1], d[1])
     hp, wp = h + 2 * p[0], wd + 2 * p[1]
     padded_image = c * hp * wp                                 # the kernels' per-thread copy
     padded_grad = f * (hp + eh - 1) * (wp + ew - 1)   # bounds the padded Z' of dL/dA
@@ -121,7 +132,7 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
     op = "max_pool2d"
     k, s, p = _pool_args(op, input, kernel_size, stride, padding)
     n, c, h, w = input.shape
-    oh, ow = 1 + (h + 2 * p[0] - k[0]) // s[0], 1 + (w + 2 * p[1] - k[1]) // s[1]
+    oh, ow = out_size(h, k[0], s[0], p[0]), out_size(w, k[1], s[1], p[1])
     _check_size(op, input.shape, (n, c, oh, ow), ())
     return MaxPool2d.apply(input, kernel_size=k, stride=s, padding=p)
 
@@ -136,13 +147,13 @@ class AvgPool2d(Function):
     def forward(ctx, x, *, kernel_size, stride, padding, ceil_mode, count_include_pad):
         windows = (kernel_size, stride, padding, ceil_mode, count_include_pad)
         ctx.save_for_backward(x.shape[2], x.shape[3], x.dtype, windows)  # no values needed
-        return _pool.avg_pool2d_forward(np.ascontiguousarray(x), *windows)
+        return _kernels(_pool).avg_pool2d_forward(np.ascontiguousarray(x), *windows)
 
     def backward(ctx, grad_out):
         h, w, dtype, windows = ctx.saved_values
         # each A' value is shared evenly by the cells of its window (all of it went to the
-        # argmax in max-pool); overlapping windows add up
-        return _pool.avg_pool2d_backward(
+        # argmax in max-pool); overlapping windows add up. In NumPy: reference.avg_pool2d_backward
+        return _kernels(_pool).avg_pool2d_backward(
             np.ascontiguousarray(grad_out, dtype=dtype), h, w, *windows)
 
 
@@ -151,12 +162,12 @@ class AdaptiveAvgPool2d(Function):
 
     def forward(ctx, x, *, output_size):
         ctx.save_for_backward(x.shape[2], x.shape[3], x.dtype)
-        return _pool.adaptive_avg_pool2d_forward(np.ascontiguousarray(x), output_size)
+        return _kernels(_pool).adaptive_avg_pool2d_forward(np.ascontiguousarray(x), output_size)
 
     def backward(ctx, grad_out):
         h, w, dtype = ctx.saved_values
         # the same even share as AvgPool2d, over the adaptive windows
-        return _pool.adaptive_avg_pool2d_backward(
+        return _kernels(_pool).adaptive_avg_pool2d_backward(
             np.ascontiguousarray(grad_out, dtype=dtype), h, w)
 
 
@@ -177,8 +188,8 @@ def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bo
         if not isinstance(flag, (bool, np.bool_)):
             raise TypeError(f"{op}: {name} must be a bool, got {flag!r}")
     n, c, h, w = input.shape
-    oh = _pool.pooled_size(h, k[0], s[0], p[0], ceil_mode)
-    ow = _pool.pooled_size(w, k[1], s[1], p[1], ceil_mode)
+    oh = pooled_size(h, k[0], s[0], p[0], ceil_mode)
+    ow = pooled_size(w, k[1], s[1], p[1], ceil_mode)
     _check_size(op, input.shape, (n, c, oh, ow), ())
     return AvgPool2d.apply(input, kernel_size=k, stride=s, padding=p, ceil_mode=bool(ceil_mode),
                            count_include_pad=bool(count_include_pad))
@@ -205,16 +216,11 @@ def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
 def _pool_args(op: str, input, kernel_size, stride, padding):
     """Check a pooling call: (kernel_size, stride, padding) as pairs, or a clear error."""
     x = _float_tensor(op, "input", input)
-    k = int_pair(op, "kernel_size", kernel_size, minimum=1)
-    s = k if stride is None else int_pair(op, "stride", stride, minimum=1)
-    p = int_pair(op, "padding", padding, minimum=0)
+    k, s, p = pool_window(op, kernel_size, stride, padding)
     _check_dims(op, "input", x, "(N, C, H, W)")
     n, c, h, w = x.shape
     if 0 in (c, h, w):
         raise ValueError(f"{op}: only the batch may be empty, got input shape {x.shape}")
-    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
-        raise ValueError(
-            f"{op}: padding {p} must be at most half of kernel_size {k} (as in PyTorch)")
     if k[0] > h + 2 * p[0] or k[1] > w + 2 * p[1]:
         raise ValueError(
             f"{op}: kernel_size {k} is larger than the padded input "
@@ -229,7 +235,7 @@ def _float_tensor(op: str, name: str, value) -> np.ndarray:
     if not isinstance(value, Tensor):
         raise TypeError(f"{op}: {name} must be a Tensor, got {type(value).__name__}")
     data = value.data
-    if not isinstance(data, np.ndarray) or data.dtype not in _FLOATS:
+    if not isinstance(data, np.ndarray) or data.dtype not in _FLOAT_DTYPES:
         dtype = getattr(data, "dtype", type(data).__name__)
         raise TypeError(
             f"{op}: {name} must be float32 or float64, got {dtype} (shape "
@@ -269,6 +275,19 @@ def int_pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
         if v > _LIMIT:
             raise ValueError(f"{op}: {name} must be at most {_LIMIT}, got {value!r}")
     return int(items[0]), int(items[1])
+
+
+def pool_window(op: str, kernel_size, stride, padding) -> tuple[tuple[int, int], ...]:
+    """(kernel_size, stride, padding) of a pooling op as (h, w) pairs, checked: stride defaults
+    to kernel_size, and padding is at most half the kernel, so that no window lies wholly in
+    the padding (as in PyTorch). Shared with the nn layers."""
+    k = int_pair(op, "kernel_size", kernel_size, minimum=1)
+    s = k if stride is None else int_pair(op, "stride", stride, minimum=1)
+    p = int_pair(op, "padding", padding, minimum=0)
+    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+        raise ValueError(
+            f"{op}: padding {p} must be at most half of kernel_size {k} (as in PyTorch)")
+    return k, s, p
 
 
 def _check_size(op: str, in_shape, out_shape, extents) -> None:

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Iterator
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,7 @@ _FILES: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
 _IDX_DTYPES: dict[int, str] = {
     0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8",
 }
+_MAX_DIMS = 64  # numpy's limit (NPY_MAXDIMS)
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20
 
@@ -74,8 +76,9 @@ def _parse_idx(content: bytes, path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"read_idx: {name!r} has a bad magic number 0x{content[:4].hex()}, "
                          f"expected 0x0000TTDD with type code TT in "
                          f"{sorted(f'0x{t:02x}' for t in _IDX_DTYPES)}")
-    if ndim == 0:
-        raise ValueError(f"read_idx: {name!r} declares 0 dimensions, expected at least 1")
+    if not 1 <= ndim <= _MAX_DIMS:
+        raise ValueError(f"read_idx: {name!r} declares {ndim} dimensions, expected 1 to "
+                         f"{_MAX_DIMS} (the most a numpy array has)")
     header = 4 + 4 * ndim
     if len(content) < header:
         raise ValueError(f"read_idx: {name!r} is truncated in its header: {len(content)} "
@@ -228,6 +231,9 @@ class DataLoader:
         if labels.shape != images.shape[:1]:
             raise ValueError(f"DataLoader: dataset.labels must have shape {images.shape[:1]}, "
                              f"got {labels.shape}")
+        if labels.dtype.kind not in "iu":  # int64 batches of float labels would truncate them
+            raise TypeError(f"DataLoader: dataset.labels must be integer class indices, got "
+                            f"dtype {labels.dtype}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
             raise TypeError(f"DataLoader: batch_size must be an int, got {batch_size!r}")
         if batch_size < 1:
@@ -236,7 +242,12 @@ class DataLoader:
                                  or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ValueError(f"DataLoader: seed must be a non-negative int or None, got {seed!r}")
         if normalize is not None:
-            if len(normalize) != 2 or not float(normalize[1]) > 0:
+            if not isinstance(normalize, (tuple, list, np.ndarray)) or not all(
+                    isinstance(v, Real) and not isinstance(v, bool) for v in normalize):
+                raise TypeError(f"DataLoader: normalize must be a pair of numbers (mean, std), "
+                                f"got {normalize!r}")
+            if len(normalize) != 2 or not (math.isfinite(normalize[0])
+                                           and math.isfinite(normalize[1]) and normalize[1] > 0):
                 raise ValueError(f"DataLoader: normalize must be (mean, std) with std > 0, "
                                  f"got {normalize!r}")
             normalize = (float(normalize[0]), float(normalize[1]))
@@ -257,6 +268,9 @@ class DataLoader:
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Make the next iteration epoch ``epoch``, starting at its batch ``start_batch``."""
+        for name, value in (("epoch", epoch), ("start_batch", start_batch)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"DataLoader.set_epoch: {name} must be an int, got {value!r}")
         if epoch < 0 or not 0 <= start_batch <= len(self):
             raise ValueError(f"DataLoader.set_epoch: need epoch >= 0 and 0 <= start_batch <= "
                              f"{len(self)}, got epoch={epoch}, start_batch={start_batch}")

@@ -25,8 +25,8 @@ import numpy as np
 
 from tinygrad_conv import functional as F
 from tinygrad_conv import rng as _rng
-from tinygrad_conv.cnn_ops import int_pair
-from tinygrad_conv.tensor import Tensor
+from tinygrad_conv.cnn_ops import int_pair, pool_window
+from tinygrad_conv.tensor import Tensor, float_dtype
 
 __all__ = [
     "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm1d", "BatchNorm2d",
@@ -40,6 +40,7 @@ class Parameter(Tensor):
     attribute registers it (so it appears in `parameters()` and `state_dict()`)."""
 
     __slots__ = ()
+    _is_weight = True  # backward checks its version even when it is frozen (no grad)
 
     def __init__(self, data, requires_grad: bool = True, dtype=None) -> None:
         super().__init__(data, requires_grad=requires_grad, dtype=dtype)
@@ -235,10 +236,7 @@ class Module:
         """Convert every parameter and every float buffer to `dtype` (float32 or float64) in
         place (the Tensor objects stay, their arrays change); integer buffers such as
         `num_batches_tracked` keep their dtype, as in PyTorch. Returns self."""
-        dtype = np.dtype(getattr(dtype, "name", dtype))
-        if dtype not in (np.float32, np.float64):
-            raise TypeError(f"{type(self).__name__}.to: dtype must be float32 or float64, "
-                            f"got {dtype}")
+        dtype = float_dtype(f"{type(self).__name__}.to", dtype)
         for param in self.parameters():
             if param.data.dtype != dtype:
                 param.data = param.data.astype(dtype)
@@ -307,6 +305,7 @@ class Module:
             raise ValueError(f"{where}: " + "; ".join(problems))
         for name, value in values.items():
             np.copyto(own[name].data, value)
+            own[name].bump_version()  # a graph that saved the old values now refuses backward
         return IncompatibleKeys(missing, unexpected)
 
     # -- printing ------------------------------------------------------------------------------
@@ -335,13 +334,6 @@ def _int(layer: str, name: str, value: Any, low: int) -> int:
     if value < low:
         raise ValueError(f"{layer}: {name} must be >= {low}, got {value}")
     return int(value)
-
-
-def _float_dtype(layer: str, dtype) -> np.dtype:
-    dtype = np.dtype(np.float32 if dtype is None else getattr(dtype, "name", dtype))
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"{layer}: dtype must be float32 or float64, got {dtype}")
-    return dtype
 
 
 def _show_pair(pair: tuple[int, int]):
@@ -384,17 +376,14 @@ class Linear(Module):
         super().__init__()
         self.in_features = _int("Linear", "in_features", in_features, 1)
         self.out_features = _int("Linear", "out_features", out_features, 1)
-        dtype = _float_dtype("Linear", dtype)
+        dtype = float_dtype("Linear", dtype)
         # kaiming_uniform_(a=sqrt(5)) has bound sqrt(6 / ((1 + 5) * fan_in)) = 1 / sqrt(fan_in)
         bound = 1.0 / math.sqrt(self.in_features)
         self.weight = _uniform((self.out_features, self.in_features), bound, dtype)
         self.bias = _uniform((self.out_features,), bound, dtype) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim == 0 or x.shape[-1] != self.in_features:
-            raise ValueError(f"Linear: expected input of shape (..., {self.in_features}), "
-                             f"got {x.shape}")
-        return F.linear(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)  # which checks x's shape
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -415,16 +404,13 @@ class Conv2d(Module):
         self.stride = int_pair("Conv2d", "stride", stride, 1)
         self.padding = int_pair("Conv2d", "padding", padding, 0)
         self.dilation = int_pair("Conv2d", "dilation", dilation, 1)
-        dtype = _float_dtype("Conv2d", dtype)
+        dtype = float_dtype("Conv2d", dtype)
         kh, kw = self.kernel_size
         bound = 1.0 / math.sqrt(self.in_channels * kh * kw)  # fan_in of one output value
         self.weight = _uniform((self.out_channels, self.in_channels, kh, kw), bound, dtype)
         self.bias = _uniform((self.out_channels,), bound, dtype) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"Conv2d: expected input of shape (N, {self.in_channels}, H, W), "
-                             f"got {x.shape}")
         return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding,
                       dilation=self.dilation)
 
@@ -446,18 +432,10 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0) -> None:
         super().__init__()
-        self.kernel_size = int_pair("MaxPool2d", "kernel_size", kernel_size, 1)
-        self.stride = self.kernel_size if stride is None else int_pair(
-            "MaxPool2d", "stride", stride, 1)
-        self.padding = int_pair("MaxPool2d", "padding", padding, 0)
-        for pad, k in zip(self.padding, self.kernel_size):
-            if pad > k // 2:  # otherwise a window could lie wholly in the padding
-                raise ValueError(f"MaxPool2d: padding {self.padding} must be at most half of "
-                                 f"kernel_size {self.kernel_size}")
+        self.kernel_size, self.stride, self.padding = pool_window(
+            "MaxPool2d", kernel_size, stride, padding)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4:
-            raise ValueError(f"MaxPool2d: expected input of shape (N, C, H, W), got {x.shape}")
         return F.max_pool2d(x, self.kernel_size, stride=self.stride, padding=self.padding)
 
     def extra_repr(self) -> str:
@@ -473,14 +451,8 @@ class AvgPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
                  count_include_pad: bool = True) -> None:
         super().__init__()
-        self.kernel_size = int_pair("AvgPool2d", "kernel_size", kernel_size, 1)
-        self.stride = self.kernel_size if stride is None else int_pair(
-            "AvgPool2d", "stride", stride, 1)
-        self.padding = int_pair("AvgPool2d", "padding", padding, 0)
-        for pad, k in zip(self.padding, self.kernel_size):
-            if pad > k // 2:
-                raise ValueError(f"AvgPool2d: padding {self.padding} must be at most half of "
-                                 f"kernel_size {self.kernel_size}")
+        self.kernel_size, self.stride, self.padding = pool_window(
+            "AvgPool2d", kernel_size, stride, padding)
         for name, flag in (("ceil_mode", ceil_mode), ("count_include_pad", count_include_pad)):
             if not isinstance(flag, bool):
                 raise TypeError(f"AvgPool2d: {name} must be a bool, got {flag!r}")
@@ -655,7 +627,7 @@ class _BatchNorm(Module):
         self.eps = float(eps)
         self.momentum = None if momentum is None else float(momentum)
         self.affine, self.track_running_stats = affine, track_running_stats
-        dtype = _float_dtype(layer, dtype)
+        dtype = float_dtype(layer, dtype)
         c = self.num_features
         self.weight = Parameter(np.ones(c, dtype=dtype), dtype=dtype) if affine else None
         self.bias = Parameter(np.zeros(c, dtype=dtype), dtype=dtype) if affine and bias \

@@ -11,7 +11,8 @@ update), or the running estimates in eval mode. The training backward is one for
     dL/dx = (1/n)(γ/σ)(n·dy - Σdy - x̂·Σ(dy·x̂)),   dL/dγ = Σ dy·x̂,   dL/dβ = Σ dy,
 
 rather than the dozen elementwise ops it could be composed of (tests check it against that
-composition and against PyTorch).
+composition and against PyTorch). Inside `reference_kernels()` the op runs reference.py's
+NumPy version of the kernels.
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ from numbers import Real
 import numpy as np
 
 from tinygrad_conv import _norm
-from tinygrad_conv.tensor import Function, Tensor
+from tinygrad_conv.cnn_ops import _kernels
+from tinygrad_conv.tensor import _FLOAT_DTYPES, Function, Tensor
 
 __all__ = ["BatchNorm", "batch_norm"]
-
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class BatchNorm(Function):
@@ -38,7 +38,7 @@ class BatchNorm(Function):
         weight = np.ascontiguousarray(affine[0]) if has_weight else None
         bias = np.ascontiguousarray(affine[-1]) if has_bias else None
         given = (None, None) if use_batch_stats else (running_mean, running_var)
-        y, mean, var, invstd = _norm.batch_norm_forward(x3, weight, bias, *given, eps)
+        y, mean, var, invstd = _kernels(_norm).batch_norm_forward(x3, weight, bias, *given, eps)
         if use_batch_stats and running_mean is not None:
             # running estimates: r = momentum * batch statistic + (1 - momentum) * r, with the
             # unbiased variance σ² n/(n-1) (the normalization itself used the biased one)
@@ -54,7 +54,8 @@ class BatchNorm(Function):
     def backward(ctx, grad_out):
         x3, mean, invstd, weight, has_weight, has_bias, use_batch_stats = ctx.saved_values
         dy = np.ascontiguousarray(grad_out, dtype=x3.dtype).reshape(x3.shape)
-        dx, dgamma, dbeta = _norm.batch_norm_backward(
+        # In NumPy: reference.batch_norm_backward
+        dx, dgamma, dbeta = _kernels(_norm).batch_norm_backward(
             dy, x3, mean, invstd, weight, use_batch_stats, ctx.needs_input_grad[0])
         dx = None if dx is None else dx.reshape(grad_out.shape)
         return (dx,) + ((dgamma,) if has_weight else ()) + ((dbeta,) if has_bias else ())
@@ -74,7 +75,7 @@ def batch_norm(input: Tensor, running_mean, running_var, weight: Tensor | None =
     op = "batch_norm"
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
-    if input.dtype not in _FLOATS:
+    if input.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"{op}: input must be float32 or float64, got {input.dtype}")
     if input.ndim < 2:
         raise ValueError(f"{op}: input must be (N, C, *) with at least 2 dimensions, got shape "

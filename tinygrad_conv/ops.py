@@ -10,6 +10,8 @@ The convolution and pooling ops are in `cnn_ops.py`.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from tinygrad_conv._matmul import matmul as _matmul_kernel
@@ -75,14 +77,17 @@ class Mul(Function):
             out = a * b
         except ValueError:
             raise _broadcast_error("mul", a, b) from None
-        ctx.save_for_backward(a, b)
+        # NOTE: each input is saved only if the other one's gradient needs it (as PyTorch does):
+        # a weight changed in place that no formula uses is then no error
+        need_a, need_b = ctx.needs_input_grad
+        ctx.save_for_backward(a if need_b else None, b if need_a else None, a.shape, b.shape)
         return out
 
     # d(a*b)/da = b, d(a*b)/db = a
     def backward(ctx, g):
-        a, b = ctx.saved_values
-        da = unbroadcast(g * b, a.shape) if ctx.needs_input_grad[0] else None
-        db = unbroadcast(g * a, b.shape) if ctx.needs_input_grad[1] else None
+        a, b, a_shape, b_shape = ctx.saved_values
+        da = unbroadcast(g * b, a_shape) if ctx.needs_input_grad[0] else None
+        db = unbroadcast(g * a, b_shape) if ctx.needs_input_grad[1] else None
         return da, db
 
 
@@ -92,13 +97,13 @@ class Div(Function):
             out = a / b
         except ValueError:
             raise _broadcast_error("div", a, b) from None
-        ctx.save_for_backward(a, b)
+        ctx.save_for_backward(a if ctx.needs_input_grad[1] else None, b, a.shape)
         return out
 
     # d(a/b)/da = 1/b, d(a/b)/db = -a/b^2
     def backward(ctx, g):
-        a, b = ctx.saved_values
-        da = unbroadcast(g / b, a.shape) if ctx.needs_input_grad[0] else None
+        a, b, a_shape = ctx.saved_values
+        da = unbroadcast(g / b, a_shape) if ctx.needs_input_grad[0] else None
         db = unbroadcast(-g * a / (b * b), b.shape) if ctx.needs_input_grad[1] else None
         return da, db
 
@@ -110,6 +115,9 @@ class Div(Function):
 
 class Neg(Function):
     def forward(ctx, x):
+        if x.dtype == np.bool_:
+            raise TypeError("neg: negating a bool tensor is not supported (as in PyTorch); use "
+                            "~ to invert a mask")
         return -x
 
     def backward(ctx, g):
@@ -123,11 +131,27 @@ class Pow(Function):
         ctx.save_for_backward(x, exponent)
         return x ** x.dtype.type(exponent)
 
-    # d(x^p)/dx = p * x^(p-1)
+    # d(x^p)/dx = p * x^(p-1), and 0 for p = 0 (x^0 = 1 is constant even at x = 0, where
+    # p * x^(p-1) would be 0 * inf; PyTorch gives 0 there too)
     def backward(ctx, g):
         x, p = ctx.saved_values
+        if p == 0:
+            return np.zeros_like(g)
         p = x.dtype.type(p)
         return g * p * x ** (p - 1)
+
+
+class Cast(Function):
+    """x in another float dtype (float32 <-> float64)."""
+
+    def forward(ctx, x, dtype):
+        ctx.save_for_backward(x.dtype)
+        return x.astype(dtype)
+
+    # a cast changes the precision, not the value: the gradient goes back in x's own dtype
+    def backward(ctx, g):
+        (dtype,) = ctx.saved_values
+        return g.astype(dtype)
 
 
 class Exp(Function):
@@ -155,14 +179,17 @@ class Log(Function):
 
 class ReLU(Function):
     def forward(ctx, x):
+        if x.dtype == np.bool_:
+            raise TypeError("relu: a bool tensor is not supported (as in PyTorch)")
         out = np.maximum(x, 0)
         ctx.save_for_backward(out)
         return out
 
-    # d(relu x)/dx = 1 where x > 0, else 0 (PyTorch takes 0 at x = 0 too)
+    # d(relu x)/dx = 0 where x <= 0, else 1 (PyTorch's rule: 0 at x = 0, and a NaN input,
+    # whose output is NaN, passes its gradient on)
     def backward(ctx, g):
         (out,) = ctx.saved_values
-        return g * (out > 0)
+        return np.where(out <= 0, 0, g)
 
 
 class Sigmoid(Function):
@@ -262,12 +289,17 @@ def _blas_layout(x: np.ndarray) -> tuple[np.ndarray, bool]:
 
 def matmul2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b. Two float matrices of one dtype go to the kernels' BLAS on the kernels' threads
-    (src/matmul.pyx says why); anything else to numpy."""
+    (src/matmul.pyx says why); anything else, or sizes beyond BLAS's 32-bit ints, to numpy."""
     if a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.dtype.kind == "f" \
-            and a.dtype.itemsize in (4, 8):
+            and a.dtype.itemsize in (4, 8) and max(a.shape + b.shape) < 2**31:
         (a_rows, trans_a), (b_rows, trans_b) = _blas_layout(a), _blas_layout(b)
         return _matmul_kernel(a_rows, b_rows, trans_a, trans_b)
     return a @ b
+
+
+def _stand_in(x: np.ndarray) -> np.ndarray:
+    """An array of x's shape and dtype that holds (and keeps alive) no values."""
+    return np.broadcast_to(np.zeros((), dtype=x.dtype), x.shape)
 
 
 class MatMul(Function):
@@ -288,7 +320,10 @@ class MatMul(Function):
             raise ValueError(
                 f"matmul: the batch dimensions of {a.shape} and {b.shape} cannot be broadcast "
                 "together") from None
-        ctx.save_for_backward(a, b)
+        # each operand only if the other's gradient needs it; a zero-size stand-in keeps the
+        # shape and dtype the formulas below read
+        need_a, need_b = ctx.needs_input_grad
+        ctx.save_for_backward(a if need_b else _stand_in(a), b if need_a else _stand_in(b))
         return out
 
     # out = a @ b:  dL/da = g @ b^T,  dL/db = a^T @ g  (then summed over broadcast batch dims)
@@ -320,17 +355,19 @@ class Linear(Function):
     """
 
     def forward(ctx, x, w, b=None):
-        x2 = x.reshape(-1, x.shape[-1])
+        x2 = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])  # not -1: a size may be 0
         out = matmul2d(x2, w.T)
         if b is not None:
             out += b
-        ctx.save_for_backward(x2, w, x.shape)
+        # x only if dL/dW needs it, W only if dL/dx does (as PyTorch's addmm saves them)
+        need_x, need_w = ctx.needs_input_grad[:2]
+        ctx.save_for_backward(x2 if need_w else None, w if need_x else _stand_in(w), x.shape)
         return out.reshape(x.shape[:-1] + (w.shape[0],))
 
     # out = x W^T + b:  dL/dx = g W,  dL/dW = g^T x,  dL/db = g summed over the batch
     def backward(ctx, g):
         x2, w, x_shape = ctx.saved_values
-        g2 = g.reshape(-1, w.shape[0])
+        g2 = g.reshape(math.prod(x_shape[:-1]), w.shape[0])
         dx = matmul2d(g2, w).reshape(x_shape) if ctx.needs_input_grad[0] else None
         dw = matmul2d(g2.T, x2) if ctx.needs_input_grad[1] else None
         if len(ctx.needs_input_grad) == 2:
@@ -449,6 +486,8 @@ class NLLLoss(Function):
 
 def _class_targets(op: str, logits: Tensor, targets) -> np.ndarray:
     """Check integer class targets for logits of shape (N, C); return them as an int64 array."""
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"{op}: input must be a Tensor, got {type(logits).__name__}")
     if logits.ndim != 2:
         raise ValueError(f"{op}: input must have shape (N, C), got {logits.shape}")
     t = targets.data if isinstance(targets, Tensor) else np.asarray(targets)

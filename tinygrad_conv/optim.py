@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from tinygrad_conv.tensor import Tensor
+
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]
 
 
@@ -114,6 +116,8 @@ class Optimizer:
             if tmp is None or tmp.shape != param.shape or tmp.dtype != param.dtype:
                 tmp = self._scratch[i] = np.empty_like(param)
             self._update(param, grad, self.state.setdefault(i, {}), tmp)
+            if isinstance(p, Tensor):
+                p.bump_version()  # a graph that saved the old values now refuses backward
 
     def hyper(self) -> dict[str, Any]:
         """The hyper-parameters by name, as Python scalars."""
@@ -294,7 +298,7 @@ class Adam(Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False) -> None:
         super().__init__(params)
-        if isinstance(betas, (str, bytes)) or len(betas) != 2:
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
             raise TypeError(f"{type(self).__name__}: betas must be a pair (beta1, beta2), "
                             f"got {betas!r}")
         hyper = self._checked_hyper(lr, betas[0], betas[1], eps, weight_decay, amsgrad)

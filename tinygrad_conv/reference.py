@@ -3,11 +3,25 @@
 They follow the tutorial (cnn-backward-pass-tutorial) literally, in its notation: A the input,
 W the weights, Z = W ⊛ A + b the output, Z' = dL/dZ the upstream gradient, ⊛ cross-correlation.
 Slow but obviously correct; stride, padding and dilation are (h, w) pairs of ints.
+
+Inside `with reference_kernels():` (also a decorator; or for a whole run with the environment
+variable TINYGRAD_CONV_REFERENCE_KERNELS=1) the engine's conv2d, pooling and batch_norm ops
+call these functions instead of the Cython kernels, so a debugger can step into every line of a
+gradient:
+
+    with tinygrad_conv.reference_kernels():
+        loss.backward()          # a breakpoint in conv2d_backward below stops here
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+
 import numpy as np
+
+from tinygrad_conv.shapes import out_size, pooled_size
 
 
 def _windows(a_pad: np.ndarray, i: int, j: int, out_hw, stride, dilation) -> np.ndarray:
@@ -19,15 +33,11 @@ def _windows(a_pad: np.ndarray, i: int, j: int, out_hw, stride, dilation) -> np.
     return a_pad[..., rows, cols]
 
 
-def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
-    return 1 + (size + 2 * p - d * (k - 1) - 1) // s
-
-
 def conv2d_forward(x, w, b, stride, padding, dilation) -> np.ndarray:
     """Z = W ⊛ A + b: x (N, C, H, W), w (F, C, KH, KW), b (F,) or None -> (N, F, OH, OW)."""
     (ph, pw), (_, _, kh, kw) = padding, w.shape
-    oh = _out_size(x.shape[2], kh, stride[0], ph, dilation[0])
-    ow = _out_size(x.shape[3], kw, stride[1], pw, dilation[1])
+    oh = out_size(x.shape[2], kh, stride[0], ph, dilation[0])
+    ow = out_size(x.shape[3], kw, stride[1], pw, dilation[1])
     a_pad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     z = np.zeros((x.shape[0], w.shape[0], oh, ow), dtype=x.dtype)
     for i in range(kh):
@@ -80,7 +90,7 @@ def max_pool2d_forward(x, kernel_size, stride, padding):
     h*W + w in the input plane; first maximum in row-major window order wins, NaN wins."""
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     n, c, h, w = x.shape
-    oh, ow = 1 + (h + 2 * ph - kh) // sh, 1 + (w + 2 * pw - kw) // sw
+    oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
     best = np.full((n, c, oh, ow), -np.inf, dtype=x.dtype)
     argmax = np.full((n, c, oh, ow), -1, dtype=np.int64)
     rows = np.arange(oh)[:, None] * sh - ph        # top-left corner of each window
@@ -106,23 +116,13 @@ def max_pool2d_backward(grad_out, argmax, h, w):
     return dz.reshape(n, c, h, w)
 
 
-def _pooled_size(size: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
-    """Windows along one axis: floor((size + 2p - k) / s) + 1, or ceil with ceil_mode, where a
-    last window that would start in the right padding is dropped (PyTorch's rule)."""
-    span = size + 2 * p - k
-    out = (-(-span // s) if ceil_mode else span // s) + 1
-    if ceil_mode and (out - 1) * s >= size + p:
-        out -= 1
-    return out
-
-
 def _avg_windows(h, w, kernel_size, stride, padding, ceil_mode, count_include_pad):
     """(i, j, rows, cols, divisor) for every output cell of an average pool: the input cells of
     window (i, j) are x[..., rows, cols]; the divisor counts the padding cells it covers (up to
     the padded edge) when count_include_pad."""
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
-    for i in range(_pooled_size(h, kh, sh, ph, ceil_mode)):
-        for j in range(_pooled_size(w, kw, sw, pw, ceil_mode)):
+    for i in range(pooled_size(h, kh, sh, ph, ceil_mode)):
+        for j in range(pooled_size(w, kw, sw, pw, ceil_mode)):
             top, left = i * sh - ph, j * sw - pw
             bottom, right = min(top + kh, h + ph), min(left + kw, w + pw)
             rows = slice(max(top, 0), min(bottom, h))
@@ -218,3 +218,48 @@ def batch_norm_backward(grad_out, x, mean, invstd, weight, training, need_dx):
     elif need_dx:
         dx = (gamma * invstd)[:, None] * grad_out
     return dx, sum_dy_xhat, sum_dy
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference mode: the engine runs the functions above instead of the Cython kernels
+# ----------------------------------------------------------------------------------------------
+
+_ENVIRONMENT = "TINYGRAD_CONV_REFERENCE_KERNELS"
+
+
+def _from_environment() -> bool:
+    value = os.environ.get(_ENVIRONMENT, "")
+    if value not in ("", "0", "1"):
+        raise ValueError(f"{_ENVIRONMENT} must be 1 (reference kernels) or 0, got {value!r}")
+    return value == "1"
+
+
+_AT_START = _from_environment()
+_mode = threading.local()  # each thread has its own switch, starting from the environment's
+
+
+def enabled() -> bool:
+    """Whether conv2d, the pooling ops and batch_norm run this module's functions in this
+    thread."""
+    return getattr(_mode, "on", _AT_START)
+
+
+class reference_kernels(contextlib.ContextDecorator):
+    """Within this block (or decorated function), in this thread, conv2d and the pooling ops
+    compute with this module's NumPy formulas instead of the Cython kernels: slower, the same
+    numbers to rounding (bit for bit what these functions return), and every line can be
+    stepped through with pdb. `reference_kernels(False)` turns the kernels back on inside."""
+
+    def __init__(self, on: bool = True) -> None:
+        if not isinstance(on, bool):
+            raise TypeError(f"reference_kernels: on must be a bool, got {on!r}")
+        self._on = on
+        self._previous: list[bool] = []
+
+    def __enter__(self) -> reference_kernels:
+        self._previous.append(enabled())
+        _mode.on = self._on
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _mode.on = self._previous.pop()

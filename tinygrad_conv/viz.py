@@ -2,6 +2,7 @@
 
     dot_text = viz.to_dot(loss, names=dict(model.named_parameters()))
     viz.draw(loss, "graph.svg")        # needs Graphviz's `dot`; else writes graph.dot
+    viz.draw(value, "graph.svg")       # a scalar Value's graph: label (op), data, grad
 
 One node per tensor, an arrow from each input to the tensor an op made from it (the direction the
 data flows; backward walks the arrows the other way). A node shows the op that made the tensor
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinygrad_conv.scalar import Value, topological_order
 from tinygrad_conv.tensor import Tensor
 
 __all__ = ["draw", "graph_nodes", "to_dot"]
@@ -28,35 +30,43 @@ __all__ = ["draw", "graph_nodes", "to_dot"]
 _FORMATS = (".svg", ".png", ".pdf")
 # fill colours: made by an op, a leaf that learns (a parameter), a leaf that does not (data)
 _COLOURS = {"op": "#dbe9f6", "param": "#fde9c9", "data": "#eeeeee"}
+_HEADER = (
+    "digraph tinygrad_conv {",
+    '    graph [rankdir=TB, fontname="Helvetica"];',
+    '    node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11];',
+    '    edge [color="#555555"];',
+)
 
 
-def graph_nodes(tensor: Tensor) -> list[Tensor]:
+def graph_nodes(tensor: Tensor | Value) -> list[Tensor] | list[Value]:
     """Every tensor the graph of `tensor` reaches through the ops' inputs, inputs before outputs
-    (so the list ends with `tensor`). Iterative: a deep graph needs no deep recursion."""
+    (so the list ends with `tensor`). Iterative: a deep graph needs no deep recursion.
+    The same for a scalar Value: the Values it was computed from."""
+    if isinstance(tensor, Value):
+        return topological_order(tensor)
     if not isinstance(tensor, Tensor):
-        raise TypeError(f"viz: expected a Tensor, got {type(tensor).__name__}")
+        raise TypeError(f"viz: expected a Tensor or a Value, got {type(tensor).__name__}")
     return tensor._topological_order(every_input=True)
 
 
-def to_dot(tensor: Tensor, names: Mapping[str, Tensor] | None = None) -> str:
+def to_dot(tensor: Tensor | Value, names: Mapping[str, Tensor | Value] | None = None) -> str:
     """Graphviz DOT text of the graph that produced `tensor`.
 
     names: optional {name: tensor} (e.g. `dict(model.named_parameters())`) to label leaves.
     Node ids are t0, t1, ... in `graph_nodes` order, so the text is the same on every run.
+    For a scalar Value each node shows its name (names, else its label) and op, data and grad;
+    ids are v0, v1, ...
     """
     if names is not None and not isinstance(names, Mapping):
         raise TypeError(f"to_dot: names must be a mapping of name to Tensor, got "
                         f"{type(names).__name__}")
+    if isinstance(tensor, Value):
+        return _value_to_dot(tensor, names)
     label_of = {id(t): name for name, t in (names or {}).items()}
     nodes = graph_nodes(tensor)
     node_id = {id(t): f"t{i}" for i, t in enumerate(nodes)}
 
-    lines = [
-        "digraph tinygrad_conv {",
-        '    graph [rankdir=TB, fontname="Helvetica"];',
-        '    node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11];',
-        '    edge [color="#555555"];',
-    ]
+    lines = list(_HEADER)
     for t in nodes:
         kind = "op" if t._ctx is not None else "param" if t.requires_grad else "data"
         border = ', penwidth=2, color="#c0392b"' if t is tensor else ""
@@ -83,14 +93,37 @@ def _label(t: Tensor, label_of: dict[int, str]) -> str:
     return "\n".join(lines)
 
 
+def _value_to_dot(root: Value, names: Mapping[str, Value] | None) -> str:
+    """The DOT text of a scalar graph: one node per Value (its label or op, data and grad), an
+    arrow from each operand (twice for x * x), ids v0, v1, ... in topological order."""
+    label_of = {id(v): name for name, v in (names or {}).items()}
+    nodes = topological_order(root)
+    node_id = {id(v): f"v{i}" for i, v in enumerate(nodes)}
+    lines = list(_HEADER)
+    for v in nodes:
+        name = label_of.get(id(v), v.label)
+        title = f"{name} ({v._op})" if name and v._op else name or v._op or "leaf"
+        text = f"{title}\ndata {v.data:.4g}\ngrad {v.grad:.4g}"
+        kind = "op" if v._op else "param"
+        border = ', penwidth=2, color="#c0392b"' if v is root else ""
+        lines.append(f'    {node_id[id(v)]} [label="{_escape(text)}", '
+                     f'fillcolor="{_COLOURS[kind]}"{border}];')
+    for v in nodes:
+        for child in v._children:
+            lines.append(f"    {node_id[id(child)]} -> {node_id[id(v)]};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
 def _escape(text: str) -> str:
     """A DOT double-quoted string: escape backslashes and quotes, newlines as \\n."""
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def draw(tensor: Tensor, path: str | os.PathLike,
-         names: Mapping[str, Tensor] | None = None) -> Path:
-    """Write the graph of `tensor` to `path` (.svg, .png or .pdf via Graphviz, or .dot).
+def draw(tensor: Tensor | Value, path: str | os.PathLike,
+         names: Mapping[str, Tensor | Value] | None = None) -> Path:
+    """Write the graph of `tensor` (or of a scalar Value) to `path` (.svg, .png or .pdf via
+    Graphviz, or .dot).
 
     Without Graphviz's `dot` program the DOT text goes to `path` with the suffix .dot instead,
     and a message on stderr says how to render it. Returns the path written.

@@ -1,0 +1,629 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Value: one scalar of a computation graph, with micrograd's API and the engine in C.
+
+    from tinygrad_conv import Value
+    a, b = Value(2.0), Value(-3.0)
+    c = (a * b + 1).tanh()
+    c.backward()            # a.grad == (1 - c.data**2) * b.data
+
+Each Value holds its number (`data`) and dL/d(it) (`grad`) as C doubles, the op that made it
+as a small integer, and its one or two operands. Where micrograd stores a Python closure per
+node, here every op has a forward (which builds the node) and a backward (a C function reading
+the node's fields); `backward()` orders the graph with an iterative depth-first search that
+marks nodes with a per-walk number instead of filling a Python set, then calls each node's
+backward through a table indexed by the op code. No Python code runs during backward.
+
+The numbers are micrograd's, bit for bit: every op computes what micrograd computes, in the
+same order (a / b is a * b**-1, a - b is a + b*(-1), and so on), and gradients add up with
+`+=` across uses and across backward() calls. (Where one grad adds up three or more terms, the
+order of the additions can change its last bit: micrograd's follows the memory addresses of its
+nodes through its `_prev` sets, ours the order of the operands.) Only the graph is smaller:
+`x * 2` is one node that keeps the 2, where micrograd makes a Value for the 2 as well. Python
+numbers mix with Values on either side of + - * /; the forward follows Python's float rules
+(0.0 ** -1 raises ZeroDivisionError, a result too large for a float from ** or exp raises
+OverflowError, NaN and inf go through + - * as in Python). log of a number <= 0 raises
+ValueError, and so does a negative number to a fractional power (micrograd would return a
+complex number).
+"""
+
+cimport cython
+from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.long cimport PyLong_AsDouble
+from cpython.ref cimport PyObject
+from libc.math cimport exp, floor, isfinite, isinf, log, pow, tanh
+from libc.stdlib cimport free, realloc
+
+import numbers
+
+cdef extern from "Python.h":
+    Py_ssize_t Py_REFCNT(PyObject *o)
+    void _incref "Py_INCREF"(PyObject *o)
+    void _decref "Py_DECREF"(PyObject *o)
+
+__all__ = ["Value", "topological_order"]
+
+# op codes: what made a Value. K is a number kept in the node (x + 2 is ADD_K with k = 2).
+cdef enum:
+    LEAF = 0    # made by Value(...): nothing to backpropagate to
+    ADD         # a + b
+    SUB         # a - b
+    MUL         # a * b
+    DIV         # a / b
+    ADD_K       # a + k    (also k + a, and a - k as a + (-k))
+    MUL_K       # a * k    (also k * a, -a as a * -1, and a / k as a * k**-1)
+    K_SUB       # k - a
+    K_DIV       # k / a
+    POW         # a ** k
+    RELU
+    TANH
+    EXP
+    LOG
+    SIGMOID
+    N_OPS
+
+
+@cython.final
+@cython.freelist(4096)
+@cython.no_gc  # Values never form reference cycles: see __dealloc__
+cdef class Value:
+    """One scalar and its gradient: micrograd's `Value(data, _children=(), _op='', label='')`.
+
+    `data` and `grad` are floats (C doubles). `_prev` is the set of Values this one was made
+    from and `_op` names the op; `label` is a name for pictures (`viz.draw`). Values passed as
+    `_children` show in the graph but, as in micrograd, receive no gradient through this node.
+    """
+
+    cdef public double data
+    cdef double _grad           # .grad
+    cdef Value _a               # the operands; None when absent
+    cdef Value _b
+    cdef double _k              # the number of a *_K op, or the exponent of POW
+    cdef double _inner_grad     # grad of the inner node of SUB, DIV, K_SUB, K_DIV (see below)
+    cdef int _code              # the op code
+    cdef bint _k_is_int         # k was given as an int (how _op prints it)
+    cdef bint _made             # __init__ has run, or an op made it
+    cdef unsigned long long _mark   # last graph walk that reached this node (see _walk)
+    cdef _Extra _extra          # label, a user-given op name and children: None for most nodes
+
+    def __init__(self, data, _children=(), str _op='', str label=''):
+        cdef double value
+        cdef bint is_int
+        if isinstance(data, Value) or not _as_double(data, &value, &is_int):
+            raise TypeError(f"Value: data must be a real number (int or float), got "
+                            f"{type(data).__name__}: {data!r}")
+        children = tuple(_children)
+        for child in children:
+            if not isinstance(child, Value):
+                raise TypeError(f"Value: _children must hold Values, got "
+                                f"{type(child).__name__}: {child!r}")
+        if children and self._made:  # a Value's children must be older than it: no cycles
+            raise TypeError("Value: __init__ with _children on a Value that already exists")
+        self._made = True
+        self.data = value
+        if len(children) > 0:
+            self._a = children[0]
+        if len(children) > 1:
+            self._b = children[1]
+        if len(children) > 2 or _op or label:
+            self._extra = _Extra(label, _op, children[2:])
+
+    # ---- what micrograd's Value shows --------------------------------------------------------
+
+    @property
+    def _prev(self):
+        """The set of Values this one was made from (micrograd's `_prev`)."""
+        return set(self._children)
+
+    @property
+    def _children(self):
+        """The Values this one was made from, in operand order ((x, x) for x * x)."""
+        if self._extra is not None:
+            return tuple(c for c in (self._a, self._b) if c is not None) + self._extra.more
+        if self._b is not None:
+            return (self._a, self._b)
+        if self._a is not None:
+            return (self._a,)
+        return ()
+
+    @property
+    def _op(self):
+        """The op that made this Value: '+', '*', '**2', 'ReLU', ... ('' for a leaf).
+
+        An op with a number shows the number: x + 2 is '+2', 2 - x is '2-', -x is '*-1'.
+        """
+        if self._extra is not None and self._extra.op:
+            return self._extra.op
+        k = _number_text(self._k, self._k_is_int)
+        return _OP_NAMES[self._code].format(k=k)
+
+    @property
+    def grad(self):
+        """dL/d(this Value): 0 until a backward() reaches it; each backward() adds to it."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, double grad):
+        self._grad = grad
+        self._inner_grad = 0.0  # micrograd's inner node (of a - b, a / b) is zeroed with it
+
+    @property
+    def label(self):
+        return self._extra.label if self._extra is not None else ""
+
+    @label.setter
+    def label(self, label):
+        if not isinstance(label, str):
+            raise TypeError(f"Value.label must be a str, got {type(label).__name__}")
+        if self._extra is None:
+            self._extra = _Extra(label, "", ())
+        else:
+            self._extra.label = label
+
+    def __repr__(self):
+        return f"Value(data={self.data}, grad={self._grad})"
+
+    def __dealloc__(self):
+        """Free a chain of any length without recursion.
+
+        Freeing a Value drops its references to its operands; an operand that had no other
+        owner is freed inside that call, which frees its own operands inside the next call, and
+        so on: one C stack frame per node of a chain, a crash at some 100,000 nodes. Instead,
+        the operands this Value holds the last reference to go onto a stack, and the outermost
+        __dealloc__ frees them one by one. (Python's trashcan does this for container types,
+        but only for those the cycle collector tracks; Values need no cycle collection, since
+        a Value refers only to Values made before it, and leaving it out makes building and
+        freeing a graph a third faster.)
+        """
+        global _freeing
+        _defer(<PyObject *>self._a)
+        _defer(<PyObject *>self._b)
+        self._a = None  # drops a reference; a last one is now held by _to_free
+        self._b = None
+        if _freeing:
+            return  # an outer __dealloc__ is emptying the stack
+        _freeing = True
+        while _to_free.size > 0:
+            _to_free.size -= 1
+            _decref(_to_free.items[_to_free.size])  # may push that Value's operands
+        _freeing = False
+
+    def __reduce__(self):   # pickle and copy: everything but _mark, which only this process reads
+        return (_rebuild, (self.data, self._grad, self._code, self._a, self._b, self._k,
+                           self._k_is_int, self._inner_grad, self._extra))
+
+    # ---- ops with another Value or a Python number ------------------------------------------
+    # Each builds one node; the backward of every op is in the section below, in the same order.
+
+    def __add__(self, other):
+        cdef double k
+        cdef bint is_int
+        if type(other) is Value:
+            return _node(self.data + (<Value>other).data, ADD, self, other, 0.0, False)
+        if _as_double(other, &k, &is_int):
+            return _node(self.data + k, ADD_K, self, None, k, is_int)
+        return NotImplemented
+
+    def __radd__(self, other):      # other + self: micrograd computes self + other
+        cdef double k
+        cdef bint is_int
+        if _as_double(other, &k, &is_int):
+            return _node(self.data + k, ADD_K, self, None, k, is_int)
+        return NotImplemented
+
+    def __sub__(self, other):       # micrograd: self + (-other); the same number as a - b
+        cdef double k
+        cdef bint is_int
+        if type(other) is Value:
+            return _node(self.data - (<Value>other).data, SUB, self, other, 0.0, False)
+        if _as_double(other, &k, &is_int):
+            return _node(self.data + (-k), ADD_K, self, None, -k, is_int)
+        return NotImplemented
+
+    def __rsub__(self, other):      # other - self: micrograd computes other + self * -1
+        cdef double k
+        cdef bint is_int
+        if _as_double(other, &k, &is_int):
+            return _node(k - self.data, K_SUB, self, None, k, is_int)
+        return NotImplemented
+
+    def __mul__(self, other):
+        cdef double k
+        cdef bint is_int
+        if type(other) is Value:
+            return _node(self.data * (<Value>other).data, MUL, self, other, 0.0, False)
+        if _as_double(other, &k, &is_int):
+            return _node(self.data * k, MUL_K, self, None, k, is_int)
+        return NotImplemented
+
+    def __rmul__(self, other):      # other * self: micrograd computes self * other
+        cdef double k
+        cdef bint is_int
+        if _as_double(other, &k, &is_int):
+            return _node(self.data * k, MUL_K, self, None, k, is_int)
+        return NotImplemented
+
+    def __truediv__(self, other):   # micrograd: self * other**-1
+        cdef double k, inverse
+        cdef bint is_int
+        if type(other) is Value:
+            inverse = _pow((<Value>other).data, -1.0, "Value.__truediv__", other)
+            return _node(self.data * inverse, DIV, self, other, 0.0, False)
+        if _as_double(other, &k, &is_int):
+            inverse = _pow(k, -1.0, "Value.__truediv__", other)
+            return _node(self.data * inverse, MUL_K, self, None, inverse, False)
+        return NotImplemented
+
+    def __rtruediv__(self, other):  # other / self: micrograd computes self**-1 * other
+        cdef double k, inverse
+        cdef bint is_int
+        if _as_double(other, &k, &is_int):
+            inverse = _pow(self.data, -1.0, "Value.__rtruediv__", self)
+            return _node(inverse * k, K_DIV, self, None, k, is_int)
+        return NotImplemented
+
+    def __neg__(self):              # micrograd: self * -1
+        return _node(self.data * -1.0, MUL_K, self, None, -1.0, True)
+
+    def __pow__(self, exponent, modulo=None):
+        cdef double k
+        cdef bint is_int
+        if modulo is not None:
+            raise TypeError("Value.__pow__: pow() with a modulus is not supported")
+        if isinstance(exponent, Value):
+            raise TypeError("Value.__pow__: the exponent must be an int or float, not a Value "
+                            "(as in micrograd); for Value exponents write "
+                            "(exponent * base.log()).exp()")
+        if not _as_double(exponent, &k, &is_int):
+            raise TypeError(f"Value.__pow__: the exponent must be an int or float, got "
+                            f"{type(exponent).__name__}: {exponent!r}")
+        return _node(_pow(self.data, k, "Value.__pow__", self), POW, self, None, k, is_int)
+
+    def __rpow__(self, base, modulo=None):
+        raise TypeError(f"Value.__rpow__: {type(base).__name__} ** Value is not supported: the "
+                        f"exponent must be a number (as in micrograd); write "
+                        f"(value * math.log(base)).exp()")
+
+    # ---- functions of one Value ---------------------------------------------------------------
+
+    def relu(self):
+        return _node(0.0 if self.data < 0 else self.data, RELU, self, None, 0.0, False)
+
+    def tanh(self):
+        return _node(tanh(self.data), TANH, self, None, 0.0, False)
+
+    def exp(self):
+        cdef double out = exp(self.data)
+        if isinf(out) and isfinite(self.data):
+            raise OverflowError(f"Value.exp: exp({self.data!r}) is too large for a float "
+                                f"(as math.exp)")
+        return _node(out, EXP, self, None, 0.0, False)
+
+    def log(self):
+        if self.data <= 0:
+            raise ValueError(f"Value.log: log of a number <= 0 is undefined, got "
+                             f"data={self.data!r}")
+        return _node(log(self.data), LOG, self, None, 0.0, False)
+
+    def sigmoid(self):
+        cdef double x = self.data, e, out
+        if x >= 0:  # 1 / (1 + exp(-x)), written so that exp never overflows
+            out = 1.0 / (1.0 + exp(-x))
+        else:
+            e = exp(x)
+            out = e / (1.0 + e)
+        return _node(out, SIGMOID, self, None, 0.0, False)
+
+    # ---- backpropagation ----------------------------------------------------------------------
+
+    def backward(self):
+        """Set self.grad = 1, then add every Value's contribution to the grads of its operands,
+        outputs before inputs (micrograd's order and rule: grads add up; zero them yourself)."""
+        cdef _Buffer order = _Buffer(NULL, 0, 0)
+        cdef Py_ssize_t i
+        cdef Value node
+        try:
+            _walk(self, &order)
+            self._grad = 1.0
+            for i in range(order.size - 1, -1, -1):
+                node = <Value>order.items[i]
+                _BACKWARD[node._code](node)
+        finally:
+            free(order.items)
+
+    def _backward(self):
+        """Add this Value's grad times its local derivatives to its operands' grads (one step
+        of backward(), micrograd's `_backward`)."""
+        _BACKWARD[self._code](self)
+
+
+@cython.final
+cdef class _Extra:
+    """What few Values carry: a label, an op name given to Value(...), children past two."""
+    cdef str label
+    cdef str op
+    cdef tuple more
+
+    def __init__(self, str label, str op, tuple more):
+        self.label = label
+        self.op = op
+        self.more = more
+
+
+_OP_NAMES = {LEAF: "", ADD: "+", SUB: "-", MUL: "*", DIV: "/", ADD_K: "+{k}", MUL_K: "*{k}",
+             K_SUB: "{k}-", K_DIV: "{k}/", POW: "**{k}", RELU: "ReLU", TANH: "tanh",
+             EXP: "exp", LOG: "log", SIGMOID: "sigmoid"}
+
+
+cdef str _number_text(double k, bint is_int):
+    """k as micrograd's f'**{other}' prints it: 2 for an int, 2.0 for a float."""
+    return str(int(k)) if is_int and isfinite(k) else repr(k)
+
+
+cdef inline Value _node(double data, int code, Value a, Value b, double k, bint k_is_int):
+    """A new Value made by op `code` from a (and b, or the number k)."""
+    cdef Value out = Value.__new__(Value)
+    out._made = True
+    out.data = data
+    out._code = code
+    out._a = a
+    out._b = b
+    out._k = k
+    out._k_is_int = k_is_int
+    return out
+
+
+def _rebuild(double data, double grad, int code, Value a, Value b, double k, bint k_is_int,
+             double inner_grad, _Extra extra):
+    """A Value from what __reduce__ saved (checked: a backward reads the operands blindly)."""
+    if not 0 <= code < N_OPS:
+        raise ValueError(f"Value: unpickling an unknown op code {code}")
+    binary = code in (ADD, SUB, MUL, DIV)
+    if code != LEAF and (a is None or binary != (b is not None)):
+        raise ValueError(f"Value: unpickling op {_OP_NAMES[code]!r} with the wrong operands")
+    cdef Value out = _node(data, code, a, b, k, k_is_int)
+    out._grad = grad
+    out._inner_grad = inner_grad
+    out._extra = extra
+    return out
+
+
+cdef int _as_double(object x, double *out, bint *is_int) except -1:
+    """1 and x as a C double if x is a real number (int, float, numpy scalar...), else 0."""
+    if type(x) is float:
+        out[0] = PyFloat_AS_DOUBLE(x)
+        is_int[0] = False
+        return 1
+    if type(x) is int:
+        out[0] = PyLong_AsDouble(x)
+        is_int[0] = True
+        return 1
+    if isinstance(x, numbers.Real) and not isinstance(x, Value):
+        out[0] = float(x)
+        is_int[0] = isinstance(x, numbers.Integral)
+        return 1
+    return 0
+
+
+cdef double _pow(double base, double exponent, str op, object operand) except? -1.0:
+    """base ** exponent with Python's float rules (micrograd's `self.data**other`)."""
+    if base == 0.0 and exponent < 0.0 and isfinite(exponent):
+        raise ZeroDivisionError(f"{op}: 0.0 cannot be raised to a negative power "
+                                f"({exponent!r}); operand: {operand!r}")
+    if base < 0.0 and isfinite(base) and isfinite(exponent) and exponent != floor(exponent):
+        raise ValueError(f"{op}: a negative number to a fractional power is complex: "
+                         f"{base!r} ** {exponent!r}")
+    cdef double out = pow(base, exponent)
+    if isinf(out) and isfinite(base) and isfinite(exponent):
+        raise OverflowError(f"{op}: {base!r} ** {exponent!r} is too large for a float")
+    return out
+
+
+# ---- the backward of every op, in the order of the op codes -----------------------------------
+# Each adds out.grad * d(out)/d(operand) to the operand's grad, with micrograd's expressions (so
+# the same rounding): `(other * x**(other-1)) * out.grad` for **, and so on. micrograd builds
+# a - b as a + n with an inner node n = b * -1, and a / b as a * p with p = b**-1; n and p keep
+# their own grads, which a second backward() on the same graph adds to again. `_inner_grad`
+# is that grad, so repeated backward() calls give micrograd's numbers too.
+
+ctypedef void (*backward_fn)(Value out) noexcept
+
+
+cdef void _leaf_backward(Value out) noexcept:
+    pass
+
+
+cdef void _add_backward(Value out) noexcept:      # out = a + b
+    out._a._grad += out._grad
+    out._b._grad += out._grad
+
+
+cdef void _sub_backward(Value out) noexcept:      # out = a + n, n = b * -1
+    out._a._grad += out._grad
+    out._inner_grad += out._grad
+    out._b._grad += -1.0 * out._inner_grad
+
+
+cdef void _mul_backward(Value out) noexcept:      # out = a * b
+    out._a._grad += out._b.data * out._grad
+    out._b._grad += out._a.data * out._grad
+
+
+cdef void _div_backward(Value out) noexcept:      # out = a * p, p = b**-1
+    cdef double b = out._b.data
+    out._a._grad += pow(b, -1.0) * out._grad
+    out._inner_grad += out._a.data * out._grad
+    out._b._grad += (-1.0 * pow(b, -2.0)) * out._inner_grad
+
+
+cdef void _add_k_backward(Value out) noexcept:    # out = a + k
+    out._a._grad += out._grad
+
+
+cdef void _mul_k_backward(Value out) noexcept:    # out = a * k
+    out._a._grad += out._k * out._grad
+
+
+cdef void _k_sub_backward(Value out) noexcept:    # out = n + k, n = a * -1
+    out._inner_grad += out._grad
+    out._a._grad += -1.0 * out._inner_grad
+
+
+cdef void _k_div_backward(Value out) noexcept:    # out = p * k, p = a**-1
+    out._inner_grad += out._k * out._grad
+    out._a._grad += (-1.0 * pow(out._a.data, -2.0)) * out._inner_grad
+
+
+cdef void _pow_backward(Value out) noexcept:      # out = a ** k
+    if out._k == 0:     # NOTE: 0 * a**-1 would be NaN at a = 0 (micrograd raises there)
+        out._a._grad += 0.0 * out._grad
+    else:
+        out._a._grad += (out._k * pow(out._a.data, out._k - 1.0)) * out._grad
+
+
+cdef void _relu_backward(Value out) noexcept:     # out = max(a, 0)
+    out._a._grad += (out.data > 0) * out._grad
+
+
+cdef void _tanh_backward(Value out) noexcept:     # d tanh(a)/da = 1 - tanh(a)^2
+    out._a._grad += (1.0 - out.data * out.data) * out._grad
+
+
+cdef void _exp_backward(Value out) noexcept:      # d exp(a)/da = exp(a)
+    out._a._grad += out.data * out._grad
+
+
+cdef void _log_backward(Value out) noexcept:      # d log(a)/da = 1 / a
+    out._a._grad += out._grad / out._a.data
+
+
+cdef void _sigmoid_backward(Value out) noexcept:  # d s(a)/da = s(a) (1 - s(a))
+    out._a._grad += out.data * (1.0 - out.data) * out._grad
+
+
+cdef backward_fn _BACKWARD[N_OPS]
+_BACKWARD[:] = [_leaf_backward, _add_backward, _sub_backward, _mul_backward, _div_backward,
+                _add_k_backward, _mul_k_backward, _k_sub_backward, _k_div_backward,
+                _pow_backward, _relu_backward, _tanh_backward, _exp_backward, _log_backward,
+                _sigmoid_backward]
+
+
+# ---- growable arrays of Values: a walk's stack and order, the Values waiting to be freed ------
+
+cdef struct _Buffer:         # references, borrowed (a walk) or owned (_to_free)
+    PyObject **items
+    Py_ssize_t size
+    Py_ssize_t capacity
+
+
+cdef bint _reserve(_Buffer *buf) noexcept:
+    """Room for one more item in buf (realloc'ed twice as large when full); False if no memory."""
+    cdef Py_ssize_t capacity
+    cdef PyObject **items
+    if buf.size < buf.capacity:
+        return True
+    capacity = max(256, 2 * buf.capacity)
+    items = <PyObject **>realloc(buf.items, capacity * sizeof(PyObject *))
+    if items == NULL:
+        return False
+    buf.items = items
+    buf.capacity = capacity
+    return True
+
+
+cdef int _push(_Buffer *buf, PyObject *item) except -1:
+    if not _reserve(buf):
+        raise MemoryError(f"Value: no memory for a list of {buf.size + 1} Values")
+    buf.items[buf.size] = item
+    buf.size += 1
+    return 0
+
+
+cdef _Buffer _to_free = _Buffer(NULL, 0, 0)  # Values whose last reference __dealloc__ took over
+cdef bint _freeing = False                   # a __dealloc__ is emptying _to_free
+
+
+cdef inline void _defer(PyObject *operand) noexcept:
+    """If the Value being freed holds the last reference to `operand` (a Value or None), take a
+    reference to it onto _to_free, so that dropping the Value's own reference frees nothing."""
+    if operand != <PyObject *>None and Py_REFCNT(operand) == 1 and _reserve(&_to_free):
+        _incref(operand)
+        _to_free.items[_to_free.size] = operand
+        _to_free.size += 1
+
+
+# ---- topological order --------------------------------------------------------------------
+
+cdef unsigned long long _walks = 0   # how many graph walks have started: each marks its nodes
+
+
+cdef int _walk(Value root, _Buffer *order) except -1:
+    """Append every Value reachable from root to `order`, each after all the Values it was made
+    from (a post-order depth-first search, operands in order; iterative, so any depth works).
+
+    A node's _mark says how far this walk got with it: below `entered` not reached yet,
+    `entered` while its operands are being visited, `done` once it is in `order`. No Python
+    code runs here, so the borrowed references stay valid (root keeps the graph alive).
+    """
+    global _walks
+    _walks += 2
+    cdef unsigned long long entered = _walks, done = _walks + 1
+    cdef _Buffer stack = _Buffer(NULL, 0, 0)
+    cdef Value node, child
+    cdef Py_ssize_t i
+    try:
+        _push(&stack, <PyObject *>root)
+        while stack.size > 0:
+            node = <Value>stack.items[stack.size - 1]
+            if node._mark < entered:        # first visit: its operands go on top, a first
+                node._mark = entered
+                if node._extra is not None:
+                    for i in range(len(node._extra.more) - 1, -1, -1):
+                        child = node._extra.more[i]
+                        if child._mark < entered:
+                            _push(&stack, <PyObject *>child)
+                if node._b is not None and node._b._mark < entered:
+                    _push(&stack, <PyObject *>node._b)
+                if node._a is not None and node._a._mark < entered:
+                    _push(&stack, <PyObject *>node._a)
+            else:                           # back from its operands (or a duplicate entry)
+                stack.size -= 1
+                if node._mark == entered:
+                    node._mark = done
+                    _push(order, <PyObject *>node)
+    finally:
+        free(stack.items)
+    return 0
+
+
+def topological_order(Value root not None):
+    """Every Value the graph of `root` reaches, each after the Values it was made from (so the
+    list ends with root): the order backward() goes through, reversed."""
+    cdef _Buffer order = _Buffer(NULL, 0, 0)
+    try:
+        _walk(root, &order)
+        return [<Value>order.items[i] for i in range(order.size)]
+    finally:
+        free(order.items)
+
+
+def _neuron_sum(list w, x, Value start not None):
+    """start + w[0]*x[0] + w[1]*x[1] + ...: the nodes `sum((wi*xi for wi, xi in zip(w, x)),
+    start)` builds in micrograd's Neuron, without a Python call per op. x: Values or numbers."""
+    cdef Py_ssize_t i, n = len(w)
+    cdef Value acc = start, wi, product
+    cdef double k
+    cdef bint is_int
+    if len(x) != n:
+        raise ValueError(f"Neuron: expected {n} inputs, got {len(x)}")
+    for i in range(n):
+        wi = w[i]
+        xi = x[i]
+        if type(xi) is Value:
+            product = _node(wi.data * (<Value>xi).data, MUL, wi, xi, 0.0, False)
+        elif _as_double(xi, &k, &is_int):
+            product = _node(wi.data * k, MUL_K, wi, None, k, is_int)
+        else:
+            raise TypeError(f"Neuron: input {i} must be a Value or a real number, got "
+                            f"{type(xi).__name__}: {xi!r}")
+        acc = _node(acc.data + product.data, ADD, acc, product, 0.0, False)
+    return acc

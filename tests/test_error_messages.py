@@ -1,0 +1,119 @@
+"""Bad arguments get an error that names the op and the argument (or work as in PyTorch), never
+an AttributeError from deep inside, a silently wrong number or a misleading message."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from tinygrad_conv import Tensor, data, optim
+from tinygrad_conv import functional as F
+
+
+def logits() -> Tensor:
+    return Tensor(np.zeros((2, 3), np.float32))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: F.cross_entropy(np.zeros((2, 3)), np.array([0, 1])),
+     "cross_entropy: input must be a Tensor, got ndarray"),
+    (lambda: F.nll_loss(np.zeros((2, 3)), np.array([0, 1])),
+     "nll_loss: input must be a Tensor, got ndarray"),
+    (lambda: F.linear(np.zeros((2, 3)), Tensor(np.zeros((4, 3)))),
+     "linear: input must be a Tensor, got ndarray"),
+    (lambda: F.linear(logits(), np.zeros((4, 3))), "linear: weight must be a Tensor, got ndarray"),
+    (lambda: F.linear(logits(), Tensor(np.zeros((4, 3))), np.zeros(4)),
+     "linear: bias must be a Tensor, got ndarray"),
+    (lambda: F.dropout(logits(), p=None), "dropout: p must be a number in [0, 1], got None"),
+    (lambda: F.dropout(logits(), p="0.5"), "dropout: p must be a number"),
+    (lambda: F.dropout(np.ones(3), p=0.5), "dropout: input must be a Tensor, got ndarray"),
+    (lambda: F.dropout(Tensor([1, 2]), p=0.5), "dropout: input must be float32 or float64, got "
+                                               "int64"),
+    (lambda: optim.Adam([Tensor(np.ones(2), requires_grad=True)], betas=0.9),
+     "Adam: betas must be a pair (beta1, beta2), got 0.9"),
+], ids=["cross_entropy-ndarray", "nll_loss-ndarray", "linear-input", "linear-weight",
+        "linear-bias", "dropout-p-None", "dropout-p-str", "dropout-ndarray", "dropout-int",
+        "adam-betas-float"])
+def test_bad_argument_is_a_type_error_naming_op_and_argument(call, message):
+    with pytest.raises(TypeError) as info:
+        call()
+    assert message in str(info.value)
+
+
+class Digits:
+    def __init__(self, labels=None):
+        self.images = np.zeros((4, 2, 2), np.uint8)
+        self.labels = np.arange(4) if labels is None else labels
+
+
+@pytest.mark.parametrize("normalize, error", [
+    (0.5, TypeError), ("ab", TypeError), ((0.1, None), TypeError), ((0.1, float("nan")),
+                                                                      ValueError),
+])
+def test_loader_normalize_must_be_a_pair_of_numbers(normalize, error):
+    with pytest.raises(error, match="DataLoader: normalize must be"):
+        data.DataLoader(Digits(), 2, normalize=normalize)
+
+
+def test_loader_refuses_float_labels_instead_of_truncating_them():
+    with pytest.raises(TypeError, match="DataLoader: dataset.labels must be integer class "
+                                        "indices, got dtype float64"):
+        data.DataLoader(Digits(np.array([0.5, 1.7, 2.0, 3.0])), 2)
+
+
+@pytest.mark.parametrize("epoch, start_batch, name", [(1.7, 0, "epoch"), (1, 0.5, "start_batch"),
+                                                      (True, 0, "epoch")])
+def test_set_epoch_refuses_non_integers_instead_of_truncating(epoch, start_batch, name):
+    loader = data.DataLoader(Digits(), 2)
+    with pytest.raises(TypeError, match=f"DataLoader.set_epoch: {name} must be an int"):
+        loader.set_epoch(epoch, start_batch)
+    assert loader.epoch == 0
+    loader.set_epoch(np.int64(1), np.int64(1))
+    assert loader.epoch == 1 and len(list(loader)) == 1
+
+
+@pytest.mark.parametrize("ndim", [65, 255])
+def test_read_idx_with_more_dimensions_than_numpy_has_names_the_file(tmp_path, ndim):
+    path = tmp_path / "many.idx"
+    path.write_bytes(bytes([0, 0, 8, ndim]) + struct.pack(f">{ndim}i", *[1] * ndim) + b"\x07")
+    with pytest.raises(ValueError, match=f"read_idx: .*many.idx.* declares {ndim} dimensions, "
+                                         "expected 1 to 64"):
+        data.read_idx(path)
+
+
+@pytest.mark.parametrize("method", ["sum", "mean", "max"])
+@pytest.mark.parametrize("dim", [0, -1, (0,), ()])
+@pytest.mark.parametrize("keepdim", [False, True])
+def test_reducing_a_0d_tensor_over_its_dim_0_works_as_in_pytorch(method, dim, keepdim):
+    import torch
+
+    ours = getattr(Tensor(3.5, requires_grad=True), method)(dim=dim, keepdim=keepdim)
+    theirs = getattr(torch.tensor(3.5), method)
+    theirs = torch.amax(torch.tensor(3.5), dim=dim, keepdim=keepdim) if method == "max" \
+        else theirs(dim=dim, keepdim=keepdim)
+    assert ours.shape == tuple(theirs.shape) and ours.item() == theirs.item()
+    ours.backward()
+
+
+@pytest.mark.parametrize("method", ["sum", "mean", "max"])
+def test_an_empty_dim_tuple_reduces_every_axis_as_in_pytorch(method):
+    import torch
+
+    data = np.arange(6.0).reshape(2, 3)
+    for keepdim in (False, True):
+        ours = getattr(Tensor(data), method)(dim=(), keepdim=keepdim)
+        theirs = torch.amax(torch.tensor(data), dim=(), keepdim=keepdim) if method == "max" \
+            else getattr(torch.tensor(data), method)(dim=(), keepdim=keepdim)
+        assert ours.shape == tuple(theirs.shape)
+        np.testing.assert_allclose(ours.data, theirs.numpy())
+
+
+def test_np_asarray_of_a_tensor_is_its_values_not_an_object_array():
+    t = Tensor([[1.0, 2.0], [3.0, 4.0]])
+    array = np.asarray(t)
+    assert array.dtype == np.float32 and array.shape == (2, 2) and array is t.data
+    assert np.asarray(t, dtype=np.float64).dtype == np.float64
+    assert np.array(t) is not t.data and np.array_equal(np.array(t), t.data)  # a copy
+    assert np.asarray([Tensor(1.0), Tensor(2.0)]).tolist() == [1.0, 2.0]

@@ -99,6 +99,7 @@ extensions = [
     kernel("pool"),
     kernel("matmul"),
     kernel("scalar"),
+    kernel("norm"),
 ]
 
 setup(

@@ -3,9 +3,10 @@
     python benchmarks/bench_mnist.py [--threads 2] [--repeats 7] [--steps 5]
 
 Prints a table of median times and ratios (ours / PyTorch):
-- one SGD step (forward, cross-entropy, backward, update) at batch 64 for the classic MNIST net
-  and for a small one (conv(1->8,3,p1) ReLU maxpool2 conv(8->16,3,p1) ReLU maxpool2 flatten
-  linear(784->10));
+- one SGD step (forward, cross-entropy, backward, update) at batch 64 for the classic MNIST net,
+  for examples/mnist.py's default net with BatchNorm (4 conv+BatchNorm+ReLU layers, 2 max-pools,
+  dropout, linear) and for a small one (conv(1->8,3,p1) ReLU maxpool2 conv(8->16,3,p1) ReLU
+  maxpool2 flatten linear(784->10));
 - the per-op overhead: a chain of 1,002 ops ((y * a + b).relu() repeated 334 times) on
   16-element tensors, then backward, divided by the number of ops;
 - an estimate of one full MNIST epoch (938 steps plus evaluating the 10,000 test images).
@@ -15,6 +16,7 @@ Measurements alternate between the two frameworks, so load from other processes 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -47,6 +49,15 @@ def small(lib):
         lib.Conv2d(1, 8, 3, padding=1), lib.ReLU(), lib.MaxPool2d(2),
         lib.Conv2d(8, 16, 3, padding=1), lib.ReLU(), lib.MaxPool2d(2),
         lib.Flatten(), lib.Linear(784, 10))
+
+
+def with_batchnorm(lib):
+    """examples/mnist.py's default network, built by the example itself."""
+    spec = importlib.util.spec_from_file_location(
+        "mnist_example", Path(__file__).resolve().parent.parent / "examples" / "mnist.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    return example.make_model("bn", lib)
 
 
 def set_threads(n: int) -> None:
@@ -141,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
     for name, make, target in (("classic MNIST net, one step", classic, 1.0),
+                               ("BatchNorm net (mnist.py's default), one step",
+                                with_batchnorm, 1.0),
                                ("small net, one step", small, 1.5)):
         steps = Steps(make)
         ours, theirs = compare(steps.ours_step, steps.torch_step, args.repeats, args.steps)

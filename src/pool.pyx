@@ -28,6 +28,7 @@ from libc.stdint cimport int64_t
 from kernels cimport floating
 
 from tinygrad_conv._threads import get_num_threads
+from tinygrad_conv.shapes import pooled_size
 
 
 cdef void max_pool_plane(const floating *z,    # IN  one input plane (H, W)
@@ -138,3 +139,161 @@ def max_pool2d_backward(const floating[:, :, :, ::1] grad_out,   # IN  A': (N, C
     if bad:
         raise ValueError(f"max_pool2d_backward: {bad} argmax entries outside [0, {plane_in})")
     return dx
+
+
+# ---------------------------------------------------------------------------------------------
+# Average pooling: each window's mean, and its gradient spread evenly back over the window
+#
+#     A[oh, ow]  = Σ Z over window (oh, ow) / divisor(oh, ow)        avg_pool2d_forward
+#     Z'[z]     += A'[oh, ow] / divisor(oh, ow)  for every cell z     avg_pool2d_backward
+#                  of window (oh, ow)
+#
+# Where max-pool routes all of A'[i] to the one cell that won window i, average pooling gives
+# every cell of the window an equal share: each contributed 1/divisor of the mean. Windows are
+# rectangles, [h_lo, h_hi) x [w_lo, w_hi) of the real input (padding holds zeros, so it adds
+# nothing to a sum), and the divisor is h_count * w_count: the window's size counting padding
+# (count_include_pad) or not. Both are computed once per output row and column by
+# `avg_windows` and `adaptive_windows` below, and the kernels only sum and spread.
+# ---------------------------------------------------------------------------------------------
+
+
+def avg_windows(Py_ssize_t size, Py_ssize_t out, Py_ssize_t kernel, Py_ssize_t stride,
+                Py_ssize_t padding, bint count_include_pad):
+    """(lo, hi, count) int64 arrays (out,): window i covers input cells [lo, hi); count is its
+    extent with the padding (clipped at the padded edge, as PyTorch does) or without."""
+    start = np.arange(out, dtype=np.int64) * stride - padding
+    end = np.minimum(start + kernel, size + padding)
+    lo, hi = np.maximum(start, 0), np.minimum(end, size)
+    return lo, hi, (end - start) if count_include_pad else (hi - lo)
+
+
+def adaptive_windows(Py_ssize_t size, Py_ssize_t out):
+    """(lo, hi, count) for adaptive pooling: window i covers [floor(i*size/out),
+    ceil((i+1)*size/out)), so out windows tile the input (overlapping when they must)."""
+    i = np.arange(out, dtype=np.int64)
+    lo = i * size // out
+    hi = -(-(i + 1) * size // out)
+    return lo, hi, hi - lo
+
+
+cdef void mean_windows_plane(const floating *z,    # IN  one input plane (H, W)
+                             floating *a,          # OUT its pooled plane (OH, OW)
+                             Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+                             const int64_t *h_lo, const int64_t *h_hi, const int64_t *h_count,
+                             const int64_t *w_lo, const int64_t *w_hi,
+                             const int64_t *w_count) noexcept nogil:
+    """A[oh, ow] = Σ Z[h, w] over [h_lo, h_hi) x [w_lo, w_hi) / (h_count * w_count)."""
+    cdef Py_ssize_t oh, ow, h, w
+    cdef double total
+    for oh in range(OH):
+        for ow in range(OW):
+            total = 0
+            for h in range(h_lo[oh], h_hi[oh]):
+                for w in range(w_lo[ow], w_hi[ow]):
+                    total += z[h * W + w]
+            a[oh * OW + ow] = <floating> (total / (h_count[oh] * w_count[ow]))
+
+
+cdef void spread_windows_plane(const floating *g,   # IN  A' of one plane (OH, OW)
+                               floating *dz,        # OUT Z' of that plane (H, W), zeroed
+                               Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+                               const int64_t *h_lo, const int64_t *h_hi,
+                               const int64_t *h_count, const int64_t *w_lo,
+                               const int64_t *w_hi, const int64_t *w_count) noexcept nogil:
+    """Z'[h, w] += A'[oh, ow] / (h_count * w_count) for every cell of every window."""
+    cdef Py_ssize_t oh, ow, h, w
+    cdef floating share
+    for oh in range(OH):
+        for ow in range(OW):
+            share = g[oh * OW + ow] / <floating> (h_count[oh] * w_count[ow])
+            for h in range(h_lo[oh], h_hi[oh]):
+                for w in range(w_lo[ow], w_hi[ow]):
+                    dz[h * W + w] += share
+
+
+def _mean_windows(const floating[:, :, :, ::1] x, rows, cols):
+    """A (N, C, OH, OW): every plane of x pooled over the windows rows x cols."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef const int64_t[::1] h_lo = rows[0], h_hi = rows[1], h_count = rows[2]
+    cdef const int64_t[::1] w_lo = cols[0], w_hi = cols[1], w_count = cols[2]
+    cdef Py_ssize_t OH = h_lo.shape[0], OW = w_lo.shape[0], q
+    dtype = np.float32 if floating is float else np.float64
+    out = np.empty((N, C, OH, OW), dtype=dtype)
+    if N * C == 0:
+        return out
+    cdef floating[:, :, :, ::1] a = out
+    cdef int threads = get_num_threads()
+    for q in prange(N * C, nogil=True, schedule="guided", num_threads=threads):
+        mean_windows_plane(&x[0, 0, 0, 0] + q * H * W, &a[0, 0, 0, 0] + q * OH * OW, W, OH,
+                           OW, &h_lo[0], &h_hi[0], &h_count[0], &w_lo[0], &w_hi[0],
+                           &w_count[0])
+    return out
+
+
+def _spread_windows(const floating[:, :, :, ::1] grad_out, Py_ssize_t H, Py_ssize_t W, rows,
+                    cols):
+    """Z' (N, C, H, W): each A' value shared evenly by the cells of its window."""
+    cdef Py_ssize_t N = grad_out.shape[0], C = grad_out.shape[1]
+    cdef Py_ssize_t OH = grad_out.shape[2], OW = grad_out.shape[3], q
+    cdef const int64_t[::1] h_lo = rows[0], h_hi = rows[1], h_count = rows[2]
+    cdef const int64_t[::1] w_lo = cols[0], w_hi = cols[1], w_count = cols[2]
+    if h_lo.shape[0] != OH or w_lo.shape[0] != OW:
+        raise ValueError(f"avg_pool2d_backward: grad_out has {OH}x{OW} windows, the windows "
+                         f"given are {h_lo.shape[0]}x{w_lo.shape[0]}")
+    dtype = np.float32 if floating is float else np.float64
+    if N * C * OH * OW == 0:
+        return np.zeros((N, C, H, W), dtype=dtype)
+    dx = np.empty((N, C, H, W), dtype=dtype)
+    cdef floating[:, :, :, ::1] dz = dx
+    cdef int threads = get_num_threads()
+    for q in prange(N * C, nogil=True, schedule="guided", num_threads=threads):
+        # zeroed by the thread that fills it (see max_pool2d_backward)
+        memset(&dz[0, 0, 0, 0] + q * H * W, 0, H * W * sizeof(floating))
+        spread_windows_plane(&grad_out[0, 0, 0, 0] + q * OH * OW, &dz[0, 0, 0, 0] + q * H * W,
+                             W, OH, OW, &h_lo[0], &h_hi[0], &h_count[0], &w_lo[0], &w_hi[0],
+                             &w_count[0])
+    return dx
+
+
+def _avg_rows_cols(Py_ssize_t H, Py_ssize_t W, kernel_size, stride, padding, bint ceil_mode,
+                   bint count_include_pad):
+    rows = avg_windows(H, pooled_size(H, kernel_size[0], stride[0], padding[0], ceil_mode),
+                       kernel_size[0], stride[0], padding[0], count_include_pad)
+    cols = avg_windows(W, pooled_size(W, kernel_size[1], stride[1], padding[1], ceil_mode),
+                       kernel_size[1], stride[1], padding[1], count_include_pad)
+    return rows, cols
+
+
+def avg_pool2d_forward(x,                                   # IN  Z: (N, C, H, W), contiguous
+                       kernel_size, stride, padding,        # IN  (h, w) pairs of ints
+                       bint ceil_mode, bint count_include_pad):
+    """A (N, C, OH, OW), OH = pooled_size(H, kh, sh, ph, ceil_mode): each window's mean.
+
+    Arguments are validated by cnn_ops (padding <= kernel // 2, OH, OW >= 1), so every window
+    holds at least one real input cell.
+    """
+    rows, cols = _avg_rows_cols(x.shape[2], x.shape[3], kernel_size, stride, padding,
+                                ceil_mode, count_include_pad)
+    return _mean_windows(x, rows, cols)
+
+
+def avg_pool2d_backward(grad_out,                            # IN  A': (N, C, OH, OW)
+                        Py_ssize_t H, Py_ssize_t W,          # IN  the input's plane size
+                        kernel_size, stride, padding,
+                        bint ceil_mode, bint count_include_pad):
+    """Z' (N, C, H, W): Z'[z] += A'[i] / divisor(i) for every cell z of every window i."""
+    rows, cols = _avg_rows_cols(H, W, kernel_size, stride, padding, ceil_mode,
+                                count_include_pad)
+    return _spread_windows(grad_out, H, W, rows, cols)
+
+
+def adaptive_avg_pool2d_forward(x, output_size):    # IN  Z (N, C, H, W); (OH, OW)
+    """A (N, C, OH, OW): the mean of each adaptive window (the whole plane for 1x1)."""
+    return _mean_windows(x, adaptive_windows(x.shape[2], output_size[0]),
+                         adaptive_windows(x.shape[3], output_size[1]))
+
+
+def adaptive_avg_pool2d_backward(grad_out, Py_ssize_t H, Py_ssize_t W):
+    """Z' (N, C, H, W) for A' (N, C, OH, OW): each A' value spread evenly over its window."""
+    return _spread_windows(grad_out, H, W, adaptive_windows(H, grad_out.shape[2]),
+                           adaptive_windows(W, grad_out.shape[3]))

@@ -1,4 +1,5 @@
-"""SGD and Adam against torch.optim, step for step, on the same parameters and gradients."""
+"""SGD, Adam and AdamW against torch.optim, step for step, on the same parameters and
+gradients."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinygrad_conv import Tensor, checkpoint
-from tinygrad_conv.optim import SGD, Adam
+from tinygrad_conv.optim import SGD, Adam, AdamW
 
 from helpers import assert_close
 
@@ -42,8 +43,14 @@ ADAM_CONFIGS = [
     dict(lr=0.01, amsgrad=True),
     dict(lr=0.02, betas=(0.3, 0.5), eps=1e-6, weight_decay=0.05, amsgrad=True),
 ]
+ADAMW_CONFIGS = [
+    dict(),
+    dict(lr=0.05, weight_decay=0.3),
+    dict(lr=0.02, betas=(0.5, 0.9), eps=1e-6, weight_decay=0.1, amsgrad=True),
+]
 CASES = [(SGD, torch.optim.SGD, c) for c in SGD_CONFIGS] + [
-    (Adam, torch.optim.Adam, c) for c in ADAM_CONFIGS]
+    (Adam, torch.optim.Adam, c) for c in ADAM_CONFIGS] + [
+    (AdamW, torch.optim.AdamW, c) for c in ADAMW_CONFIGS]
 IDS = [f"{ours.__name__}-{'-'.join(f'{k}={v}' for k, v in c.items()) or 'defaults'}"
        for ours, _, c in CASES]
 
@@ -176,7 +183,8 @@ def test_lr_changed_between_steps_like_torch():
     (SGD, torch.optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
     (SGD, torch.optim.SGD, dict(lr=0.1, momentum=0.5, dampening=0.3)),
     (Adam, torch.optim.Adam, dict(lr=0.01, weight_decay=0.1, amsgrad=True)),
-], ids=["SGD-nesterov", "SGD-dampening", "Adam-amsgrad"])
+    (AdamW, torch.optim.AdamW, dict(lr=0.01, weight_decay=0.2)),
+], ids=["SGD-nesterov", "SGD-dampening", "Adam-amsgrad", "AdamW"])
 def test_state_dict_round_trip_through_a_checkpoint_continues_exactly(
         ours, theirs, config, tmp_path):
     pair = Pair(ours, theirs, config)
@@ -292,6 +300,9 @@ INVALID = [
     (Adam, dict(betas=(-0.1, 0.999)), r"invalid betas\[0\]"),
     (Adam, dict(betas=(0.9, 1.0)), r"invalid betas\[1\]"),
     (Adam, dict(weight_decay=-0.1), "invalid weight_decay"),
+    (AdamW, dict(lr=-1e-3), "invalid lr"),
+    (AdamW, dict(betas=(0.9, 1.5)), r"invalid betas\[1\]"),
+    (AdamW, dict(weight_decay=-0.01), "invalid weight_decay"),
 ]
 
 
@@ -343,7 +354,7 @@ def test_step_rejects_a_grad_of_the_wrong_shape_or_dtype(grad, error, match):
 
 @settings(max_examples=30, deadline=None)
 @given(
-    kind=st.sampled_from(["SGD", "Adam"]),
+    kind=st.sampled_from(["SGD", "Adam", "AdamW"]),
     lr=st.floats(0.0, 1.0),
     momentum=st.floats(0.0, 0.99),
     dampening=st.floats(0.0, 1.0),
@@ -364,7 +375,8 @@ def test_random_hyper_parameters_match_torch(kind, lr, momentum, dampening, beta
     else:
         config = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
                       amsgrad=flag)
-        pair = Pair(Adam, torch.optim.Adam, config, seed=seed)
+        ours, theirs = (Adam, torch.optim.Adam) if kind == "Adam" else (AdamW, torch.optim.AdamW)
+        pair = Pair(ours, theirs, config, seed=seed)
     for _ in range(8):
         pair.step()
         pair.assert_close(rtol=1e-11)

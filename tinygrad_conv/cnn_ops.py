@@ -1,10 +1,10 @@
-"""Convolution and max-pooling on the graph: forward and backward side by side, both calling the
+"""Convolution and pooling on the graph: forward and backward side by side, all calling the
 Cython kernels in `src/` (see cnn-backward-pass-tutorial for the formulas, in its notation:
 A input, W weights, Z = W ⊛ A + b, Z' = dL/dZ).
 
-`conv2d` and `max_pool2d` check everything before a kernel runs (the kernels do no bounds
-checks): a malformed call gets a ValueError or TypeError naming the op, the argument and the
-shapes or values seen, never a crash.
+`conv2d` and the pooling functions check everything before a kernel runs (the kernels do no
+bounds checks): a malformed call gets a ValueError or TypeError naming the op, the argument and
+the shapes or values seen, never a crash.
 
 Every kernel has a NumPy twin of the same name and signature in reference.py; inside
 `tinygrad_conv.reference_kernels()` the ops below call those instead (`_kernels`), so a
@@ -16,10 +16,13 @@ from __future__ import annotations
 import numpy as np
 
 from tinygrad_conv import _conv, _pool, reference
-from tinygrad_conv.shapes import out_size
+from tinygrad_conv.shapes import out_size, pooled_size
 from tinygrad_conv.tensor import _FLOAT_DTYPES, Function, Tensor
 
-__all__ = ["Conv2d", "MaxPool2d", "conv2d", "max_pool2d"]
+__all__ = [
+    "AdaptiveAvgPool2d", "AvgPool2d", "Conv2d", "MaxPool2d", "adaptive_avg_pool2d", "avg_pool2d",
+    "conv2d", "max_pool2d",
+]
 
 # no argument, extent or output dimension may pass this (PyTorch refuses them too)
 _LIMIT = 2**31 - 1
@@ -171,6 +174,91 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
     maximum (a NaN counts as the maximum); where windows overlap, gradients add up.
     """
     op = "max_pool2d"
+    k, s, p = _pool_args(op, input, kernel_size, stride, padding)
+    n, c, h, w = input.shape
+    oh, ow = out_size(h, k[0], s[0], p[0]), out_size(w, k[1], s[1], p[1])
+    _check_size(op, input.shape, (n, c, oh, ow), ())
+    return MaxPool2d.apply(input, kernel_size=k, stride=s, padding=p)
+
+
+# ---- average pooling ------------------------------------------------------------------------
+
+
+class AvgPool2d(Function):
+    """A = AvgPool(Z) over (N, C, H, W) -> (N, C, OH, OW), OH = 1 + (H + 2*ph - kh) // sh
+    (rounded up with ceil_mode); each output is its window's mean."""
+
+    def forward(ctx, x, *, kernel_size, stride, padding, ceil_mode, count_include_pad):
+        windows = (kernel_size, stride, padding, ceil_mode, count_include_pad)
+        ctx.save_for_backward(x.shape[2], x.shape[3], x.dtype, windows)  # no values needed
+        return _kernels(_pool).avg_pool2d_forward(np.ascontiguousarray(x), *windows)
+
+    def backward(ctx, grad_out):
+        h, w, dtype, windows = ctx.saved_values
+        # each A' value is shared evenly by the cells of its window (all of it went to the
+        # argmax in max-pool); overlapping windows add up. In NumPy: reference.avg_pool2d_backward
+        return _kernels(_pool).avg_pool2d_backward(
+            np.ascontiguousarray(grad_out, dtype=dtype), h, w, *windows)
+
+
+class AdaptiveAvgPool2d(Function):
+    """A = the mean of each of OH x OW windows that tile Z (N, C, H, W); 1x1: each plane's mean."""
+
+    def forward(ctx, x, *, output_size):
+        ctx.save_for_backward(x.shape[2], x.shape[3], x.dtype)
+        return _kernels(_pool).adaptive_avg_pool2d_forward(np.ascontiguousarray(x), output_size)
+
+    def backward(ctx, grad_out):
+        h, w, dtype = ctx.saved_values
+        # the same even share as AvgPool2d, over the adaptive windows
+        return _kernels(_pool).adaptive_avg_pool2d_backward(
+            np.ascontiguousarray(grad_out, dtype=dtype), h, w)
+
+
+def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+               count_include_pad: bool = True) -> Tensor:
+    """The mean over each kernel_size window (implicit zero padding), PyTorch's semantics.
+
+    input (N, C, H, W); kernel_size, stride (default: kernel_size) and padding (at most half
+    the kernel) are each an int or an (h, w) pair. Returns (N, C, OH, OW) with
+    OH = 1 + (H + 2*padding - kernel_size) // stride, rounded up instead with `ceil_mode` (a
+    last, partial window, kept only if it starts inside the input or its left padding). The
+    divisor is the window's size counting the padding cells (`count_include_pad`) or only the
+    real ones. The gradient of each output is spread evenly over its window.
+    """
+    op = "avg_pool2d"
+    k, s, p = _pool_args(op, input, kernel_size, stride, padding)
+    for name, flag in (("ceil_mode", ceil_mode), ("count_include_pad", count_include_pad)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{op}: {name} must be a bool, got {flag!r}")
+    n, c, h, w = input.shape
+    oh = pooled_size(h, k[0], s[0], p[0], ceil_mode)
+    ow = pooled_size(w, k[1], s[1], p[1], ceil_mode)
+    _check_size(op, input.shape, (n, c, oh, ow), ())
+    return AvgPool2d.apply(input, kernel_size=k, stride=s, padding=p, ceil_mode=bool(ceil_mode),
+                           count_include_pad=bool(count_include_pad))
+
+
+def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
+    """The mean over OH x OW windows that tile the input, PyTorch's semantics: output row i
+    averages input rows floor(i*H/OH) to ceil((i+1)*H/OH) - 1 (the same for columns).
+
+    input (N, C, H, W); output_size an int or an (OH, OW) pair. `output_size=1` is global
+    average pooling: each plane's mean, (N, C, 1, 1).
+    """
+    op = "adaptive_avg_pool2d"
+    x = _float_tensor(op, "input", input)
+    _check_dims(op, "input", x, "(N, C, H, W)")
+    size = int_pair(op, "output_size", output_size, minimum=1)
+    n, c, h, w = x.shape
+    if 0 in (c, h, w):
+        raise ValueError(f"{op}: only the batch may be empty, got input shape {x.shape}")
+    _check_size(op, x.shape, (n, c) + size, ())
+    return AdaptiveAvgPool2d.apply(input, output_size=size)
+
+
+def _pool_args(op: str, input, kernel_size, stride, padding):
+    """Check a pooling call: (kernel_size, stride, padding) as pairs, or a clear error."""
     x = _float_tensor(op, "input", input)
     k, s, p = pool_window(op, kernel_size, stride, padding)
     _check_dims(op, "input", x, "(N, C, H, W)")
@@ -181,9 +269,7 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
         raise ValueError(
             f"{op}: kernel_size {k} is larger than the padded input "
             f"({h + 2 * p[0]}x{w + 2 * p[1]}: input {x.shape}, padding {p})")
-    oh, ow = out_size(h, k[0], s[0], p[0]), out_size(w, k[1], s[1], p[1])
-    _check_size(op, x.shape, (n, c, oh, ow), ())
-    return MaxPool2d.apply(input, kernel_size=k, stride=s, padding=p)
+    return k, s, p
 
 
 # ---- validation helpers: each raises with the op's name, the argument and what it saw ----

@@ -1,7 +1,8 @@
 """Everything a model's forward pass calls, in one module: `import tinygrad_conv.functional as F`.
 
-The ops themselves are defined (forward next to backward) in `ops.py` and `cnn_ops.py`; this
-module gathers them under PyTorch's names and adds the few that are compositions of others.
+The ops themselves are defined (forward next to backward) in `ops.py`, `cnn_ops.py` and
+`norm_ops.py`; this module gathers them under PyTorch's names and adds the few that are
+compositions of others.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 import numpy as np
 
 from tinygrad_conv import rng as _rng
-from tinygrad_conv.cnn_ops import _float_tensor, conv2d, max_pool2d
+from tinygrad_conv.cnn_ops import _float_tensor, adaptive_avg_pool2d, avg_pool2d, conv2d, max_pool2d
+from tinygrad_conv.norm_ops import batch_norm
 from tinygrad_conv.ops import Linear, cross_entropy, log_softmax, mse_loss, nll_loss, softmax
 from tinygrad_conv.tensor import Tensor
 
 __all__ = [
+    "adaptive_avg_pool2d", "avg_pool2d", "batch_norm",
     "conv2d", "cross_entropy", "dropout", "linear", "log_softmax", "max_pool2d", "mse_loss",
     "nll_loss", "relu", "sigmoid", "softmax", "tanh",
 ]

@@ -1,9 +1,11 @@
 """Layers with parameters, PyTorch-style: `Module`, `Conv2d`, `Linear`, `MaxPool2d`, `ReLU`,
-`Flatten`, `Dropout`, `Sequential`.
+`Flatten`, `Dropout`, `Sequential`; `AvgPool2d`, `AdaptiveAvgPool2d`, `BatchNorm1d`,
+`BatchNorm2d`.
 
 A Module registers every `Parameter` and sub-Module assigned to one of its attributes, in the
 order they were assigned, so `named_parameters()` yields PyTorch's names (`0.weight`,
-`conv1.bias`, ...) and weights move between a PyTorch model and ours by `state_dict()`:
+`conv1.bias`, ...) and weights move between a PyTorch model and ours by `state_dict()`
+(buffers, such as BatchNorm's running statistics, included):
 
     model.load_state_dict({k: v.numpy() for k, v in torch_model.state_dict().items()})
 
@@ -27,6 +29,7 @@ from tinygrad_conv.cnn_ops import int_pair, padding_arg, pool_window
 from tinygrad_conv.tensor import Tensor, float_dtype
 
 __all__ = [
+    "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm1d", "BatchNorm2d",
     "Conv2d", "Dropout", "Flatten", "Linear", "MaxPool2d", "Module", "Parameter", "ReLU",
     "Sequential",
 ]
@@ -67,6 +70,9 @@ class Module:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
+        # buffers: state that is not a parameter (BatchNorm's running statistics)
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent_buffers", set())
 
     def __setattr__(self, name: str, value: Any) -> None:
         parameters = self.__dict__.get("_parameters")
@@ -75,9 +81,17 @@ class Module:
                 f"{type(self).__name__}: cannot set attribute {name!r} before "
                 "Module.__init__() runs; call super().__init__() first in __init__")
         modules = self.__dict__["_modules"]
+        buffers = self.__dict__["_buffers"]
+        if name in buffers and not isinstance(value, (Parameter, Module)):
+            # assigning to a buffer's name replaces the buffer's value (PyTorch's rule)
+            buffers[name] = _buffer_value(type(self).__name__, name, value)
+            object.__setattr__(self, name, buffers[name])
+            return
         # a name holds one thing: re-assigning it drops it from whichever registry it was in
         parameters.pop(name, None)
         modules.pop(name, None)
+        buffers.pop(name, None)
+        self._non_persistent_buffers.discard(name)
         if isinstance(value, Parameter):
             parameters[name] = value
         elif isinstance(value, Module):
@@ -87,6 +101,8 @@ class Module:
     def __delattr__(self, name: str) -> None:
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
+        self._buffers.pop(name, None)
+        self._non_persistent_buffers.discard(name)
         object.__delattr__(self, name)
 
     def forward(self, *args, **kwargs):
@@ -138,6 +154,63 @@ class Module:
         for _, param in self.named_parameters(recurse=recurse):
             yield param
 
+    # -- buffers: state saved with the model that no optimizer updates --------------------------
+    def register_buffer(self, name: str, tensor, persistent: bool = True) -> None:
+        """Keep `tensor` (a Tensor, a numpy array, or None) as the buffer `self.<name>`.
+
+        A buffer is state that is not a parameter, such as BatchNorm's running mean: it gets no
+        gradient, `to(dtype)` converts it when it is float, and, when `persistent`, it is saved
+        in `state_dict()` next to the parameters (non-persistent buffers are not). A numpy array
+        keeps its dtype (float32, float64 or int64). Assigning to the name later replaces the
+        value and keeps the registration.
+        """
+        where = f"{type(self).__name__}.register_buffer"
+        if "_buffers" not in self.__dict__:
+            raise TypeError(f"{where}: call super().__init__() before registering buffers")
+        if not isinstance(name, str):
+            raise TypeError(f"{where}: name must be a str, got {type(name).__name__}")
+        if not name or "." in name:
+            raise ValueError(f"{where}: name must be non-empty and contain no '.', got {name!r}")
+        if not isinstance(persistent, bool):
+            raise TypeError(f"{where}: persistent must be a bool, got {persistent!r}")
+        if name in self.__dict__ and name not in self._buffers:
+            raise ValueError(f"{where}: attribute {name!r} already exists and is not a buffer")
+        value = _buffer_value(type(self).__name__, name, tensor)
+        self._buffers[name] = value
+        if persistent:
+            self._non_persistent_buffers.discard(name)
+        else:
+            self._non_persistent_buffers.add(name)
+        object.__setattr__(self, name, value)
+
+    def named_buffers(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Tensor]]:
+        """(dotted name, Tensor) for every buffer that is not None: `1.running_mean`, ...;
+        a buffer shared by two modules is yielded once, under its first name."""
+        modules = self.named_modules(prefix) if recurse else iter([(prefix, self)])
+        seen: set[int] = set()
+        for module_name, module in modules:
+            for name, buf in module._buffers.items():
+                if buf is not None and id(buf) not in seen:
+                    seen.add(id(buf))
+                    yield (f"{module_name}.{name}" if module_name else name), buf
+
+    def buffers(self, recurse: bool = True) -> Iterator[Tensor]:
+        for _, buf in self.named_buffers(recurse=recurse):
+            yield buf
+
+    def _state_items(self) -> Iterator[tuple[str, Tensor]]:
+        """What `state_dict` holds, in PyTorch's order: each module's parameters, then its
+        persistent buffers, module by module (depth first); each tensor once."""
+        seen: set[int] = set()
+        for module_name, module in self.named_modules():
+            own = list(module._parameters.items()) + [
+                (name, buf) for name, buf in module._buffers.items()
+                if name not in module._non_persistent_buffers]
+            for name, value in own:
+                if value is not None and id(value) not in seen:
+                    seen.add(id(value))
+                    yield (f"{module_name}.{name}" if module_name else name), value
+
     # -- modes and gradients -------------------------------------------------------------------
     def train(self, mode: bool = True) -> Module:
         """Training mode (Dropout drops) for this module and everything below it."""
@@ -160,12 +233,17 @@ class Module:
                 param.grad.fill(0)
 
     def to(self, dtype) -> Module:
-        """Convert every parameter to `dtype` (float32 or float64) in place; returns self."""
+        """Convert every parameter and every float buffer to `dtype` (float32 or float64) in
+        place (the Tensor objects stay, their arrays change); integer buffers such as
+        `num_batches_tracked` keep their dtype, as in PyTorch. Returns self."""
         dtype = float_dtype(f"{type(self).__name__}.to", dtype)
         for param in self.parameters():
             if param.data.dtype != dtype:
                 param.data = param.data.astype(dtype)
                 param.grad = None
+        for buf in self.buffers():
+            if buf.data.dtype.kind == "f" and buf.data.dtype != dtype:
+                buf.data = buf.data.astype(dtype)
         return self
 
     def double(self) -> Module:
@@ -176,12 +254,18 @@ class Module:
 
     # -- weights in and out --------------------------------------------------------------------
     def state_dict(self) -> OrderedDict[str, np.ndarray]:
-        """{dotted name: copy of the parameter's values}, in `named_parameters()` order."""
-        return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
+        """{dotted name: a contiguous copy of the values} for every parameter and persistent
+        buffer, with PyTorch's names and order (`0.weight`, `1.running_mean`, ...).
+
+        Plain numpy arrays, so the safetensors package saves them as they are, for PyTorch:
+        `safetensors.numpy.save_file(model.state_dict(), "model.safetensors")`.
+        """
+        return OrderedDict((name, t.data.copy()) for name, t in self._state_items())
 
     def load_state_dict(self, state_dict: Mapping[str, Any],
                         strict: bool = True) -> IncompatibleKeys:
-        """Copy values into the parameters, in place (an optimizer holding them sees them).
+        """Copy values into the parameters and persistent buffers, in place (an optimizer
+        holding them sees them).
 
         Values may be numpy arrays, Tensors or anything `np.asarray` takes (a PyTorch CPU
         tensor). Everything is checked before anything is copied: a key missing or unexpected
@@ -193,7 +277,7 @@ class Module:
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"{where}: expected a mapping of name -> array, "
                             f"got {type(state_dict).__name__}")
-        own = dict(self.named_parameters())
+        own = dict(self._state_items())
         missing = [name for name in own if name not in state_dict]
         unexpected = [name for name in state_dict if name not in own]
         problems = []
@@ -209,11 +293,12 @@ class Module:
             value = np.asarray(value.data if isinstance(value, Tensor) else value)
             if value.dtype.kind not in "fiub":
                 raise TypeError(f"{where}: {name!r} has non-numeric dtype {value.dtype}")
+            kind = "parameter" if isinstance(param, Parameter) else "buffer"
             if value.shape != param.shape:
-                problems.append(f"{name!r} has shape {value.shape}, the parameter has "
+                problems.append(f"{name!r} has shape {value.shape}, the {kind} has "
                                 f"{param.shape}")
             elif value.dtype != param.dtype:
-                problems.append(f"{name!r} has dtype {value.dtype}, the parameter has "
+                problems.append(f"{name!r} has dtype {value.dtype}, the {kind} has "
                                 f"{param.dtype}")
             values[name] = value
         if problems:
@@ -249,6 +334,27 @@ def _int(layer: str, name: str, value: Any, low: int) -> int:
     if value < low:
         raise ValueError(f"{layer}: {name} must be >= {low}, got {value}")
     return int(value)
+
+
+def _show_pair(pair: tuple[int, int]):
+    """A square window prints as one number, as PyTorch prints it."""
+    return pair[0] if pair[0] == pair[1] else pair
+
+
+def _buffer_value(module: str, name: str, value: Any) -> Tensor | None:
+    """A buffer's value: a Tensor as given, a numpy array as a Tensor of its own dtype, None."""
+    if isinstance(value, Parameter):
+        raise TypeError(f"{module}: {name!r} is a Parameter, which cannot be a buffer; assign it "
+                        "as an attribute to register it as a parameter")
+    if value is None or isinstance(value, Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        if value.dtype not in (np.float32, np.float64, np.int64):
+            raise TypeError(f"{module}: buffer {name!r} must be float32, float64 or int64, "
+                            f"got an array of {value.dtype}")
+        return Tensor(value, dtype=value.dtype)
+    raise TypeError(f"{module}: buffer {name!r} must be a Tensor, a numpy array or None, "
+                    f"got {type(value).__name__}")
 
 
 def _uniform(shape: tuple[int, ...], bound: float, dtype: np.dtype) -> Parameter:
@@ -343,10 +449,57 @@ class MaxPool2d(Module):
         return F.max_pool2d(x, self.kernel_size, stride=self.stride, padding=self.padding)
 
     def extra_repr(self) -> str:
-        def show(pair):  # a square window prints as one number, as PyTorch prints it
-            return pair[0] if pair[0] == pair[1] else pair
-        return (f"kernel_size={show(self.kernel_size)}, stride={show(self.stride)}, "
-                f"padding={show(self.padding)}")
+        return (f"kernel_size={_show_pair(self.kernel_size)}, stride={_show_pair(self.stride)}, "
+                f"padding={_show_pair(self.padding)}")
+
+
+class AvgPool2d(Module):
+    """Mean over kernel_size windows (zero padding): (N, C, H, W) -> (N, C, H', W'),
+    H' = 1 + (H + 2*padding - kernel) // stride (rounded up with ceil_mode); stride defaults to
+    kernel_size; count_include_pad: whether padding cells count in each window's divisor."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+                 count_include_pad: bool = True) -> None:
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = pool_window(
+            "AvgPool2d", kernel_size, stride, padding)
+        for name, flag in (("ceil_mode", ceil_mode), ("count_include_pad", count_include_pad)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"AvgPool2d: {name} must be a bool, got {flag!r}")
+        self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"AvgPool2d: expected input of shape (N, C, H, W), got {x.shape}")
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        if kh > x.shape[2] + 2 * ph or kw > x.shape[3] + 2 * pw:
+            raise ValueError(f"AvgPool2d: kernel_size {self.kernel_size} is larger than the "
+                             f"padded input ({x.shape[2] + 2 * ph}x{x.shape[3] + 2 * pw}: input "
+                             f"{x.shape}, padding {self.padding})")
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad)
+
+    def extra_repr(self) -> str:
+        return (f"kernel_size={_show_pair(self.kernel_size)}, stride={_show_pair(self.stride)}, "
+                f"padding={_show_pair(self.padding)}")
+
+
+class AdaptiveAvgPool2d(Module):
+    """Mean over output_size windows that tile the input: (N, C, H, W) -> (N, C, OH, OW);
+    AdaptiveAvgPool2d(1) is global average pooling."""
+
+    def __init__(self, output_size) -> None:
+        super().__init__()
+        self.output_size = int_pair("AdaptiveAvgPool2d", "output_size", output_size, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"AdaptiveAvgPool2d: expected input of shape (N, C, H, W), got "
+                             f"{x.shape}")
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={_show_pair(self.output_size)}"
 
 
 class ReLU(Module):
@@ -439,3 +592,105 @@ class Sequential(Module):
                             f"{type(module).__name__}")
         setattr(self, str(len(self)), module)
         return self
+
+
+# ----------------------------------------------------------------------------------------------
+# Normalization
+# ----------------------------------------------------------------------------------------------
+
+
+class _BatchNorm(Module):
+    """Batch normalization over the channels (dimension 1) of its input, PyTorch's semantics.
+
+    In training, each channel is normalized by the batch's mean and biased variance, and the
+    running estimates are updated: r = (1 - momentum) r + momentum * batch statistic (unbiased
+    variance; momentum=None averages all batches so far equally). In eval mode the running
+    estimates normalize. Then y = weight * x̂ + bias (when affine; bias=False keeps the weight
+    only).
+
+    Parameters `weight` (ones) and `bias` (zeros); buffers `running_mean` (zeros), `running_var`
+    (ones) and `num_batches_tracked` (int64), all in `state_dict` under these names.
+    """
+
+    _dims: tuple[int, ...] = ()
+    _layout = ""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, dtype=None, *,
+                 bias: bool = True) -> None:
+        super().__init__()
+        layer = type(self).__name__
+        self.num_features = _int(layer, "num_features", num_features, 1)
+        for name, value in (("eps", eps), ("momentum", momentum)):
+            if value is None and name == "momentum":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                raise TypeError(f"{layer}: {name} must be a number, got {value!r}")
+        if not eps >= 0:
+            raise ValueError(f"{layer}: eps must be >= 0, got {eps}")
+        if momentum is not None and not 0 <= momentum <= 1:
+            raise ValueError(f"{layer}: momentum must be in [0, 1] or None, got {momentum}")
+        for name, value in (("affine", affine), ("track_running_stats", track_running_stats),
+                            ("bias", bias)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{layer}: {name} must be a bool, got {value!r}")
+        self.eps = float(eps)
+        self.momentum = None if momentum is None else float(momentum)
+        self.affine, self.track_running_stats = affine, track_running_stats
+        dtype = float_dtype(layer, dtype)
+        c = self.num_features
+        self.weight = Parameter(np.ones(c, dtype=dtype), dtype=dtype) if affine else None
+        self.bias = Parameter(np.zeros(c, dtype=dtype), dtype=dtype) if affine and bias \
+            else None
+        if track_running_stats:
+            self.register_buffer("running_mean", np.zeros(c, dtype=dtype))
+            self.register_buffer("running_var", np.ones(c, dtype=dtype))
+            self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
+        else:
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                self.register_buffer(name, None)
+
+    def reset_running_stats(self) -> None:
+        """Running mean 0, running variance 1, no batches tracked."""
+        if self.track_running_stats:
+            self.running_mean.data.fill(0)
+            self.running_var.data.fill(1)
+            self.num_batches_tracked.data.fill(0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        layer = type(self).__name__
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{layer}: input must be a Tensor, got {type(x).__name__}")
+        if x.ndim not in self._dims or x.shape[1] != self.num_features:
+            raise ValueError(f"{layer}: expected input of shape {self._layout} with C = "
+                             f"{self.num_features}, got {x.shape}")
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.data += 1
+            if self.momentum is None:  # a cumulative average: batch k weighs 1/k
+                factor = 1.0 / float(self.num_batches_tracked.data)
+        # in eval mode without running estimates the batch's own statistics normalize
+        use_batch_stats = self.training or self.running_mean is None
+        keep = not self.training or self.track_running_stats
+        return F.batch_norm(x, self.running_mean if keep else None,
+                            self.running_var if keep else None, self.weight, self.bias,
+                            use_batch_stats, factor, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, bias={self.bias is not None}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalization of (N, C) or (N, C, L) inputs, per channel C."""
+
+    _dims = (2, 3)
+    _layout = "(N, C) or (N, C, L)"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalization of (N, C, H, W) inputs, per channel C (over N, H and W)."""
+
+    _dims = (4,)
+    _layout = "(N, C, H, W)"

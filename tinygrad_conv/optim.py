@@ -1,4 +1,5 @@
-"""Optimizers: SGD and Adam, with the same arithmetic, step for step, as torch.optim.
+"""Optimizers: SGD, Adam and AdamW, with the same arithmetic, step for step, as torch.optim;
+learning-rate schedules in `optim.lr_scheduler` (tinygrad_conv/lr_scheduler.py).
 
 A parameter is any object with `.data`, a floating numpy array, and `.grad`, a numpy array of the
 same shape and dtype or None (in practice a `Tensor` with requires_grad=True). `step()` updates
@@ -12,6 +13,7 @@ continues exactly where the saved one stopped.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from numbers import Real
 from typing import Any
@@ -20,7 +22,7 @@ import numpy as np
 
 from tinygrad_conv.tensor import Tensor
 
-__all__ = ["Optimizer", "SGD", "Adam"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]
 
 
 def _unwrap(value: Any) -> Any:
@@ -290,13 +292,15 @@ class Adam(Optimizer):
     """
 
     _hyper_names = ("lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad")
+    _decoupled_weight_decay = False  # AdamW's difference
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False) -> None:
         super().__init__(params)
         if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
-            raise TypeError(f"Adam: betas must be a pair (beta1, beta2), got {betas!r}")
+            raise TypeError(f"{type(self).__name__}: betas must be a pair (beta1, beta2), "
+                            f"got {betas!r}")
         hyper = self._checked_hyper(lr, betas[0], betas[1], eps, weight_decay, amsgrad)
         for name, value in hyper.items():
             setattr(self, name, value)
@@ -307,13 +311,14 @@ class Adam(Optimizer):
 
     def _checked_hyper(self, lr: float, beta1: float, beta2: float, eps: float,
                        weight_decay: float, amsgrad: bool) -> dict[str, Any]:
+        name = type(self).__name__  # Adam or AdamW
         return {
-            "lr": _real("Adam", "lr", lr),
-            "beta1": _real("Adam", "betas[0]", beta1, high=1.0),
-            "beta2": _real("Adam", "betas[1]", beta2, high=1.0),
-            "eps": _real("Adam", "eps", eps),
-            "weight_decay": _real("Adam", "weight_decay", weight_decay),
-            "amsgrad": _flag("Adam", "amsgrad", amsgrad),
+            "lr": _real(name, "lr", lr),
+            "beta1": _real(name, "betas[0]", beta1, high=1.0),
+            "beta2": _real(name, "betas[1]", beta2, high=1.0),
+            "eps": _real(name, "eps", eps),
+            "weight_decay": _real(name, "weight_decay", weight_decay),
+            "amsgrad": _flag(name, "amsgrad", amsgrad),
         }
 
     def _state_keys(self, hyper: dict[str, Any]) -> tuple[str, ...]:
@@ -333,7 +338,10 @@ class Adam(Optimizer):
         beta1, beta2 = self.beta1, self.beta2
 
         d = grad
-        if self.weight_decay != 0:
+        if self._decoupled_weight_decay:
+            # AdamW: the decay shrinks the weights directly; the moments never see it
+            param *= 1 - self.lr * self.weight_decay
+        elif self.weight_decay != 0:
             d = param * self.weight_decay  # a new array: p.grad itself is left as it was
             d += grad
         # m = lerp(m, d, 1 - beta1)
@@ -354,3 +362,27 @@ class Adam(Optimizer):
         np.divide(m, tmp, out=tmp)
         tmp *= step_size
         param -= tmp
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), PyTorch's default of 0.01.
+
+    Per step, first p = p * (1 - lr * weight_decay), then Adam's update with the plain
+    gradient g: where Adam adds weight_decay * p to g (so the decay is rescaled by the moments,
+    and weights with large gradients barely decay), AdamW shrinks every weight at the same rate.
+    """
+
+    _decoupled_weight_decay = True
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
+
+
+# PyTorch's spelling, torch.optim.lr_scheduler: the schedules live in their own module, which
+# needs Optimizer from above; listing it in sys.modules also makes
+# `from tinygrad_conv.optim.lr_scheduler import OneCycleLR` work.
+from tinygrad_conv import lr_scheduler  # noqa: E402
+
+sys.modules[__name__ + ".lr_scheduler"] = lr_scheduler

@@ -5,8 +5,9 @@ W the weights, Z = W ⊛ A + b the output, Z' = dL/dZ the upstream gradient, ⊛
 Slow but obviously correct; stride, padding and dilation are (h, w) pairs of ints.
 
 Inside `with reference_kernels():` (also a decorator; or for a whole run with the environment
-variable TINYGRAD_CONV_REFERENCE_KERNELS=1) the engine's conv2d and pooling ops call these
-functions instead of the Cython kernels, so a debugger can step into every line of a gradient:
+variable TINYGRAD_CONV_REFERENCE_KERNELS=1) the engine's conv2d, pooling and batch_norm ops
+call these functions instead of the Cython kernels, so a debugger can step into every line of a
+gradient:
 
     with tinygrad_conv.reference_kernels():
         loss.backward()          # a breakpoint in conv2d_backward below stops here
@@ -20,7 +21,7 @@ import threading
 
 import numpy as np
 
-from tinygrad_conv.shapes import out_size
+from tinygrad_conv.shapes import out_size, pooled_size
 
 
 def _windows(a_pad: np.ndarray, i: int, j: int, out_hw, stride, dilation) -> np.ndarray:
@@ -141,6 +142,110 @@ def max_pool2d_backward(grad_out, argmax, h, w):
     return dz.reshape(n, c, h, w)
 
 
+def _avg_windows(h, w, kernel_size, stride, padding, ceil_mode, count_include_pad):
+    """(i, j, rows, cols, divisor) for every output cell of an average pool: the input cells of
+    window (i, j) are x[..., rows, cols]; the divisor counts the padding cells it covers (up to
+    the padded edge) when count_include_pad."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    for i in range(pooled_size(h, kh, sh, ph, ceil_mode)):
+        for j in range(pooled_size(w, kw, sw, pw, ceil_mode)):
+            top, left = i * sh - ph, j * sw - pw
+            bottom, right = min(top + kh, h + ph), min(left + kw, w + pw)
+            rows = slice(max(top, 0), min(bottom, h))
+            cols = slice(max(left, 0), min(right, w))
+            if count_include_pad:
+                divisor = (bottom - top) * (right - left)
+            else:
+                divisor = (rows.stop - rows.start) * (cols.stop - cols.start)
+            yield i, j, rows, cols, divisor
+
+
+def _adaptive_windows(h, w, output_size):
+    """(i, j, rows, cols, divisor): output row i averages input rows floor(i*h/OH) to
+    ceil((i+1)*h/OH) - 1, and the same for columns."""
+    oh, ow = output_size
+    for i in range(oh):
+        for j in range(ow):
+            rows = slice(i * h // oh, -(-(i + 1) * h // oh))
+            cols = slice(j * w // ow, -(-(j + 1) * w // ow))
+            yield i, j, rows, cols, (rows.stop - rows.start) * (cols.stop - cols.start)
+
+
+def _mean_of_windows(x, windows, out_hw):
+    a = np.zeros(x.shape[:2] + out_hw, dtype=x.dtype)
+    for i, j, rows, cols, divisor in windows:
+        a[:, :, i, j] = x[:, :, rows, cols].sum(axis=(2, 3)) / divisor
+    return a
+
+
+def _spread_over_windows(grad_out, h, w, windows):
+    dz = np.zeros(grad_out.shape[:2] + (h, w), dtype=grad_out.dtype)
+    for i, j, rows, cols, divisor in windows:
+        dz[:, :, rows, cols] += grad_out[:, :, i, j, None, None] / divisor
+    return dz
+
+
+def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad):
+    """A[i, j] = (sum of Z over window (i, j)) / divisor, zero padding."""
+    h, w = x.shape[2:]
+    windows = list(_avg_windows(h, w, kernel_size, stride, padding, ceil_mode,
+                                count_include_pad))
+    out_hw = (windows[-1][0] + 1, windows[-1][1] + 1)
+    return _mean_of_windows(x, windows, out_hw)
+
+
+def avg_pool2d_backward(grad_out, h, w, kernel_size, stride, padding, ceil_mode,
+                        count_include_pad):
+    """Z' = zero, then every cell of window (i, j) += A'[i, j] / divisor: an even share."""
+    return _spread_over_windows(grad_out, h, w, _avg_windows(
+        h, w, kernel_size, stride, padding, ceil_mode, count_include_pad))
+
+
+def adaptive_avg_pool2d_forward(x, output_size):
+    """A[i, j] = the mean of Z over adaptive window (i, j)."""
+    return _mean_of_windows(x, _adaptive_windows(*x.shape[2:], output_size), tuple(output_size))
+
+
+def adaptive_avg_pool2d_backward(grad_out, h, w):
+    """Every cell of adaptive window (i, j) += A'[i, j] / (cells in the window)."""
+    return _spread_over_windows(grad_out, h, w, _adaptive_windows(h, w, grad_out.shape[2:]))
+
+
+def batch_norm_forward(x, weight, bias, running_mean, running_var, eps):
+    """(y, mean, var, invstd) for x (N, C, M), per channel c:
+    x̂ = (x - μ) / sqrt(σ² + eps), y = γ x̂ + β, with μ, σ² the batch's mean and biased variance
+    (or running_mean, running_var when given)."""
+    channels = x.shape[1]
+    if running_mean is None:
+        mean = x.mean(axis=(0, 2))
+        var = ((x - mean[:, None]) ** 2).mean(axis=(0, 2))
+    else:
+        mean, var = running_mean.copy(), running_var.copy()
+    invstd = (1 / np.sqrt(var.astype(np.float64) + eps)).astype(x.dtype)
+    gamma = np.ones(channels, x.dtype) if weight is None else weight
+    beta = np.zeros(channels, x.dtype) if bias is None else bias
+    x_hat = (x - mean[:, None]) * invstd[:, None]
+    return gamma[:, None] * x_hat + beta[:, None], mean, var, invstd
+
+
+def batch_norm_backward(grad_out, x, mean, invstd, weight, training, need_dx):
+    """(dL/dx, dL/dγ, dL/dβ), n = N*M values per channel, dy = grad_out:
+    dL/dx = (1/n)(γ/σ)(n dy - Σdy - x̂ Σ(dy x̂)) in training, (γ/σ) dy in eval;
+    dL/dγ = Σ dy x̂, dL/dβ = Σ dy."""
+    n = x.shape[0] * x.shape[2]
+    gamma = np.ones(x.shape[1], x.dtype) if weight is None else weight
+    x_hat = (x - mean[:, None]) * invstd[:, None]
+    sum_dy = grad_out.sum(axis=(0, 2))
+    sum_dy_xhat = (grad_out * x_hat).sum(axis=(0, 2))
+    dx = None
+    if need_dx and training:
+        dx = (gamma * invstd / n)[:, None] * (
+            n * grad_out - sum_dy[:, None] - x_hat * sum_dy_xhat[:, None])
+    elif need_dx:
+        dx = (gamma * invstd)[:, None] * grad_out
+    return dx, sum_dy_xhat, sum_dy
+
+
 # ----------------------------------------------------------------------------------------------
 # Reference mode: the engine runs the functions above instead of the Cython kernels
 # ----------------------------------------------------------------------------------------------
@@ -160,7 +265,8 @@ _mode = threading.local()  # each thread has its own switch, starting from the e
 
 
 def enabled() -> bool:
-    """Whether conv2d and the pooling ops run this module's functions in this thread."""
+    """Whether conv2d, the pooling ops and batch_norm run this module's functions in this
+    thread."""
     return getattr(_mode, "on", _AT_START)
 
 

@@ -17,3 +17,13 @@ def out_size(size: int, kernel: int, stride: int = 1, padding=0, dilation: int =
     """
     before, after = (padding, padding) if isinstance(padding, int) else padding
     return 1 + (size + before + after - dilation * (kernel - 1) - 1) // stride
+
+
+def pooled_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> int:
+    """`out_size` for pooling, where PyTorch's ceil_mode rounds the division up instead (a last,
+    partial window), keeping that window only if it starts inside the input or its left padding.
+    """
+    if not ceil_mode:
+        return out_size(size, kernel, stride, padding)
+    out = 1 + -(-(size + 2 * padding - kernel) // stride)
+    return out - 1 if (out - 1) * stride >= size + padding else out

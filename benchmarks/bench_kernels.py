@@ -10,9 +10,9 @@ max-pool: billions of window elements compared per second) and, for the convolut
 percentage of the machine's peak. The calls go through the public ops (`cnn_ops.conv2d(...)` +
 `.backward(grad)`), so the graph's overhead is included.
 
-The peak is measured, not looked up: every thread runs the kernels' own FMA probe (independent
-fused multiply-adds on registers, in the SIMD path the kernels use) at the same time, so it is
-the clock this machine really runs at times the FMAs per cycle of that path's vectors.
+The peak is measured, not looked up: the kernels' own FMA probe (independent fused multiply-adds
+on registers, in the SIMD path the kernels use) gives one core's rate, the clock this machine
+really runs at times the FMAs per cycle of that path's vectors; times the threads.
 
 --cpu-time measures the process's CPU time instead of wall time: on a machine other jobs keep
 busy it still compares the work each side does (with one thread only: with more it would also
@@ -22,7 +22,6 @@ count the time idle threads spin).
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 
 import numpy as np
@@ -136,24 +135,17 @@ def bench_pool(shape, dtype, repeats):
 
 
 def peak_gflops(threads: int, dtype) -> float:
-    """The machine's peak GFLOP/s on `threads` threads in the kernels' SIMD path: each thread
-    runs the FMA probe (it releases the GIL) for about 0.3 s at once; the best of three."""
-    rounds = 10_000_000 if np.dtype(dtype) == np.float32 else 5_000_000
+    """The machine's peak GFLOP/s on `threads` cores in the kernels' SIMD path: one thread runs
+    the FMA probe (about 0.2 s; the best of three, since another job may take the core for a
+    moment) and that is multiplied by the threads: the clock this machine really runs at, times
+    the FMAs per cycle of the path's vectors, times the cores."""
+    rounds = 5_000_000
     best = 0.0
     for _ in range(3):
-        flops = [0.0] * threads
-
-        def probe(k):
-            flops[k] = _conv.fma_probe(_conv.get_simd_path(), dtype, rounds)
-
-        workers = [threading.Thread(target=probe, args=(k,)) for k in range(threads)]
         start = time.perf_counter()
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        best = max(best, sum(flops) / (time.perf_counter() - start) / 1e9)
-    return best
+        flops = _conv.fma_probe(_conv.get_simd_path(), dtype, rounds)
+        best = max(best, flops / (time.perf_counter() - start) / 1e9)
+    return best * threads
 
 
 def main() -> None:

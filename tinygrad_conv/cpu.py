@@ -55,7 +55,7 @@ def _macos_sysctl() -> dict[str, int]:
     return sizes
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cache_sizes() -> dict[str, int | str]:
     """{'L1d': bytes, 'L2': bytes (per core), 'L3': bytes, 'source': where they came from}."""
     found: dict[str, int] = {}

@@ -32,7 +32,8 @@
  * compilers keep named variables in registers, while an array of vectors may be kept in memory
  * (GCC does so for AVX2, at half the speed). Those a tile does not use are never touched, and
  * the compiler drops them: `vectors` and `npix` are constants in each copy of the body. */
-#define TGC_FOR_PIXELS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define TGC_FOR_PIXELS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) \
+    X(13) X(14) X(15) X(16) X(17) X(18) X(19)
 
 #define TGC_START(p)                                                                        \
     const T *at##p = in + (p < npix ? pix[p] : 0);                                          \

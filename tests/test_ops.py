@@ -209,3 +209,21 @@ def test_a_small_mlp_matches_torch_end_to_end():
 def test_float32_ops_stay_float32_and_match_torch():
     helper_test_op([(3, 4), (4, 2)], lambda a, b: (a @ b).sigmoid().sum(),
                    lambda a, b: (a @ b).sigmoid().sum(), dtype=np.float32, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [7, 200_000])        # one thread, and pieces on every thread
+def test_relu_kernel_matches_pytorch_bitwise_with_zeros_nans_and_infinite_gradients(dtype, n):
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(n).astype(dtype)
+    x[::7], x[::11], x[::13] = 0.0, np.nan, -0.0
+    g = rng.standard_normal(n).astype(dtype)
+    g[::5], g[::9] = np.inf, np.nan          # where x <= 0 these must still give 0
+    ours = Tensor(x, requires_grad=True, dtype=dtype)
+    out = ours.relu()
+    out.backward(g)
+    theirs = torch.tensor(x, requires_grad=True)
+    t_out = torch.relu(theirs)
+    t_out.backward(torch.tensor(g))
+    assert np.array_equal(out.data, t_out.detach().numpy(), equal_nan=True)
+    assert np.array_equal(ours.grad, theirs.grad.numpy(), equal_nan=True)

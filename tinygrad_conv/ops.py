@@ -14,8 +14,9 @@ import math
 
 import numpy as np
 
+from tinygrad_conv import _elementwise
 from tinygrad_conv._matmul import matmul as _matmul_kernel
-from tinygrad_conv.tensor import Function, Tensor
+from tinygrad_conv.tensor import _FLOAT_DTYPES, Function, Tensor
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -181,14 +182,21 @@ class ReLU(Function):
     def forward(ctx, x):
         if x.dtype == np.bool_:
             raise TypeError("relu: a bool tensor is not supported (as in PyTorch)")
-        out = np.maximum(x, 0)
+        if x.dtype in _FLOAT_DTYPES:     # one pass on the kernels' threads
+            out = _elementwise.relu_forward(np.ascontiguousarray(x).reshape(-1))
+            out = out.reshape(x.shape)
+        else:
+            out = np.maximum(x, 0)
         ctx.save_for_backward(out)
         return out
 
     # d(relu x)/dx = 0 where x <= 0, else 1 (PyTorch's rule: 0 at x = 0, and a NaN input,
-    # whose output is NaN, passes its gradient on)
+    # whose output is NaN, passes its gradient on): g where not (out <= 0), else 0
     def backward(ctx, g):
         (out,) = ctx.saved_values
+        if out.dtype in _FLOAT_DTYPES and g.dtype == out.dtype:
+            grad = _elementwise.relu_backward(out.reshape(-1), np.ascontiguousarray(g).reshape(-1))
+            return grad.reshape(out.shape)
         return np.where(out <= 0, 0, g)
 
 

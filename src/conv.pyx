@@ -476,11 +476,14 @@ cdef void tap_range(Py_ssize_t out_len, Py_ssize_t in_len, Py_ssize_t stride, Py
 @functools.lru_cache(maxsize=256)
 def weight_grad_tiles(Py_ssize_t filters_per_group, Py_ssize_t groups, Py_ssize_t per_group,
                       row_axis, col_axis, int path, Py_ssize_t lanes):
-    """The tiles of dL/dW, read-only: each a block of filters by up to a tile's worth of
-    (channel, tap) pairs whose taps read A over the same output rows and columns (all taps,
-    without padding), so one tile's pairs share their reduction. Rows of (block, i, j, count,
-    c_0, tap_0, c_1, tap_1, ...), tap = i*KW + j, (i, j) the first pair's (it fixes the rows
-    and columns). row_axis and col_axis: (out_len, in_len, taps, stride, pad, dil)."""
+    """The tiles of dL/dW, and where their sums go. Each tile is a block of filters by up to a
+    tile's worth of (channel, tap) pairs whose taps read A over the same output rows and columns
+    (all taps, without padding), so one tile's pairs share their reduction. Returns, read-only:
+      tiles (T, 5 + 2 * TGC_MAX_PIX): (block, i, j, count, at, c_0, tap_0, c_1, tap_1, ...),
+        tap = i*KW + j with (i, j) the first pair's (it fixes the rows and columns); a tile's
+        sums are kept side by side, [pair][filter], from `at` in a partial sum;
+      dest (F * C/groups * KH * KW,): the element of dL/dW each partial-sum element adds to.
+    row_axis and col_axis: (out_len, in_len, taps, stride, pad, dil)."""
     cdef Py_ssize_t lo, hi
     ranges = []
     for out_len, in_len, taps, stride, pad, dil in (row_axis, col_axis):
@@ -490,8 +493,10 @@ def weight_grad_tiles(Py_ssize_t filters_per_group, Py_ssize_t groups, Py_ssize_
             taps_of.setdefault((lo, hi), []).append(i)
         ranges.append(list(taps_of.values()))
     blocks = channel_blocks(filters_per_group, groups, lanes, 0, path)
-    tiles = []
+    n_taps = row_axis[2] * col_axis[2]
+    tiles, dest, at = [], [], 0
     for b in range(blocks.shape[0]):
+        g, first, count = blocks[b, 0], blocks[b, 1], blocks[b, 3]
         most = tgc_max_pixels(path, <int> blocks[b, 2])
         for rows in ranges[0]:
             for cols in ranges[1]:
@@ -499,12 +504,18 @@ def weight_grad_tiles(Py_ssize_t filters_per_group, Py_ssize_t groups, Py_ssize_
                          for i in rows for j in cols]
                 for k in range(0, len(pairs), most):
                     part = pairs[k:k + most]
-                    tiles.append([b, rows[0], cols[0], len(part)]
+                    tiles.append([b, rows[0], cols[0], len(part), at]
                                  + [x for pair in part for x in pair]
                                  + [0] * (2 * (TGC_MAX_PIX - len(part))))
-    tiles = np.array(tiles, dtype=np.intp).reshape(-1, 4 + 2 * TGC_MAX_PIX)
+                    for c, tap in part:      # dL/dW[f, c, tap] for the block's filters f
+                        dest.extend(((g * filters_per_group + first + o) * per_group + c)
+                                    * n_taps + tap for o in range(count))
+                    at += len(part) * count
+    tiles = np.array(tiles, dtype=np.intp).reshape(-1, 5 + 2 * TGC_MAX_PIX)
+    dest = np.array(dest, dtype=np.intp)
     tiles.setflags(write=False)
-    return tiles
+    dest.setflags(write=False)
+    return tiles, dest
 
 
 cdef void pack_grad(const floating *dz,      # IN  Z'[n]: (F, OH, OW)
@@ -520,14 +531,15 @@ cdef void pack_grad(const floating *dz,      # IN  Z'[n]: (F, OH, OW)
 
 cdef void weight_grad_tile(const floating *a,       # IN  A[n0]: images n0 <= n < n1
                            const floating *zt,      # IN  Z'[n0:n1, :, r0:r1] packed by block
-                           floating *dw,            # OUT the slab's dL/dW: (F, C/groups, KH, KW)
+                           floating *part,          # OUT a partial sum (see weight_grad_tiles)
                            const WeightGrad *wg, const Py_ssize_t[:, ::1] blocks,
                            const Py_ssize_t *lanes_before, const Py_ssize_t *tile,
                            Py_ssize_t n_images, Py_ssize_t r0, Py_ssize_t r1,
                            bint add) noexcept nogil:
     """dL/dW[f, c, i, j] (+)= sum over the images and the output pixels (oh, ow) of rows r0..r1
     whose tap (i, j) is real, of Z'[n, f, oh, ow] * A[n, c, oh*s - pad + i*d, ow*s - pad + j*d]:
-    the block's filters f (vectors) by the tile's (c, i*KW + j) pairs (broadcast)."""
+    the block's filters f (vectors) by the tile's (c, i*KW + j) pairs (broadcast), into the
+    tile's place in a partial sum."""
     cdef floating out[TGC_TILE_CAPACITY]
     cdef Py_ssize_t pix[TGC_MAX_PIX]
     cdef Py_ssize_t at[TGC_MAX_PIX]
@@ -542,7 +554,7 @@ cdef void weight_grad_tile(const floating *a,       # IN  A[n0]: images n0 <= n 
             return
         oh_lo = oh_hi = r0
     for p in range(npix):
-        c, i, j = tile[4 + 2 * p], tile[5 + 2 * p] // wg.taps_w, tile[5 + 2 * p] % wg.taps_w
+        c, i, j = tile[5 + 2 * p], tile[6 + 2 * p] // wg.taps_w, tile[6 + 2 * p] % wg.taps_w
         pix[p] = ((block[0] * wg.per_group + c) * wg.height
                   + oh_lo * wg.stride_h - wg.pad_top + i * wg.dil_h) * wg.width \
             + ow_lo * wg.stride_w - wg.pad_left + j * wg.dil_w
@@ -558,15 +570,14 @@ cdef void weight_grad_tile(const floating *a,       # IN  A[n0]: images n0 <= n 
     zt += n_images * (r1 - r0) * wg.out_w * lanes_before[tile[0]]     # the block's part
     run_tile(zt + ((oh_lo - r0) * wg.out_w + ow_lo) * width, a, pix,
              <int> npix, &loops, out, at, False, wg.path, <int> block[2])
-    dw += (block[0] * wg.filters_per_group + block[1]) * wg.per_group * taps
-    for o in range(block[3]):       # dL/dW[f, c, i, j] (+)= out[p][f]
-        for p in range(npix):
-            if add:
-                dw[(o * wg.per_group + tile[4 + 2 * p]) * taps + tile[5 + 2 * p]] += \
-                    out[p * width + o]
-            else:
-                dw[(o * wg.per_group + tile[4 + 2 * p]) * taps + tile[5 + 2 * p]] = \
-                    out[p * width + o]
+    part += tile[4]                 # this tile's sums: [pair][filter], side by side
+    for p in range(npix):
+        if add:
+            for o in range(block[3]):
+                part[p * block[3] + o] += out[p * width + o]
+        else:
+            for o in range(block[3]):
+                part[p * block[3] + o] = out[p * width + o]
 
 
 def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :, ::1] dz,
@@ -615,10 +626,12 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
 
     cdef const Py_ssize_t[:, ::1] blocks = channel_blocks(wg.filters_per_group, groups,
                                                           wg.lanes, 0, wg.path)
-    cdef const Py_ssize_t[:, ::1] tiles = weight_grad_tiles(
+    tiles_array, dest_array = weight_grad_tiles(
         wg.filters_per_group, groups, wg.per_group,
         (wg.out_h, wg.height, wg.taps_h, wg.stride_h, wg.pad_top, wg.dil_h),
         (wg.out_w, wg.width, wg.taps_w, wg.stride_w, wg.pad_left, wg.dil_w), wg.path, wg.lanes)
+    cdef const Py_ssize_t[:, ::1] tiles = tiles_array
+    cdef const Py_ssize_t[::1] dest = dest_array
     cdef Py_ssize_t n_blocks = blocks.shape[0], n_tiles = tiles.shape[0]
     cdef Py_ssize_t[::1] lanes_before = np.concatenate(
         [[0], np.cumsum(np.asarray(blocks)[:, 2])]).astype(np.intp) * wg.lanes
@@ -664,15 +677,18 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
                                      s > q * per_run)
     dweight = np.empty(kernel_shape, dtype=dtype)
     cdef floating[::1] dw = dweight.reshape(-1)
+    cdef floating[::1] summed = _workspace("dw_summed", 1, dw_size, dtype)[0]
     cdef Py_ssize_t k0, k1, per_piece = 4096
     with nogil:
         for k0 in prange(0, dw_size, per_piece, num_threads=threads, schedule="static"):
             k1 = min(dw_size, k0 + per_piece)
             for k in range(k0, k1):
-                dw[k] = part[0, k]
+                summed[k] = part[0, k]
             for q in range(1, runs):     # run after run, so the sum is repeatable
                 for k in range(k0, k1):
-                    dw[k] = dw[k] + part[q, k]
+                    summed[k] = summed[k] + part[q, k]
+            for k in range(k0, k1):      # each element to its place in dL/dW
+                dw[dest[k]] = summed[k]
     return dweight, dbias
 
 

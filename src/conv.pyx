@@ -73,9 +73,9 @@ cdef extern from "microkernels.h" nogil:
     tgc_tile_f64 tgc_tile_fn_f64(int path, int vectors)
     double tgc_fma_probe(int path, int is_double, long rounds)
     ctypedef void (*tgc_unstage_f32)(const float *, int, Py_ssize_t, int, float *, Py_ssize_t,
-                                     const float *, int)
+                                     const float *)
     ctypedef void (*tgc_unstage_f64)(const double *, int, Py_ssize_t, int, double *,
-                                     Py_ssize_t, const double *, int)
+                                     Py_ssize_t, const double *)
     ctypedef void (*tgc_stage_f32)(const float *, Py_ssize_t, int, Py_ssize_t, float *, int)
     ctypedef void (*tgc_stage_f64)(const double *, Py_ssize_t, int, Py_ssize_t, double *, int)
     tgc_unstage_f32 tgc_unstage_fn_f32(int path)
@@ -327,14 +327,14 @@ cdef inline void run_tile(const floating *vec, const floating *src, const Py_ssi
 
 
 cdef inline void unstage(const floating *stage, int width, Py_ssize_t npix, int count,
-                         floating *out, Py_ssize_t plane, const floating *bias, bint add,
+                         floating *out, Py_ssize_t plane, const floating *bias,
                          int path) noexcept nogil:
     """out[o * plane + q] = stage[q][o] (+ bias[o]): the tiles' pixel-major staging buffer to
     the NCHW output, a transpose (in registers, a block of vectors at a time)."""
     if floating is float:
-        tgc_unstage_fn_f32(path)(stage, width, npix, count, out, plane, bias, add)
+        tgc_unstage_fn_f32(path)(stage, width, npix, count, out, plane, bias)
     else:
-        tgc_unstage_fn_f64(path)(stage, width, npix, count, out, plane, bias, add)
+        tgc_unstage_fn_f64(path)(stage, width, npix, count, out, plane, bias)
 
 
 cdef inline void stage_in(const floating *src, Py_ssize_t plane, int count, Py_ssize_t npix,
@@ -413,7 +413,7 @@ cdef void correlate_band(const Correlation *cor, const floating *kernel,
             unstage(stage + n * band * width, <int> width, band, <int> blocks[b, 3],
                     out + n * cor.out_image + (group * cor.out_per_group + first) * cor.out_plane
                     + y0 * cor.out_pitch, cor.out_plane,
-                    NULL if bias == NULL else bias + group * cor.out_per_group + first, False,
+                    NULL if bias == NULL else bias + group * cor.out_per_group + first,
                     cor.path)
 
 
@@ -458,7 +458,7 @@ cdef void correlate(Correlation *cor, const floating *src, const floating *kerne
 
 cdef struct WeightGrad:
     Py_ssize_t channels, height, width, per_group          # A: (C, H, W), C/groups a group
-    Py_ssize_t filters, out_h, out_w, filters_per_group    # Z': (F, OH, OW)
+    Py_ssize_t out_h, out_w, filters_per_group             # Z': (F, OH, OW)
     Py_ssize_t taps_h, taps_w, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w
     int path, lanes
 
@@ -598,7 +598,7 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
     dtype = np.float32 if floating is float else np.float64
     cdef WeightGrad wg
     wg.channels, wg.height, wg.width = a.shape[1], a.shape[2], a.shape[3]
-    wg.per_group, wg.filters, wg.filters_per_group = kernel_shape[1], F, F // groups
+    wg.per_group, wg.filters_per_group = kernel_shape[1], F // groups
     wg.out_h, wg.out_w = dz.shape[2], dz.shape[3]
     wg.taps_h, wg.taps_w = kernel_shape[2], kernel_shape[3]
     wg.stride_h, wg.stride_w, wg.dil_h, wg.dil_w = stride[0], stride[1], dilation[0], dilation[1]

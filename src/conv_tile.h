@@ -115,22 +115,21 @@ TGC_TILE_FN(4, TGC_CASES_4)
 
 /* ---- the tiles' staging buffer and the NCHW layout, both ways ----
  *
- *     unstage:  out[o * plane + q] (+)= stage[q * width + o] (+ bias[o])   q < npix, o < count
+ *     unstage:  out[o * plane + q] = stage[q * width + o] (+ bias[o])   q < npix, o < count
  *     stage:    stage[q * width + o] = src[o * plane + q]  (0 for count <= o < width)
  *
  * Transposes, done LANES x LANES at a time in registers (TRANSPOSE), so that both sides are
  * read and written a whole vector at a time; blocks at the edges go one value at a time. */
 
 TARGET static void TGC_FN(tgc_unstage)(const T *stage, int width, ptrdiff_t npix, int count,
-                                       T *out, ptrdiff_t plane, const T *bias, int add)
+                                       T *out, ptrdiff_t plane, const T *bias)
 {
     for (int o0 = 0; o0 < count; o0 += LANES) {
         for (ptrdiff_t q0 = 0; q0 < npix; q0 += LANES) {
             if (o0 + LANES > count || q0 + LANES > npix) {       /* an edge block */
                 for (int o = o0; o < count && o < o0 + LANES; o++)
                     for (ptrdiff_t q = q0; q < npix && q < q0 + LANES; q++) {
-                        T v = stage[q * width + o] + (bias ? bias[o] : (T)0);
-                        out[o * plane + q] = add ? out[o * plane + q] + v : v;
+                        out[o * plane + q] = stage[q * width + o] + (bias ? bias[o] : (T)0);
                     }
                 continue;
             }
@@ -139,10 +138,8 @@ TARGET static void TGC_FN(tgc_unstage)(const T *stage, int width, ptrdiff_t npix
             for (int l = 0; l < LANES; l++)       /* r[l]: pixel q0 + l, channels o0.. */
                 r[l] = VADD(VLOAD(stage + (q0 + l) * width + o0), b);
             TRANSPOSE(r);                         /* r[c]: channel o0 + c, pixels q0.. */
-            for (int c = 0; c < LANES; c++) {
-                T *row = out + (o0 + c) * plane + q0;
-                VSTORE(row, add ? VADD(r[c], VLOAD(row)) : r[c]);
-            }
+            for (int c = 0; c < LANES; c++)
+                VSTORE(out + (o0 + c) * plane + q0, r[c]);
         }
     }
 }

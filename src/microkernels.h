@@ -400,9 +400,9 @@ static tgc_tile_f64 tgc_tile_fn_f64(int path, int vectors)
 }
 
 typedef void (*tgc_unstage_f32)(const float *, int, ptrdiff_t, int, float *, ptrdiff_t,
-                                const float *, int);
+                                const float *);
 typedef void (*tgc_unstage_f64)(const double *, int, ptrdiff_t, int, double *, ptrdiff_t,
-                                const double *, int);
+                                const double *);
 typedef void (*tgc_stage_f32)(const float *, ptrdiff_t, int, ptrdiff_t, float *, int);
 typedef void (*tgc_stage_f64)(const double *, ptrdiff_t, int, ptrdiff_t, double *, int);
 

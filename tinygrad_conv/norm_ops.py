@@ -41,7 +41,8 @@ class BatchNorm(Function):
         y, mean, var, invstd = _kernels(_norm).batch_norm_forward(x3, weight, bias, *given, eps)
         if use_batch_stats and running_mean is not None:
             # running estimates: r = momentum * batch statistic + (1 - momentum) * r, with the
-            # unbiased variance σ² n/(n-1) (the normalization itself used the biased one)
+            # unbiased variance σ² n/(n-1) (the normalization itself used the biased one); the
+            # statistics come in double, and r is rounded to its dtype once
             count = x3.shape[0] * x3.shape[2]
             running_mean[...] = momentum * mean + (1 - momentum) * running_mean
             running_var[...] = momentum * (var * (count / (count - 1))) \

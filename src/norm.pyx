@@ -112,7 +112,8 @@ def batch_norm_forward(const floating[:, :, ::1] x,   # IN  (N, C, M)
     it used and 1/sqrt(σ² + eps), in double (C,). With running_mean/var given (eval mode)
     those are μ, σ².
 
-    The caller (norm_ops) checks shapes and dtypes. Batch statistics need N*M >= 1.
+    The caller (norm_ops) checks shapes and dtypes. With no values (N*M == 0) y is empty, and
+    batch statistics are NaN (the mean of nothing).
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], M = x.shape[2], c
     cdef Py_ssize_t image = C * M
@@ -123,15 +124,14 @@ def batch_norm_forward(const floating[:, :, ::1] x,   # IN  (N, C, M)
     gamma_arr = np.ones(C, dtype=dtype) if weight is None else weight
     beta_arr = np.zeros(C, dtype=dtype) if bias is None else bias
     cdef bint batch_stats = running_mean is None
-    if batch_stats and N * M == 0:
-        raise ValueError(f"batch_norm_forward: no values to take statistics of, x is "
-                         f"{(N, C, M)}")
     invstd_arr = np.empty(C, dtype=np.float64)
     if not batch_stats:
         mean_arr[:] = running_mean
         var_arr[:] = running_var
         invstd_arr[:] = 1 / np.sqrt(var_arr + eps)
-    if N * M == 0:   # an empty batch in eval mode: nothing to normalize
+    if N * M == 0:   # an empty batch: nothing to normalize, nothing to take statistics of
+        if batch_stats:
+            mean_arr[:] = var_arr[:] = invstd_arr[:] = np.nan
         return out, mean_arr, var_arr, invstd_arr
     cdef floating[:, :, ::1] y = out
     cdef double[::1] mu = mean_arr, var = var_arr, invstd = invstd_arr  # a slot per channel,

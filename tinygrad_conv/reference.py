@@ -218,7 +218,9 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, eps):
     centred before it is scaled: precise when |μ| >> σ), y is rounded to x's dtype once."""
     channels = x.shape[1]
     x64 = x.astype(np.float64)
-    if running_mean is None:
+    if running_mean is None and x.size == 0:    # no values: NaN statistics, an empty y
+        mean = var = np.full(channels, np.nan)
+    elif running_mean is None:
         mean = x64.mean(axis=(0, 2))
         var = ((x64 - mean[:, None]) ** 2).mean(axis=(0, 2))
     else:

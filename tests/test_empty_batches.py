@@ -43,6 +43,20 @@ LAYERS = {   # name: (the layer, from our nn or torch.nn, and an empty input's s
 }
 
 
+def assert_same_empty_result(ours, theirs, shape: tuple[int, ...]) -> None:
+    """ours and theirs (PyTorch's) on an empty float32 input of `shape`, then backward of the
+    output's sum: the same output shape, float32, and an empty gradient of the input's shape."""
+    x = np.zeros(shape, np.float32)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = theirs(tx)
+    ty.sum().backward()
+    ox = Tensor(x, requires_grad=True)
+    oy = ours(ox)
+    oy.sum().backward()
+    assert oy.shape == tuple(ty.shape) and oy.dtype == np.float32
+    assert ox.grad.shape == tuple(tx.grad.shape) == shape and ox.grad.dtype == np.float32
+
+
 def xfail_reference_max_pool(request, kernel_mode: str, name: str) -> None:
     # reference.py's max_pool2d_backward reshapes with -1, which numpy refuses for 0 values
     # (reference.py's pooling is another change's; this mark goes when it is mended)
@@ -62,15 +76,7 @@ def test_an_empty_batch_through_a_layer_is_what_pytorch_returns(name, training, 
     ours.load_state_dict(theirs.state_dict())
     ours.train(training)
     theirs.train(training)
-    x = np.zeros(shape, np.float32)
-    tx = torch.tensor(x, requires_grad=True)
-    ty = theirs(tx)
-    ty.sum().backward()
-    ox = Tensor(x, requires_grad=True)
-    oy = ours(ox)
-    oy.sum().backward()
-    assert oy.shape == tuple(ty.shape) and oy.dtype == np.float32
-    assert ox.grad.shape == shape and ox.grad.dtype == np.float32
+    assert_same_empty_result(ours, theirs, shape)
     for (key, p), (_, q) in zip(ours.named_parameters(), theirs.named_parameters()):
         assert p.grad is not None and np.array_equal(p.grad, q.grad.numpy()), key   # zeros
     theirs_state = theirs.state_dict()
@@ -106,16 +112,7 @@ FUNCTIONS = {   # name: (ours, PyTorch's, an empty input's shape)
 def test_an_empty_batch_through_a_functional_op_is_what_pytorch_returns(name, kernel_mode,
                                                                         request):
     xfail_reference_max_pool(request, kernel_mode, name)
-    ours, theirs, shape = FUNCTIONS[name]
-    x = np.zeros(shape, np.float32)
-    tx = torch.tensor(x, requires_grad=True)
-    ty = theirs(tx)
-    ty.sum().backward()
-    ox = Tensor(x, requires_grad=True)
-    oy = ours(ox)
-    oy.sum().backward()
-    assert oy.shape == tuple(ty.shape) and oy.dtype == np.float32
-    assert ox.grad.shape == shape and ox.grad.dtype == np.float32
+    assert_same_empty_result(*FUNCTIONS[name])
 
 
 def test_batch_norm_with_running_statistics_leaves_them_alone_on_an_empty_batch(kernel_mode):

@@ -156,17 +156,16 @@ cdef void channel_grad_sums(const floating *dy, const floating *x,   # IN  chann
     cdef floating mean_hi, mean_lo
     split(mean, &mean_hi, &mean_lo)
     for n in range(N):
-        row_grad_sums(dy + n * image, x + n * image, M, mean_hi, mean_lo, <floating> invstd,
-                      &s, &sx)
+        row_grad_sums(dy + n * image, x + n * image, M, mean_hi, mean_lo, &s, &sx)
     sum_dy[0] = s
-    sum_dy_xhat[0] = sx
+    sum_dy_xhat[0] = sx * invstd    # Σ(dy x̂) = Σ(dy (x - μ)) / σ
 
 
 cdef inline void row_grad_sums(const floating *dy, const floating *x, Py_ssize_t n,
-                               floating mean_hi, floating mean_lo, floating invstd,
-                               double *sum_dy, double *sum_dy_xhat) noexcept nogil:
-    """Adds Σdy and Σ(dy x̂) over one row of n values, each in four interleaved partial sums
-    (four chains of additions the CPU runs side by side, in a fixed order)."""
+                               floating mean_hi, floating mean_lo,
+                               double *sum_dy, double *sum_dy_centred) noexcept nogil:
+    """Adds Σdy and Σ(dy (x - μ)) over one row of n values, each in four interleaved partial
+    sums (four chains of additions the CPU runs side by side, in a fixed order)."""
     cdef double s[4]
     cdef double sx[4]
     cdef Py_ssize_t i, k
@@ -176,12 +175,12 @@ cdef inline void row_grad_sums(const floating *dy, const floating *x, Py_ssize_t
     for i in range(0, n - n % 4, 4):
         for k in range(4):
             s[k] += dy[i + k]
-            sx[k] += dy[i + k] * (((x[i + k] - mean_hi) - mean_lo) * invstd)
+            sx[k] += dy[i + k] * ((x[i + k] - mean_hi) - mean_lo)
     for i in range(n - n % 4, n):
         s[0] += dy[i]
-        sx[0] += dy[i] * (((x[i] - mean_hi) - mean_lo) * invstd)
+        sx[0] += dy[i] * ((x[i] - mean_hi) - mean_lo)
     sum_dy[0] += (s[0] + s[1]) + (s[2] + s[3])
-    sum_dy_xhat[0] += (sx[0] + sx[1]) + (sx[2] + sx[3])
+    sum_dy_centred[0] += (sx[0] + sx[1]) + (sx[2] + sx[3])
 
 
 cdef void input_grad_channel(const floating *dy, const floating *x,   # IN  channel c
@@ -189,17 +188,18 @@ cdef void input_grad_channel(const floating *dy, const floating *x,   # IN  chan
                              Py_ssize_t N, Py_ssize_t M, Py_ssize_t image,
                              double mean, double invstd, double gamma,
                              double sum_dy, double sum_dy_xhat) noexcept nogil:
-    """dx = (1/n)(γ/σ)(n dy - Σdy - x̂ Σ(dy x̂)), n = N*M, x̂ centred as the forward's."""
+    """dx = (1/n)(γ/σ)(n dy - Σdy - x̂ Σ(dy x̂)), n = N*M, x̂ centred as the forward's
+    (x̂ Σ(dy x̂) computed as (x - μ) · Σ(dy x̂)/σ: one multiply a value fewer)."""
     cdef Py_ssize_t n, m, at
     cdef floating mean_hi, mean_lo
     split(mean, &mean_hi, &mean_lo)
-    cdef floating count = N * M, inv = <floating> invstd
+    cdef floating count = N * M
     cdef floating k = <floating> (gamma * invstd / (N * M))
-    cdef floating s = <floating> sum_dy, sx = <floating> sum_dy_xhat
+    cdef floating s = <floating> sum_dy, sx = <floating> (sum_dy_xhat * invstd)
     for n in range(N):
         for m in range(M):
             at = n * image + m
-            dx[at] = k * (count * dy[at] - s - (((x[at] - mean_hi) - mean_lo) * inv) * sx)
+            dx[at] = k * (count * dy[at] - s - ((x[at] - mean_hi) - mean_lo) * sx)
 
 
 def batch_norm_backward(const floating[:, :, ::1] grad_out,   # IN  dy: (N, C, M)

@@ -2,7 +2,9 @@
 
 They follow the tutorial (cnn-backward-pass-tutorial) literally, in its notation: A the input,
 W the weights, Z = W ⊛ A + b the output, Z' = dL/dZ the upstream gradient, ⊛ cross-correlation.
-Slow but obviously correct; stride, padding and dilation are (h, w) pairs of ints.
+Slow but obviously correct; stride, padding and dilation are (h, w) pairs of ints. Plain NumPy,
+so they also run on object arrays of sympy symbols and then return the tutorial's formulas
+themselves (docs/walkthrough.md, section 13).
 
 Inside `with reference_kernels():` (also a decorator; or for a whole run with the environment
 variable TINYGRAD_CONV_REFERENCE_KERNELS=1) the engine's conv2d, pooling and batch_norm ops

@@ -56,6 +56,9 @@ def gradcheck(
     Only inputs that are Tensors with requires_grad=True are checked; others are passed through.
     Inputs are copied to float64 first. On a mismatch a GradcheckError names the input, the index
     and both values of the worst element (or, with raise_exception=False, False is returned).
+    At a kink (the one-sided differences disagree, e.g. a max_pool tie) the analytic value must
+    equal one of them instead: then it passes with a GradcheckKinkWarning, else the error says
+    it met a kink.
     """
     inputs = [_float64_leaf(x) for x in inputs]
     checked = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
@@ -70,6 +73,9 @@ def gradcheck(
     def scalar_loss(args) -> float:
         with no_grad():
             return float(np.sum(fn(*args).data * weights))
+
+    def close(a, b):
+        return np.abs(a - b) <= atol + rtol * np.abs(b)
 
     out.backward(weights)
     at_loss = scalar_loss(inputs)
@@ -88,9 +94,6 @@ def gradcheck(
             x.data[idx] = original
             numerical[idx] = (plus - minus) / (2 * eps)
             right[idx], left[idx] = (plus - at_loss) / eps, (at_loss - minus) / eps
-
-        def close(a, b):
-            return np.abs(a - b) <= atol + rtol * np.abs(b)
 
         wrong = ~close(analytic, numerical)
         kink = ~close(right, left) & ~close(left, right)

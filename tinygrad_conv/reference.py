@@ -89,7 +89,7 @@ def conv2d_backward(x, w, grad_out, stride, padding, dilation,
         # Z' by s); W's taps sat d apart, so Z' moves d cells at a time (stride d). The batch
         # is the summed axis (the correlation's channels), A's channels and Z''s filters the
         # two others: (C, N, H, W) ⊛ (F, N, OH, OW) -> (C, F, KH, KW). Only the rows and
-        # columns the forward read, sh*(oh-1) + dh*(kh-1) + 1, so the result is KH x KW.
+        # columns the forward read, s*(OH-1) + d*(KH-1) + 1, so the result is KH x KW.
         rows, cols = sh * (oh - 1) + dil_h * (kh - 1) + 1, sw * (ow - 1) + dil_w * (kw - 1) + 1
         a_read = a_pad[:, :, :rows, :cols].transpose(1, 0, 2, 3)
         z_kernel = np.ascontiguousarray(grad_out.transpose(1, 0, 2, 3))

@@ -108,12 +108,11 @@ def conv_graph_cases(level: int, rng) -> list[Case]:
     w = rng.standard_normal((2, 2, 3, 3))
     shared = dict(x=x, x2=x2, w=w, build="shared weight")
     skip = dict(x=x, w=w, build="skip connection")
-    return [
-        Case("conv", "conv2d_weight_grad", level, "a weight shared by two convs",
-             shared, kind="graph"),
-        Case("conv", "conv2d_input_grad", level, "an input reused in a skip connection "
-             "(x + conv(x), padding 'same')", skip, kind="graph"),
-    ]
+    if level == 2:
+        return [Case("conv", "conv2d_weight_grad", level, "a weight shared by two convs",
+                     shared, kind="graph")]
+    return [Case("conv", "conv2d_input_grad", level, "an input reused in a skip connection "
+                 "(x + conv(x), 3x3 kernel, padding 1)", skip, kind="graph")]
 
 
 def conv_level(level: int, rng, hidden: bool) -> list[Case]:
@@ -142,7 +141,8 @@ def conv_level(level: int, rng, hidden: bool) -> list[Case]:
                 + conv_cases(3, "padding 'same' with an even kernel (2x4: one more at the "
                              "bottom and right)",
                              conv_layer(rng, 2, 3, 2, (5, 6), (2, 4),
-                                        padding=((0, 1), (1, 2)))))
+                                        padding=((0, 1), (1, 2))))
+                + conv_graph_cases(3, rng))
     if level == 4:
         return (conv_cases(4, "stride 2, 6x6 input, 3x3 kernel: the last row and column are "
                            "never reached", conv_layer(rng, 2, 2, 3, (6, 6), (3, 3),

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+import tinygrad_conv
+
 from tinygrad_conv.exercises import report
 from tinygrad_conv.exercises.cases import FUNCTIONS, LEVELS, TASKS, cases_for
 from tinygrad_conv.exercises.checks import check, learner_line
@@ -42,10 +44,15 @@ def grade(directory, tasks=TASKS, functions=(), level=None, seed=None, out=print
     seed = random.randrange(10**6) if seed is None else seed
     out(f"grading {directory} (hidden cases from seed {seed}: --seed {seed} repeats them)")
     all_pass = True
-    for task in tasks:
-        chosen = [f for f in FUNCTIONS[task] if not functions or f in functions]
-        if chosen:
-            all_pass &= grade_task(directory, task, chosen, level, seed, out)
+    threads = tinygrad_conv.get_num_threads()
+    tinygrad_conv.set_num_threads(1)    # the cases are tiny: threads would only cost time
+    try:
+        for task in tasks:
+            chosen = [f for f in FUNCTIONS[task] if not functions or f in functions]
+            if chosen:
+                all_pass &= grade_task(directory, task, chosen, level, seed, out)
+    finally:
+        tinygrad_conv.set_num_threads(threads)
     return all_pass
 
 

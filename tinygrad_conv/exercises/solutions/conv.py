@@ -48,8 +48,9 @@ def conv2d_input_grad(grad_out, w, input_shape, stride, padding, dilation, group
     eh, ew = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
     z_pad = np.pad(z_dil, ((0, 0), (0, 0), (eh, eh), (ew, ew)))
     w_180 = w[:, :, ::-1, ::-1]
-    da_pad = np.zeros((n, c, z_pad.shape[2] - eh, z_pad.shape[3] - ew), dtype=grad_out.dtype)
-    for f in range(w.shape[0]):         # every filter adds its term to every channel
+    # filter f's term: channel c of W_180[f] slid over channel f of the padded Z'
+    da_pad = correlate(z_pad[:, :1], w_180[0][:, None], dilation)
+    for f in range(1, w.shape[0]):      # every other filter adds its term to every channel
         da_pad += correlate(z_pad[:, f:f + 1], w_180[f][:, None], dilation)
     # rows and columns that no window reached (the forward's floor division) stay zero
     full = np.zeros((n, c, h + top + bottom, width + left + right), dtype=grad_out.dtype)

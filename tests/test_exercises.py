@@ -180,8 +180,9 @@ def test_the_tutorials_pool_example_shows_minus_0_2_against_minus_0_1(tmp_path):
 
 
 def test_two_mistakes_at_once_match_no_model_and_show_the_map(tmp_path):
-    folder = planted(tmp_path, "conv", [("dw[:, :, i, j] += np.einsum", "dw[:, :, i, j] = np.einsum"),
-                                        ("    return dw\n", "    return dw / n\n")])
+    folder = planted(tmp_path, "conv", [
+        ("dw[:, :, i, j] += np.einsum", "dw[:, :, i, j] = np.einsum"),   # the last image's term
+        ("    return dw\n", "    return dw / n\n")])                     # divided by N
     ok, text = run_grader(folder, "conv", functions=["conv2d_weight_grad"])
     assert not ok
     assert NO_MATCH in text and not [s for s in SENTENCES if s in text], text
@@ -225,7 +226,8 @@ def test_an_exception_in_learner_code_is_reported_with_its_line(tmp_path):
 def test_a_wrong_shape_is_diagnosed_from_the_settings(tmp_path):
     # sliced, not placed: [top:-bottom] of the un-dilated correlation gives a smaller dL/dA
     folder = planted(tmp_path, "conv", [(
-        "    full = np.zeros((n, c, h + top + bottom, width + left + right), dtype=grad_out.dtype)\n"
+        "    full = np.zeros((n, c, h + top + bottom, width + left + right), "
+        "dtype=grad_out.dtype)\n"
         "    full[:, :, :da_pad.shape[2], :da_pad.shape[3]] = da_pad\n"
         "    return full[:, :, top:top + h, left:left + width]",
         "    return da_pad[:, :, top:da_pad.shape[2] - bottom, left:da_pad.shape[3] - right]"),

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 import tinygrad_conv
-
 from tinygrad_conv.exercises import report
 from tinygrad_conv.exercises.cases import FUNCTIONS, LEVELS, TASKS, cases_for
 from tinygrad_conv.exercises.checks import check, learner_line

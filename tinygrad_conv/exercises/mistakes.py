@@ -222,7 +222,8 @@ MISTAKES = [
             "of the batch", lambda a: weight_grad(a, slice(0, 1))),
     Mistake("conv2d_weight_grad",
             "your dL/dW holds only the last image's term: the images' terms must add up (+=, "
-            "not =), dL/dW = Z' ⊛ A summed over the batch", lambda a: weight_grad(a, slice(-1, None))),
+            "not =), dL/dW = Z' ⊛ A summed over the batch",
+            lambda a: weight_grad(a, slice(-1, None))),
     Mistake("conv2d_weight_grad",
             "your dL/dW is the batch's mean: dL/dW = Z' ⊛ A is the sum over the images, not the "
             "mean (the loss already averages, if it should)",
@@ -232,7 +233,8 @@ MISTAKES = [
             "(every axis but F)", lambda a: bias_grad(a, slice(0, 1))),
     Mistake("conv2d_bias_grad",
             "your dL/db holds only the last image's term: the images' terms must add up (+=, "
-            "not =), dL/db = Z' summed over every axis but F", lambda a: bias_grad(a, slice(-1, None))),
+            "not =), dL/db = Z' summed over every axis but F",
+            lambda a: bias_grad(a, slice(-1, None))),
     Mistake("conv2d_bias_grad",
             "your dL/db is the batch's mean: dL/db = Z' summed (not averaged) over every axis "
             "but F", lambda a: bias_grad(a) / a["grad_out"].shape[0]),

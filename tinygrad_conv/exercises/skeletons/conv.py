@@ -41,7 +41,8 @@ def conv2d_input_grad(grad_out, w, input_shape, stride, padding, dilation, group
 def conv2d_weight_grad(x, grad_out, weight_shape, stride, padding, dilation, groups=1):
     """dL/dW, of shape weight_shape, from A = x (N, C, H, W) and Z' = grad_out:
 
-        dL/dW = Z' ⊛ A:  dL/dW[f, c, i, j] = Σ_n Σ_oh,ow Z'[n, f, oh, ow] · A_pad[n, c, oh·s + i·d, ow·s + j·d]
+        dL/dW = Z' ⊛ A, that is
+        dL/dW[f, c, i, j] = Σ_n Σ_oh,ow Z'[n, f, oh, ow] · A_pad[n, c, oh·s + i·d, ow·s + j·d]
 
     A_pad is A with the forward's padding. Sum over every image of the batch (not the mean);
     no flip here: the tap (i, j) of W is dL/dW[..., i, j].

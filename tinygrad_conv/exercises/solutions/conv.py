@@ -59,7 +59,8 @@ def conv2d_input_grad(grad_out, w, input_shape, stride, padding, dilation, group
 
 
 def conv2d_weight_grad(x, grad_out, weight_shape, stride, padding, dilation, groups=1):
-    """dL/dW = Z' ⊛ A: dL/dW[f, c, i, j] = Σ_n Σ_oh,ow Z'[n, f, oh, ow] A_pad[n, c, oh*s + i*d, ow*s + j*d]."""
+    """dL/dW = Z' ⊛ A, that is
+    dL/dW[f, c, i, j] = Σ_n Σ_oh,ow Z'[n, f, oh, ow] · A_pad[n, c, oh·s + i·d, ow·s + j·d]."""
     if groups > 1:      # each group of filters sees its own channels
         f, c, kh, kw = weight_shape
         parts = [conv2d_weight_grad(xg, g, (f // groups, c, kh, kw), stride, padding, dilation)

@@ -26,7 +26,7 @@ def new(directory, force: bool = False, out=print) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     kept = [name for name in EXERCISE_FILES if (directory / name).exists() and not force]
     if kept:
-        out(f"{directory}: {', '.join(kept)} already there; nothing copied (--force overwrites "
+        out(f"{directory}: {', '.join(kept)} already there, nothing copied (--force overwrites "
             f"them, and loses your work in them)")
         return 1
     for name in EXERCISE_FILES:
@@ -41,7 +41,8 @@ def grade(directory, tasks=TASKS, functions=(), level=None, seed=None, out=print
     function passes, up to `level` (all levels when None)."""
     directory = Path(directory)
     seed = random.randrange(10**6) if seed is None else seed
-    out(f"grading {directory} (hidden cases from seed {seed}: --seed {seed} repeats them)")
+    out(f"grading {directory.resolve().name}/ (hidden cases from seed {seed}: --seed {seed} "
+        f"repeats them)")
     all_pass = True
     threads = tinygrad_conv.get_num_threads()
     tinygrad_conv.set_num_threads(1)    # the cases are tiny: threads would only cost time
@@ -56,7 +57,7 @@ def grade(directory, tasks=TASKS, functions=(), level=None, seed=None, out=print
 
 
 def grade_task(directory: Path, task: str, chosen, level, seed, out) -> bool:
-    out(f"\n{task} task ({directory / (task + '.py')})")
+    out(f"\n{task} task ({task}.py)")
     path = directory / f"{task}.py"
     if not path.exists():
         out(f"  not started: no {path} (make it with: python -m tinygrad_conv.exercises new "

@@ -51,8 +51,11 @@ def failed(task: str, level: int, results: list[Result]) -> list[str]:
 def others(bad: list[Result]) -> list[str]:
     if len(bad) == 1:
         return []
-    names = sorted({"hidden" if r.case.hidden else r.case.name for r in bad[1:]})
-    return [f"    also failing: {'; '.join(names)}"]
+    names = [r.case.name for r in bad[1:] if not r.case.hidden]
+    hidden = sum(r.case.hidden for r in bad[1:])
+    if hidden:
+        names.append(f"{hidden} hidden case{'s' * (hidden > 1)}")
+    return [f"    also failing: {'; '.join(dict.fromkeys(names))}"]
 
 
 def cell_map(expected: np.ndarray, got: np.ndarray, case) -> list[str]:
@@ -81,7 +84,9 @@ def cell_map(expected: np.ndarray, got: np.ndarray, case) -> list[str]:
         lines += ["    " + " ".join("x" if cell else "." for cell in row) for row in plane]
         shown += 1
     cells = list(zip(*np.nonzero(wrong)))
-    lines.append(f"{len(cells)} cells differ; the first ones, [index]: right vs yours:")
+    lines.append(f"{len(cells)} cell{'s differ' if len(cells) > 1 else ' differs'}"
+                 f"{'; the first ones' if len(cells) > MAX_CELLS else ''}, [index]: right vs "
+                 f"yours:")
     for cell in cells[:MAX_CELLS]:
         lines.append(f"  {list(map(int, cell))}: {expected[cell]:.6g} vs {got[cell]:.6g}")
     return lines

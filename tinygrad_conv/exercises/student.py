@@ -112,7 +112,8 @@ class student_kernels(using):
                     not_written.append(name)
         if not_written:
             warnings.warn(f"student_kernels: {', '.join(not_written)} not written yet in "
-                          f"{directory}: the library computes those", stacklevel=2)
+                          f"{directory.resolve().name}/: the library computes those",
+                          stacklevel=2)
         super().__init__(functions)
 
 

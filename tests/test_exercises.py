@@ -336,3 +336,11 @@ def test_mnist_example_trains_with_the_students_functions(tmp_path):
     library = run_python(args).stdout
     # the epoch line's losses and accuracies (not its time)
     assert own.splitlines()[-2].split("|")[:2] == library.splitlines()[-2].split("|")[:2]
+
+
+def test_the_readmes_custom_op_example_prints_what_it_says(capsys):
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```python\nfrom tinygrad_conv import Function")
+    block = readme[start + len("```python\n"):readme.index("```", start + 3)]
+    exec(compile(block, "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == block.split("# ")[-1].strip()

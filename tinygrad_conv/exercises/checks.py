@@ -4,7 +4,7 @@
 2. the contract: a new float64 numpy array of the right shape, the arguments left unchanged,
 3. the values, against the library's kernels (float64, to 1e-7 relative),
 4. (fixed, tie-free cases) `gradcheck`: the learner's gradient, used by the engine, against
-   central differences of the library's forward.
+   central differences of the forward (the library's; the learner's own for a Function).
 A wrong answer goes to mistakes.py for a diagnosis.
 """
 
@@ -62,7 +62,7 @@ def check(case: Case, module) -> Result:
         wrong = int((~np.isclose(got, case.expected, rtol=1e-7, atol=1e-10)).sum())
         return Result(case, "fail", f"{wrong} of {got.size} values differ from the right ones",
                       got=got, diagnosis=diagnose(case, got))
-    if case.kind == "call" and not case.hidden and case.tie_free:
+    if case.kind in ("call", "function") and not case.hidden and case.tie_free:
         problem = gradcheck_problem(case, getattr(module, case.function))
         if problem:
             return Result(case, "fail", problem)
@@ -153,7 +153,13 @@ def gradcheck_problem(case: Case, fn) -> str:
     """'' when the learner's gradient, used by the engine, passes gradcheck on this case."""
     a, rng = case.args, np.random.default_rng(1)
     name = case.function
-    if name.startswith("conv2d"):
+    if case.kind == "function":             # a Function subclass: Sigmoid or Mean
+        params = {"axis": a["axis"]} if "axis" in a else {}
+        tensors = [Tensor(a["x"], requires_grad=True)]
+
+        def op(x):
+            return fn.apply(x, **params)
+    elif name.startswith("conv2d"):
         if name == "conv2d_bias_grad":      # any layer with an output of Z's shape
             n, f, oh, ow = a["grad_out"].shape
             x, w, settings = rng.standard_normal((n, 1, oh, ow)), rng.standard_normal(

@@ -368,7 +368,7 @@ def diagnose(case, got) -> list[str]:
     there: the model differs from the right answer). Empty when none does."""
     found = []
     for mistake in MISTAKES:
-        if mistake.function != case.function or case.kind in ("graph",):
+        if mistake.function != case.function or case.kind == "graph":
             continue
         model = mistake.model(case.args)
         if same(model, got) and not same(model, case.expected) and mistake.sentence not in found:

@@ -3,6 +3,8 @@ function its problem, the diagnosis, and a map of which cells differ."""
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from tinygrad_conv.exercises.cases import LEVELS
@@ -38,14 +40,17 @@ def failed(task: str, level: int, results: list[Result]) -> list[str]:
         return lines + others(bad)
     lines.append(f"    {first.problem}")
     if first.got is not None:
-        if first.diagnosis:
-            lines += [f"    diagnosis: {d}" for d in first.diagnosis[:1]] if len(
-                first.diagnosis) == 1 else ["    diagnosis: several known mistakes match:"] + [
-                f"      - {d}" for d in first.diagnosis]
-        else:
-            lines.append(f"    diagnosis: {NO_MATCH}")
+        lines += ["    " + line for line in diagnosis(first.diagnosis)]
         lines += ["    " + line for line in cell_map(case.expected, first.got, case)]
     return lines + others(bad)
+
+
+def diagnosis(sentences: list[str]) -> list[str]:
+    if not sentences:
+        return [f"diagnosis: {NO_MATCH}"]
+    if len(sentences) == 1:
+        return [f"diagnosis: {sentences[0]}"]
+    return ["diagnosis: several known mistakes match:"] + [f"  - {s}" for s in sentences]
 
 
 def others(bad: list[Result]) -> list[str]:
@@ -64,11 +69,11 @@ def cell_map(expected: np.ndarray, got: np.ndarray, case) -> list[str]:
     if expected.shape != got.shape:
         return [f"(your shape {got.shape}, the right one {expected.shape}: no map)"]
     wrong = ~np.isclose(got, expected, rtol=1e-7, atol=1e-10)
-    if case.kind == "value":
-        names = "leaf " + ", ".join(f"{i}" for i in range(len(expected)))
-        return [f"d(output)/d(leaf) for the leaves of {case.args['text']} ({names}):",
-                f"  right: {np.array2string(expected, precision=4)}",
-                f"  yours: {np.array2string(got, precision=4)}"]
+    if case.kind == "value":      # the gradient of each leaf, named as in the expression
+        leaves = list(inspect.signature(case.args["expression"]).parameters)[1:]
+        return [f"L = {case.args['text']}:"] + [
+            f"  dL/d{name} = {right:.6g} (yours {mine:.6g})" + ("" if ok else "  <- differs")
+            for name, right, mine, ok in zip(leaves, expected, got, ~wrong)]
     planes = wrong.reshape((-1,) + wrong.shape[-2:]) if wrong.ndim >= 2 else wrong[None, None]
     lines = ["cells that differ (x) and agree (.):"]
     shown = 0
@@ -80,7 +85,8 @@ def cell_map(expected: np.ndarray, got: np.ndarray, case) -> list[str]:
             lines.append(f"  ... and {sum(p.any() for p in planes) - shown} more planes")
             break
         label = {4: "image {} channel {}", 3: "plane {}"}.get(wrong.ndim, "").format(*index)
-        lines.append(f"  {label}:" if label else "  ")
+        if label:
+            lines.append(f"  {label}:")
         lines += ["    " + " ".join("x" if cell else "." for cell in row) for row in plane]
         shown += 1
     cells = list(zip(*np.nonzero(wrong)))

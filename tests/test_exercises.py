@@ -338,9 +338,22 @@ def test_mnist_example_trains_with_the_students_functions(tmp_path):
     assert own.splitlines()[-2].split("|")[:2] == library.splitlines()[-2].split("|")[:2]
 
 
+@pytest.mark.skipif(not (ROOT / "README.md").exists(), reason="a wheel's test run has no README")
 def test_the_readmes_custom_op_example_prints_what_it_says(capsys):
     readme = (ROOT / "README.md").read_text()
     start = readme.index("```python\nfrom tinygrad_conv import Function")
     block = readme[start + len("```python\n"):readme.index("```", start + 3)]
     exec(compile(block, "README.md", "exec"), {})
     assert capsys.readouterr().out.strip() == block.split("# ")[-1].strip()
+
+
+def test_the_installed_package_has_the_skeletons_solutions_and_every_subpackage():
+    for name in ("conv.py", "pool.py", "value.py"):
+        assert (SKELETONS / name).is_file() and (SOLUTIONS / name).is_file(), name
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        declared = set(tomllib.load(f)["tool"]["setuptools"]["packages"])
+    root = PACKAGE.parent
+    found = {".".join(("tinygrad_conv",) + p.parent.relative_to(root).parts)
+             for p in root.rglob("__init__.py")}
+    assert found <= declared, f"pyproject.toml's packages miss {sorted(found - declared)}"

@@ -223,6 +223,26 @@ def test_an_exception_in_learner_code_is_reported_with_its_line(tmp_path):
     assert "conv2d_weight_grad\n  level 1 (the tutorial's example): pass" in text  # went on
 
 
+@pytest.mark.parametrize("returned, words", [
+    ("grad_out.sum(axis=(0, 2, 3)).tolist()", "returned list, not a numpy array"),
+    ("grad_out.sum(axis=(0, 2, 3)).astype(np.float32)", "returned dtype float32, expected float64"),
+    ("grad_out.sum(axis=(0, 2))", "returned shape (1, 2), expected (1,)"),
+])
+def test_a_broken_contract_is_named_without_a_false_diagnosis(tmp_path, returned, words):
+    folder = planted(tmp_path, "conv", [("grad_out.sum(axis=(0, 2, 3))", returned)])
+    ok, text = run_grader(folder, "conv", functions=["conv2d_bias_grad"])
+    assert not ok and words in text, text
+    assert not [s for s in SENTENCES if s in text] and NO_MATCH not in text, text
+
+
+def test_a_learner_that_changes_its_arguments_is_told_so(tmp_path):
+    folder = planted(tmp_path, "conv", [("return grad_out.sum(axis=(0, 2, 3))",
+                                         "grad_out *= 1\n    grad_out[0] = 0\n"
+                                         "    return grad_out.sum(axis=(0, 2, 3))")])
+    ok, text = run_grader(folder, "conv", functions=["conv2d_bias_grad"])
+    assert "changed its argument grad_out" in text, text
+
+
 def test_a_wrong_shape_is_diagnosed_from_the_settings(tmp_path):
     # sliced, not placed: [top:-bottom] of the un-dilated correlation gives a smaller dL/dA
     folder = planted(tmp_path, "conv", [(

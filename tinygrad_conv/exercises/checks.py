@@ -52,12 +52,13 @@ def check(case: Case, module) -> Result:
     if case.expected is None:
         case.expected = library_answer(case)
     problem = contract_problem(case, got)
-    if problem:
-        shape = getattr(got, "shape", None)
-        diagnosis = diagnose_shape(case, shape) if shape is not None else []
-        if isinstance(got, np.ndarray) and shape != case.expected.shape:
-            diagnosis = diagnose(case, got) or diagnosis
+    if problem and isinstance(got, np.ndarray) and got.shape != case.expected.shape:
+        # a wrong shape: a mistake's model may give exactly this answer, or the settings may
+        # say which step gives this shape
+        diagnosis = diagnose(case, got) or diagnose_shape(case, got.shape)
         return Result(case, "fail", problem, got=got, diagnosis=diagnosis)
+    if problem:                     # not an array, or not float64
+        return Result(case, "fail", problem)
     if not same(got, case.expected):
         wrong = int((~np.isclose(got, case.expected, rtol=1e-7, atol=1e-10)).sum())
         return Result(case, "fail", f"{wrong} of {got.size} values differ from the right ones",

@@ -6,9 +6,10 @@ Write the two functions below in NumPy, then grade them:
 
 Notation (cnn-backward-pass-tutorial): Z the input (N, C, H, W), A the output (N, C, OH, OW),
 A' = dL/dA the upstream gradient, Z' = dL/dZ what you return (a new float64 array of Z's
-shape). kernel_size, stride, padding and dilation are (h, w) pairs of ints; window (i, j)
-covers rows i·sh - ph + a·dh for a in 0..kh-1 (the same for columns); max-pool pads with -inf
-(padding never wins), avg-pool with zeros.
+shape). kernel_size, stride and padding are (h, w) pairs of ints; window (i, j) covers rows
+i·sh - ph + a for a in 0..kh-1 (the same for columns); max-pool pads with -inf (padding never
+wins), avg-pool with zeros. max-pool's dilation (PyTorch's argument; a window's taps dh rows
+apart) stays 1 in the grader and the engine: you may ignore it.
 
 Levels: 1 non-overlapping windows (stride = kernel), 2 overlapping windows (the tutorial's
 example), 3 padding, 4 ties.

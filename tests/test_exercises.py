@@ -19,6 +19,7 @@ from tinygrad_conv import Tensor, nn
 from tinygrad_conv import functional as F
 from tinygrad_conv.data import MNIST, DataLoader
 from tinygrad_conv.exercises import cases, mistakes
+from tinygrad_conv.exercises.checks import library_answer
 from tinygrad_conv.exercises.grader import grade, new
 from tinygrad_conv.exercises.report import NO_MATCH
 from tinygrad_conv.optim import SGD
@@ -72,6 +73,29 @@ def test_the_mistake_models_without_the_mistake_are_the_library_kernels():
             if case.function == "conv2d_input_grad" and case.kind == "call":
                 full = mistakes.full_correlation(case.args, case.args["stride"])
                 assert mistakes.same(mistakes.place_and_crop(case.args, full), case.expected)
+
+
+def test_on_every_fixed_case_the_mistakes_that_show_are_told_apart():
+    """Two mistakes that both change a case's answer change it differently, so a diagnosis
+    names one. (On a constant plane every cell ties: "every cell of the window" and "every
+    tied maximum" are the same there, and both show earlier, on cases of their own.)"""
+    for task, levels in cases.LEVELS.items():
+        for level in range(1, len(levels) + 1):
+            for case in cases.cases_for(task, level, np.random.default_rng(1000 + level), False):
+                if case.kind == "graph" or case.name == "a constant plane: every cell ties":
+                    continue
+                if case.expected is None:
+                    case.expected = library_answer(case)
+                shown = {}
+                for m in mistakes.MISTAKES:
+                    if m.function == case.function:
+                        answer = m.model(case.args)
+                        if not mistakes.same(answer, case.expected):
+                            shown.setdefault(m.sentence, []).append(answer)
+                answers = [(s, a) for s, found in shown.items() for a in found]
+                for i, (s1, a1) in enumerate(answers):
+                    for s2, a2 in answers[i + 1:]:
+                        assert s1 == s2 or not mistakes.same(a1, a2), (case.name, s1, s2)
 
 
 # ---- planted mistakes -----------------------------------------------------------------------

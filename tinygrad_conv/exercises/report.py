@@ -86,7 +86,8 @@ def cell_map(expected: np.ndarray, got: np.ndarray, case) -> list[str]:
         if shown == MAX_PLANES:
             lines.append(f"  ... and {sum(p.any() for p in planes) - shown} more planes")
             break
-        label = {4: "image {} channel {}", 3: "plane {}"}.get(wrong.ndim, "").format(*index)
+        label = ("filter {} channel {}" if case.function == "conv2d_weight_grad" else
+                 "image {} channel {}" if wrong.ndim == 4 else "").format(*index)
         if label:
             lines.append(f"  {label}:")
         lines += ["    " + " ".join("x" if cell else "." for cell in row) for row in plane]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinygrad_conv import _conv, _pool, reference
+from tinygrad_conv.exercises.student import active_kernels
 from tinygrad_conv.shapes import out_size, pooled_size
 from tinygrad_conv.tensor import _FLOAT_DTYPES, Function, Tensor
 
@@ -30,8 +31,9 @@ _LIMIT = 2**31 - 1
 
 def _kernels(compiled):
     """The module that computes an op: `compiled` (a Cython kernel module), or reference.py
-    inside `reference_kernels()` (the same functions, as the tutorial's formulas in NumPy)."""
-    return reference if reference.enabled() else compiled
+    inside `reference_kernels()` (the same functions, as the tutorial's formulas in NumPy), or
+    the learner's backward functions inside `student_kernels(DIR)`."""
+    return active_kernels(compiled) or (reference if reference.enabled() else compiled)
 
 
 class Conv2d(Function):

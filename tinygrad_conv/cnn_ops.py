@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinygrad_conv import _conv, _pool, reference
+from tinygrad_conv.exercises.student import active_kernels
 from tinygrad_conv.shapes import out_size, pooled_size
 from tinygrad_conv.tensor import _FLOAT_DTYPES, Function, Tensor
 
@@ -30,8 +31,9 @@ _LIMIT = 2**31 - 1
 
 def _kernels(compiled):
     """The module that computes an op: `compiled` (a Cython kernel module), or reference.py
-    inside `reference_kernels()` (the same functions, as the tutorial's formulas in NumPy)."""
-    return reference if reference.enabled() else compiled
+    inside `reference_kernels()` (the same functions, as the tutorial's formulas in NumPy), or
+    the learner's backward functions inside `student_kernels(DIR)`."""
+    return active_kernels(compiled) or (reference if reference.enabled() else compiled)
 
 
 class Conv2d(Function):
@@ -51,7 +53,7 @@ class Conv2d(Function):
         x, w, has_bias, stride, padding, dilation, groups = ctx.saved_values
         need_dx, need_dw = ctx.needs_input_grad[:2]
         need_db = has_bias and ctx.needs_input_grad[2]
-        # dL/dA = W_180 ⊛ pad(dilate(Z', s), k-1), dL/dW = Z' ⊛ A, dL/db = sum of Z' but over F;
+        # dL/dA = W_180 ⊛ pad(dilate(Z', s), d(k-1)), dL/dW = Z' ⊛ A, dL/db = Z' summed over N,H,W;
         # only the gradients some input needs are computed. In NumPy: reference.conv2d_backward
         dx, dw, db = _kernels(_conv).conv2d_backward(
             x, w, np.ascontiguousarray(grad_out, dtype=x.dtype), stride, padding, dilation,

@@ -137,6 +137,9 @@ def check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.threads is not None and args.threads > tinygrad_conv.max_num_threads():
+        raise UsageError(f"--threads must be <= {tinygrad_conv.max_num_threads()}, the most "
+                         f"this machine runs (max_num_threads()), got {args.threads}")
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise UsageError(f"--lr must be a finite number > 0, got {args.lr}")
     if not 0 <= args.momentum < 1:

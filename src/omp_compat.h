@@ -17,6 +17,7 @@
 #define TGC_OPENMP_SURVIVES_FORK 1
 static inline void omp_set_num_threads(int n) { (void)n; }
 static inline int omp_get_max_threads(void) { return 1; }
+static inline int omp_get_thread_limit(void) { return 2147483647; }   /* no limit */
 static inline int omp_get_thread_num(void) { return 0; }
 #endif
 #endif

@@ -15,22 +15,56 @@ A team of one thread never touches that pool, so `_after_fork_in_child` drops th
 thread; there set_num_threads(n > 1) is refused with a RuntimeError rather than left to hang.
 LLVM's OpenMP (libomp, clang) rebuilds its pool after fork, so there the child may raise the
 count again.
+
+set_num_threads accepts at most max_num_threads(): THREADS_PER_CPU (8) threads per logical CPU
+(os.cpu_count()), and no more than the OpenMP runtime's thread limit (OMP_THREAD_LIMIT). More
+threads than cores never speed the kernels up, though a few per core still run (tests use that);
+far more crash the process where no error can be caught: libgomp starts a team with about 200
+bytes a thread on the calling thread's stack (65,536 threads overflow an 8 MB stack: a
+segfault), and a thread it cannot create ends the process ("Thread creation failed"). So larger
+counts are a ValueError naming the limit, and an OMP_NUM_THREADS above it is lowered to it, with
+a warning.
 """
 
 import ctypes
 import operator
 import os
+import warnings
 
 cdef extern from "omp_compat.h":
     int TGC_HAVE_OPENMP
     int TGC_OPENMP_SURVIVES_FORK
     void omp_set_num_threads(int n) nogil
     int omp_get_max_threads() nogil
+    int omp_get_thread_limit() nogil
 
 HAVE_OPENMP = bool(TGC_HAVE_OPENMP)
 OPENMP_SURVIVES_FORK = bool(TGC_OPENMP_SURVIVES_FORK)
 
+THREADS_PER_CPU = 8
+
+
+def max_num_threads():
+    """The most threads set_num_threads accepts: THREADS_PER_CPU per logical CPU, within the
+    OpenMP runtime's thread limit (the same in a build without OpenMP, which runs on one)."""
+    return max(1, min(THREADS_PER_CPU * (os.cpu_count() or 1), omp_get_thread_limit()))
+
+
+def _limit_text():
+    """max_num_threads() and where it comes from, for messages."""
+    per_cpu = THREADS_PER_CPU * (os.cpu_count() or 1)
+    why = (f"{THREADS_PER_CPU} per logical CPU, {os.cpu_count() or 1} CPUs"
+           if per_cpu <= omp_get_thread_limit() else "OpenMP's thread limit, OMP_THREAD_LIMIT")
+    return f"{max_num_threads()} ({why})"
+
+
 cdef int _num_threads = omp_get_max_threads() if TGC_HAVE_OPENMP else 1
+if _num_threads > max_num_threads():   # OMP_NUM_THREADS asked for more than the limit
+    warnings.warn(f"tinygrad_conv: OMP_NUM_THREADS asks for {_num_threads} threads, more than "
+                  f"this machine runs; the kernels use the limit, {_limit_text()}",
+                  RuntimeWarning, stacklevel=2)
+    _num_threads = max_num_threads()
+    omp_set_num_threads(_num_threads)
 cdef bint _forked_child = False   # this process is a fork() child (of a process using OpenMP)
 
 
@@ -56,7 +90,11 @@ def _pin_kernel_blas_to_one_thread():
 
 
 def set_num_threads(n):
-    """Use n threads (a positive int, Python or numpy) in every kernel from now on."""
+    """Use n threads (a positive int, Python or numpy) in every kernel from now on.
+
+    n above max_num_threads() (THREADS_PER_CPU per logical CPU, and the OpenMP thread limit)
+    is a ValueError: see the module docstring. In a build without OpenMP the kernels stay on
+    one thread whatever n is (and the same n are refused)."""
     global _num_threads
     if isinstance(n, bool):
         raise TypeError(f"set_num_threads: n must be a positive int, got {n!r}")
@@ -66,6 +104,9 @@ def set_num_threads(n):
         raise TypeError(f"set_num_threads: n must be a positive int, got {n!r}") from None
     if n < 1:
         raise ValueError(f"set_num_threads: n must be a positive int, got {n}")
+    if n > max_num_threads():
+        raise ValueError(f"set_num_threads: n={n} is more threads than this machine runs; "
+                         f"the limit is {_limit_text()}")
     if not TGC_HAVE_OPENMP:
         return
     if n > 1 and _forked_child and not TGC_OPENMP_SURVIVES_FORK:
@@ -74,7 +115,7 @@ def set_num_threads(n):
             f"threads (its thread pool did not survive the fork), so the kernels stay on 1 "
             f"thread; got n={n}. For workers with several threads each, start them with "
             f"multiprocessing's 'spawn' or 'forkserver' method")
-    _num_threads = min(n, 1 << 16)
+    _num_threads = n
     omp_set_num_threads(_num_threads)
     _pin_kernel_blas_to_one_thread()
 

@@ -108,6 +108,17 @@ def test_forged_shape_is_a_value_error_before_anything_is_allocated(tmp_path, sh
         load(path)
 
 
+@pytest.mark.parametrize("version", [True, 1.0, "1", 2, None], ids=repr)
+def test_header_version_other_than_the_int_1_is_refused(tmp_path, version):
+    # json's true and 1.0 compare equal to 1 in Python; neither is a version save writes
+    path = tmp_path / "ckpt.npz"
+    text = json.dumps({"format": "tinygrad_conv.checkpoint", "version": version, "tree": {}})
+    write_raw(path, {"__checkpoint__.npy": npy_bytes(np.frombuffer(text.encode(), np.uint8))})
+    with pytest.raises(ValueError, match=re.escape(f"format version {version!r}; this code "
+                                                   "reads version 1")):
+        load(path)
+
+
 def test_deeply_nested_header_is_a_value_error_not_a_recursion_error(tmp_path):
     path = tmp_path / "ckpt.npz"
     for text in ('{"format": "tinygrad_conv.checkpoint", "version": 1, "tree": '

@@ -5,6 +5,9 @@ Tests taking the `kernel_mode` fixture run twice: on the Cython kernels and in r
 
 from __future__ import annotations
 
+import os
+import textwrap
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +20,7 @@ from tinygrad_conv.cnn_ops import conv2d, max_pool2d
 from tinygrad_conv.shapes import out_size
 from tinygrad_conv.tensor import Tensor
 
-from helpers import assert_close
+from helpers import assert_close, run_python
 
 TOL = {np.float64: 1e-10, np.float32: 1e-4}
 # the mode fixture holds for every example hypothesis draws, so sharing it is safe
@@ -427,6 +430,70 @@ def test_malformed_calls_raise_clear_errors(call, error, words):
 def test_set_num_threads_refuses_non_positive_ints(bad, error):
     with pytest.raises(error, match="set_num_threads"):
         _threads.set_num_threads(bad)
+
+
+@pytest.mark.skipif(not _threads.HAVE_OPENMP, reason="a serial build runs on one thread")
+def test_more_threads_than_the_machine_runs_is_a_value_error_naming_the_limit():
+    # issue 20: 65,536 threads segfaulted the next conv (libgomp starts a team with ~200 bytes a
+    # thread on the caller's stack), 40,000 ended the process ("Thread creation failed"); the
+    # script runs in its own process, so a crash fails this test instead of killing pytest
+    limit = _threads.max_num_threads()
+    assert os.cpu_count() <= limit <= _threads.THREADS_PER_CPU * os.cpu_count()
+    done = run_python(["-c", textwrap.dedent(f"""
+        import numpy as np
+        import tinygrad_conv
+        from tinygrad_conv import Tensor, functional as F
+        for n in (65536, 40000, 100000, {limit} + 1):
+            try:
+                tinygrad_conv.set_num_threads(n)
+            except ValueError as e:
+                assert str(e).startswith(f"set_num_threads: n={{n}} is more threads"), e
+                assert "the limit is {limit} (8 per logical CPU" in str(e), e
+                assert tinygrad_conv.get_num_threads() != n
+            else:
+                raise SystemExit(f"set_num_threads({{n}}) was accepted")
+        tinygrad_conv.set_num_threads({limit})                       # the limit itself runs
+        x = Tensor(np.ones((4, 2, 9, 9), np.float32), requires_grad=True)
+        w = Tensor(np.ones((3, 2, 3, 3), np.float32), requires_grad=True)
+        F.max_pool2d(F.conv2d(x, w, padding=1), 2).sum().backward()
+        print(tinygrad_conv.get_num_threads(), x.grad.sum())
+        """)], timeout=120)
+    assert done.stdout.split()[0] == str(limit)
+
+
+@pytest.mark.skipif(not _threads.HAVE_OPENMP, reason="a serial build runs on one thread")
+def test_omp_num_threads_above_the_limit_is_lowered_to_it_with_a_warning():
+    script = textwrap.dedent("""
+        import warnings
+        warnings.simplefilter("always")
+        with warnings.catch_warnings(record=True) as caught:
+            import tinygrad_conv
+        import numpy as np
+        from tinygrad_conv import Tensor, functional as F
+        F.conv2d(Tensor(np.ones((4, 2, 9, 9), np.float32)), Tensor(np.ones((3, 2, 3, 3),
+                                                                            np.float32)))
+        print(tinygrad_conv.get_num_threads(), tinygrad_conv.max_num_threads())
+        print([str(w.message) for w in caught if "OMP_NUM_THREADS" in str(w.message)])
+        """)
+    done = run_python(["-c", script], env={"OMP_NUM_THREADS": "100000"}, timeout=120)
+    threads, limit = done.stdout.splitlines()[0].split()
+    assert threads == limit
+    assert "OMP_NUM_THREADS asks for 100000 threads" in done.stdout.splitlines()[1]
+
+
+@pytest.mark.skipif(not _threads.HAVE_OPENMP, reason="a serial build runs on one thread")
+def test_the_openmp_thread_limit_lowers_the_limit():
+    done = run_python(["-c", textwrap.dedent("""
+        import tinygrad_conv
+        print(tinygrad_conv.max_num_threads())
+        try:
+            tinygrad_conv.set_num_threads(3)
+        except ValueError as e:
+            print(e)
+        """)], env={"OMP_THREAD_LIMIT": "2"}, timeout=120)
+    limit, message = done.stdout.splitlines()
+    assert limit == "2"
+    assert message.endswith("the limit is 2 (OpenMP's thread limit, OMP_THREAD_LIMIT)")
 
 
 def test_results_are_bit_identical_across_runs_and_thread_counts():

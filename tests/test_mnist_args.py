@@ -93,3 +93,14 @@ def test_the_script_itself_exits_with_status_2_and_one_line(tmp_path):
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == f"mnist.py: error: --save {tmp_path / 'no' / 'c'}: the directory " \
                           f"{tmp_path / 'no'} does not exist\n"
+
+
+def test_more_threads_than_the_machine_runs_is_refused_at_argument_checking():
+    # issue 20: --threads 100000 used to print "... 65536 threads" and segfault; run as a script
+    # so that a crash fails this test rather than the test run
+    done = subprocess.run([sys.executable, str(EXAMPLE), "--threads", "100000"],
+                          capture_output=True, text=True, timeout=120)
+    limit = tinygrad_conv.max_num_threads()
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"mnist.py: error: --threads must be <= {limit}, the most this " \
+                          f"machine runs (max_num_threads()), got 100000\n"

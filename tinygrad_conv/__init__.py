@@ -15,7 +15,7 @@ if sys.platform == "darwin":
     os.environ.setdefault("KMP_DUPLICATE_LIB_OK", "True")
 
 from tinygrad_conv import data, functional, nn, optim, viz
-from tinygrad_conv._threads import get_num_threads, set_num_threads
+from tinygrad_conv._threads import get_num_threads, max_num_threads, set_num_threads
 from tinygrad_conv._version import __version__ as __version__  # the installed metadata's
 from tinygrad_conv.checkpoint import load, save
 from tinygrad_conv.config import show_config
@@ -28,7 +28,7 @@ from tinygrad_conv.tensor import Function, Tensor, detect_anomaly, is_grad_enabl
 
 __all__ = [
     "Function", "GradcheckError", "Tensor", "Value", "data", "detect_anomaly", "functional",
-    "get_num_threads", "gradcheck", "is_grad_enabled", "load", "manual_seed", "nn", "no_grad",
-    "optim", "reference_kernels", "save", "set_num_threads", "show_config", "student_kernels",
-    "viz",
+    "get_num_threads", "gradcheck", "is_grad_enabled", "load", "manual_seed",
+    "max_num_threads", "nn", "no_grad", "optim", "reference_kernels", "save", "set_num_threads",
+    "show_config", "student_kernels", "viz",
 ]

@@ -207,9 +207,10 @@ def _read_header(archive: zipfile.ZipFile, name: str, file_size: int) -> dict:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError(f"load: {name!r} is not a tinygrad_conv checkpoint: its header "
                          f"names no format {FORMAT!r}")
-    if header.get("version") != VERSION:
+    version = header.get("version")
+    if type(version) is not int or version != VERSION:   # JSON's true and 1.0 equal 1 in Python
         raise ValueError(f"load: {name!r} is checkpoint format version "
-                         f"{header.get('version')!r}; this code reads version {VERSION}")
+                         f"{version!r}; this code reads version {VERSION}")
     if not isinstance(header.get("tree"), dict):
         raise ValueError(f"load: {name!r} has a malformed header: no tree of keys")
     return header

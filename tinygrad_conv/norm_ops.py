@@ -33,16 +33,17 @@ class BatchNorm(Function):
 
     def forward(ctx, x, *affine, has_weight, has_bias, running_mean, running_var,
                 use_batch_stats, momentum, eps):
-        n, c = x.shape[:2]
-        x3 = np.ascontiguousarray(x).reshape(n, c, -1)     # (N, C, M): a channel is x3[:, c]
+        n, c, m = x.shape[0], x.shape[1], int(np.prod(x.shape[2:]))
+        x3 = np.ascontiguousarray(x).reshape(n, c, m)      # (N, C, M): a channel is x3[:, c]
         weight = np.ascontiguousarray(affine[0]) if has_weight else None
         bias = np.ascontiguousarray(affine[-1]) if has_bias else None
         given = (None, None) if use_batch_stats else (running_mean, running_var)
         y, mean, var, invstd = _kernels(_norm).batch_norm_forward(x3, weight, bias, *given, eps)
-        if use_batch_stats and running_mean is not None:
+        count = n * m
+        if use_batch_stats and running_mean is not None and count > 0:  # (an empty batch: none)
             # running estimates: r = momentum * batch statistic + (1 - momentum) * r, with the
-            # unbiased variance σ² n/(n-1) (the normalization itself used the biased one)
-            count = x3.shape[0] * x3.shape[2]
+            # unbiased variance σ² n/(n-1) (the normalization itself used the biased one); the
+            # statistics come in double, and r is rounded to its dtype once
             running_mean[...] = momentum * mean + (1 - momentum) * running_mean
             running_var[...] = momentum * (var * (count / (count - 1))) \
                 + (1 - momentum) * running_var
@@ -96,8 +97,8 @@ def batch_norm(input: Tensor, running_mean, running_var, weight: Tensor | None =
         raise ValueError(f"{op}: give both running_mean and running_var, or neither")
     use_batch_stats = bool(training) or stats[0] is None
     if use_batch_stats:
-        count = input.size // channels if channels else 0
-        if count < 2:
+        count = input.shape[0] * int(np.prod(input.shape[2:]))
+        if count == 1:   # 0 is an empty batch: an empty output, as PyTorch
             raise ValueError(f"{op}: expected more than 1 value per channel when training, got "
                              f"input of shape {input.shape}")
     affine = []

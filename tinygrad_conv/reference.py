@@ -223,36 +223,44 @@ def adaptive_avg_pool2d_backward(grad_out, h, w):
 def batch_norm_forward(x, weight, bias, running_mean, running_var, eps):
     """(y, mean, var, invstd) for x (N, C, M), per channel c:
     x̂ = (x - μ) / sqrt(σ² + eps), y = γ x̂ + β, with μ, σ² the batch's mean and biased variance
-    (or running_mean, running_var when given)."""
+    (or running_mean, running_var when given). μ, σ², 1/σ and x̂ are computed in float64 (x is
+    centred before it is scaled: precise when |μ| >> σ), y is rounded to x's dtype once."""
     channels = x.shape[1]
-    if running_mean is None:
-        mean = x.mean(axis=(0, 2))
-        var = ((x - mean[:, None]) ** 2).mean(axis=(0, 2))
+    x64 = x.astype(np.float64)
+    if running_mean is None and x.size == 0:    # no values: NaN statistics, an empty y
+        mean = var = np.full(channels, np.nan)
+    elif running_mean is None:
+        mean = x64.mean(axis=(0, 2))
+        var = ((x64 - mean[:, None]) ** 2).mean(axis=(0, 2))
     else:
-        mean, var = running_mean.copy(), running_var.copy()
-    invstd = (1 / np.sqrt(var.astype(np.float64) + eps)).astype(x.dtype)
-    gamma = np.ones(channels, x.dtype) if weight is None else weight
-    beta = np.zeros(channels, x.dtype) if bias is None else bias
-    x_hat = (x - mean[:, None]) * invstd[:, None]
-    return gamma[:, None] * x_hat + beta[:, None], mean, var, invstd
+        mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
+    invstd = 1 / np.sqrt(var + eps)
+    gamma = np.ones(channels) if weight is None else weight.astype(np.float64)
+    beta = np.zeros(channels) if bias is None else bias.astype(np.float64)
+    x_hat = (x64 - mean[:, None]) * invstd[:, None]
+    y = gamma[:, None] * x_hat + beta[:, None]
+    return y.astype(x.dtype), mean, var, invstd
 
 
 def batch_norm_backward(grad_out, x, mean, invstd, weight, training, need_dx):
     """(dL/dx, dL/dγ, dL/dβ), n = N*M values per channel, dy = grad_out:
     dL/dx = (1/n)(γ/σ)(n dy - Σdy - x̂ Σ(dy x̂)) in training, (γ/σ) dy in eval;
-    dL/dγ = Σ dy x̂, dL/dβ = Σ dy."""
+    dL/dγ = Σ dy x̂, dL/dβ = Σ dy. In float64 (mean, invstd: the forward's), results in x's
+    dtype."""
     n = x.shape[0] * x.shape[2]
-    gamma = np.ones(x.shape[1], x.dtype) if weight is None else weight
-    x_hat = (x - mean[:, None]) * invstd[:, None]
-    sum_dy = grad_out.sum(axis=(0, 2))
-    sum_dy_xhat = (grad_out * x_hat).sum(axis=(0, 2))
+    gamma = np.ones(x.shape[1]) if weight is None else weight.astype(np.float64)
+    dy = grad_out.astype(np.float64)
+    x_hat = (x.astype(np.float64) - mean[:, None]) * invstd[:, None]
+    sum_dy = dy.sum(axis=(0, 2))
+    sum_dy_xhat = (dy * x_hat).sum(axis=(0, 2))
     dx = None
     if need_dx and training:
-        dx = (gamma * invstd / n)[:, None] * (
-            n * grad_out - sum_dy[:, None] - x_hat * sum_dy_xhat[:, None])
+        dx = (gamma * invstd / n)[:, None] * (n * dy - sum_dy[:, None]
+                                              - x_hat * sum_dy_xhat[:, None])
     elif need_dx:
-        dx = (gamma * invstd)[:, None] * grad_out
-    return dx, sum_dy_xhat, sum_dy
+        dx = (gamma * invstd)[:, None] * dy
+    dx = None if dx is None else dx.astype(x.dtype)
+    return dx, sum_dy_xhat.astype(x.dtype), sum_dy.astype(x.dtype)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import os
 import sys
 import threading
@@ -623,8 +624,8 @@ class Tensor:
             raise ValueError(
                 f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape "
                 f"{self.shape}")
-        shape = self.shape
-        return self.reshape(shape[:start] + (-1,) + shape[end + 1:])
+        shape = self.shape   # the merged size spelled out: -1 is ambiguous when a size is 0
+        return self.reshape(shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:])
 
     def permute(self, *dims) -> Tensor:
         if len(dims) == 1 and isinstance(dims[0], (tuple, list)):

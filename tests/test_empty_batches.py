@@ -57,20 +57,9 @@ def assert_same_empty_result(ours, theirs, shape: tuple[int, ...]) -> None:
     assert ox.grad.shape == tuple(tx.grad.shape) == shape and ox.grad.dtype == np.float32
 
 
-def xfail_reference_max_pool(request, kernel_mode: str, name: str) -> None:
-    # reference.py's max_pool2d_backward reshapes with -1, which numpy refuses for 0 values
-    # (reference.py's pooling is another change's; this mark goes when it is mended)
-    if kernel_mode == "reference" and ("MaxPool" in name or "max_pool" in name
-                                       or "mnist" in name):
-        request.applymarker(pytest.mark.xfail(
-            reason="reference.py's max_pool2d_backward on an empty batch", raises=ValueError))
-
-
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("name", list(LAYERS))
-def test_an_empty_batch_through_a_layer_is_what_pytorch_returns(name, training, kernel_mode,
-                                                                request):
-    xfail_reference_max_pool(request, kernel_mode, name)
+def test_an_empty_batch_through_a_layer_is_what_pytorch_returns(name, training, kernel_mode):
     make, shape = LAYERS[name]
     ours, theirs = make(nn), make(torch.nn)
     ours.load_state_dict(theirs.state_dict())
@@ -109,9 +98,7 @@ FUNCTIONS = {   # name: (ours, PyTorch's, an empty input's shape)
 
 
 @pytest.mark.parametrize("name", list(FUNCTIONS))
-def test_an_empty_batch_through_a_functional_op_is_what_pytorch_returns(name, kernel_mode,
-                                                                        request):
-    xfail_reference_max_pool(request, kernel_mode, name)
+def test_an_empty_batch_through_a_functional_op_is_what_pytorch_returns(name, kernel_mode):
     assert_same_empty_result(*FUNCTIONS[name])
 
 

@@ -147,7 +147,8 @@ def max_pool2d_backward(grad_out, argmax, h, w):
     # np.add.at, not `dz[planes, argmax] += grad_out`: with fancy indexing a cell that wins two
     # windows is written twice and keeps the last write only (the tutorial's 10 would get -0.1
     # instead of a'1 + a'2 = -0.2); np.add.at adds every A' value to its cell
-    np.add.at(dz, (planes, argmax.reshape(n * c, -1)), grad_out.reshape(n * c, -1))
+    windows = argmax.shape[2] * argmax.shape[3]   # not -1: numpy refuses -1 for an empty batch
+    np.add.at(dz, (planes, argmax.reshape(n * c, windows)), grad_out.reshape(n * c, windows))
     return dz.reshape(n, c, h, w)
 
 

@@ -26,8 +26,8 @@ def logits() -> Tensor:
     (lambda: F.linear(logits(), np.zeros((4, 3))), "linear: weight must be a Tensor, got ndarray"),
     (lambda: F.linear(logits(), Tensor(np.zeros((4, 3))), np.zeros(4)),
      "linear: bias must be a Tensor, got ndarray"),
-    (lambda: F.dropout(logits(), p=None), "dropout: p must be a number in [0, 1], got None"),
-    (lambda: F.dropout(logits(), p="0.5"), "dropout: p must be a number"),
+    (lambda: F.dropout(logits(), p=None), "dropout: p must be a real number in [0, 1], got None"),
+    (lambda: F.dropout(logits(), p="0.5"), "dropout: p must be a real number"),
     (lambda: F.dropout(np.ones(3), p=0.5), "dropout: input must be a Tensor, got ndarray"),
     (lambda: F.dropout(Tensor([1, 2]), p=0.5), "dropout: input must be float32 or float64, got "
                                                "int64"),

@@ -8,6 +8,10 @@ to all 8 printed decimals. With PyTorch installed it then runs the tutorial's ow
 and prints PyTorch's numbers beside ours: line for line the same program (`retain_grad` keeps
 dL/dA, one backward pass computes everything). docs/walkthrough.md derives every step.
 
+The 10 wins two windows, so its dL/dZ is a'1 + a'2 = -0.2: the backward adds each A' value to its
+window's winner with np.add.at. `dz[argmax] += grad` would write the 10's cell twice and keep
+the last write, -0.1 (walkthrough section 10 shows both).
+
 To step through the max-pool gradient in a debugger, run the NumPy reference kernels:
 
     TINYGRAD_CONV_REFERENCE_KERNELS=1 python -m pdb examples/walkthrough.py

@@ -186,3 +186,67 @@ def test_dot_text_parses_with_graphviz_when_installed():
     out = subprocess.run([dot, "-Tcanon"], input=viz.to_dot(loss, params).encode(),
                          capture_output=True, check=True)
     assert out.stdout.decode().count("->") == 11
+
+
+def small_graph_with_torch():
+    """y = relu((x * 2) * m).sum() with h = x * 2 retained, in ours and in torch, after
+    backward. Returns (y, x, h, m, torch x, torch h)."""
+    x = Tensor([[1.0, -2.0], [3.0, 4.0]], dtype=np.float64, requires_grad=True)
+    m = Tensor([0.5, 1.0], dtype=np.float64)
+    h = x * 2.0
+    h.retain_grad()
+    y = (h * m).relu().sum()
+    y.backward()
+    tx = torch.tensor(x.numpy(), requires_grad=True)
+    th = tx * 2.0
+    th.retain_grad()
+    (th * torch.tensor(m.numpy())).relu().sum().backward()
+    return y, x, h, m, tx, th
+
+
+def test_a_retained_intermediate_shows_its_gradient_norm_like_a_leaf():
+    y, x, h, m, tx, th = small_graph_with_torch()  # h kept: the graph holds it weakly
+    nodes, _ = parse(viz.to_dot(y))
+    grads = {lines[0]: float(lines[3].removeprefix("|grad| = "))
+             for lines in nodes.values() if len(lines) > 3 and lines[3].startswith("|grad|")}
+    assert set(grads) == {"leaf", "Mul"}  # x and the retained h; the second Mul is not kept
+    assert grads["leaf"] == pytest.approx(float(tx.grad.norm()), rel=1e-3)
+    assert grads["Mul"] == pytest.approx(float(th.grad.norm()), rel=1e-3)
+
+
+def test_a_number_in_the_code_is_a_constant_node_showing_its_value():
+    y, *_ = small_graph_with_torch()
+    nodes, _ = parse(viz.to_dot(y))
+    constants = [lines for lines in nodes.values() if lines[0] == "constant"]
+    assert constants == [["constant", "()", "float64", "value = 2"]]
+
+
+def test_values_shows_small_gradients_and_inputs_in_full():
+    y, x, h, m, tx, th = small_graph_with_torch()
+    nodes, _ = parse(viz.to_dot(y, values=True))
+    by_title = {}
+    for lines in nodes.values():
+        by_title.setdefault(lines[0], []).append(lines)
+    (leaf,) = by_title["leaf"]
+    assert leaf[4:] == ["grad = [[1, 0],", " [1, 2]]"]
+    assert np.array_equal(tx.grad.numpy(), [[1, 0], [1, 2]])
+    retained = [lines for lines in by_title["Mul"] if len(lines) > 3]
+    assert retained == [["Mul", "(2, 2)", "float64", f"|grad| = {float(th.grad.norm()):.4g}",
+                         "grad = [[0.5, 0],", " [0.5, 1]]"]]
+    assert by_title["input"] == [["input", "(2,)", "float64", "value = [0.5, 1]"]]
+    del m  # the graph keeps no values of an input: once its tensor is gone, none are shown
+    nodes, _ = parse(viz.to_dot(y, values=True))
+    assert [lines for lines in nodes.values() if lines[0] == "input"] == [
+        ["input", "(2,)", "float64"]]
+
+
+def test_values_leaves_a_large_gradient_as_its_norm():
+    loss, _, params, _ = small_cnn(np.float64)
+    loss.backward()
+    nodes, _ = parse(viz.to_dot(loss, params, values=True))
+    by_title = {lines[0]: lines[1:] for lines in nodes.values()}
+    assert by_title["conv.bias"][3].startswith("grad = [")  # 3 values
+    assert len(by_title["conv.weight"]) == 3                 # 27 values: the norm only
+    assert by_title["input"] == ["(2, 1, 8, 8)", "float64"]  # 128 values: not shown
+    with pytest.raises(TypeError, match="values must be a bool"):
+        viz.to_dot(loss, values="yes")

@@ -48,7 +48,7 @@ class Conv2d(Function):
         x, w, has_bias, stride, padding, dilation, groups = ctx.saved_values
         need_dx, need_dw = ctx.needs_input_grad[:2]
         need_db = has_bias and ctx.needs_input_grad[2]
-        # dL/dA = W_180 ⊛ pad(dilate(Z', s), k-1), dL/dW = Z' ⊛ A, dL/db = sum of Z' but over F;
+        # dL/dA = W_180 ⊛ pad(dilate(Z', s), d(k-1)), dL/dW = Z' ⊛ A, dL/db = Z' summed over N,H,W;
         # only the gradients some input needs are computed. In NumPy: reference.conv2d_backward
         dx, dw, db = kernels(_conv).conv2d_backward(
             x, w, np.ascontiguousarray(grad_out, dtype=x.dtype), stride, padding, dilation,

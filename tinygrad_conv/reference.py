@@ -2,7 +2,9 @@
 
 They follow the tutorial (cnn-backward-pass-tutorial) literally, in its notation: A the input,
 W the weights, Z = W ⊛ A + b the output, Z' = dL/dZ the upstream gradient, ⊛ cross-correlation.
-Slow but obviously correct; stride, padding and dilation are (h, w) pairs of ints.
+Slow but obviously correct; stride, padding and dilation are (h, w) pairs of ints. Plain NumPy,
+so they also run on object arrays of sympy symbols and then return the tutorial's formulas
+themselves (docs/walkthrough.md, section 13).
 
 Inside `with reference_kernels():` (also a decorator; or for a whole run with the environment
 variable TINYGRAD_CONV_REFERENCE_KERNELS=1) the engine's conv2d, pooling and batch_norm ops
@@ -78,36 +80,40 @@ def conv2d_backward(x, w, grad_out, stride, padding, dilation,
         return dx, dw, db
     dx = dw = db = None
     (top, bottom), (left, right) = _pads(padding)
-    (sh, sw), (dh, dw_), (_, _, kh, kw) = stride, dilation, w.shape
+    (sh, sw), (dil_h, dil_w), (_, _, kh, kw) = stride, dilation, w.shape
     oh, ow = grad_out.shape[2:]
+    a_pad = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
     if need_dw:
-        # dL/dW = Z' ⊛ A: channel f of Z' correlated over channel c of A, summed over the batch
-        a_pad = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-        dw = np.zeros_like(w)
-        for i in range(kh):
-            for j in range(kw):
-                patch = _windows(a_pad, i, j, (oh, ow), stride, dilation)
-                dw[:, :, i, j] = np.einsum("nfhw,nchw->fc", grad_out, patch)
+        # dL/dW = Z' ⊛ A, summed over the batch: pad(A) correlated with Z' as the kernel. Z'
+        # holds every s-th output, so its taps sit s apart (dilation s, the same as dilating
+        # Z' by s); W's taps sat d apart, so Z' moves d cells at a time (stride d). The batch
+        # is the summed axis (the correlation's channels), A's channels and Z''s filters the
+        # two others: (C, N, H, W) ⊛ (F, N, OH, OW) -> (C, F, KH, KW). Only the rows and
+        # columns the forward read, s*(OH-1) + d*(KH-1) + 1, so the result is KH x KW.
+        rows, cols = sh * (oh - 1) + dil_h * (kh - 1) + 1, sw * (ow - 1) + dil_w * (kw - 1) + 1
+        a_read = a_pad[:, :, :rows, :cols].transpose(1, 0, 2, 3)
+        z_kernel = np.ascontiguousarray(grad_out.transpose(1, 0, 2, 3))
+        dw_cf = conv2d_forward(a_read, z_kernel, None, dilation, (0, 0), stride)
+        dw = np.ascontiguousarray(dw_cf.transpose(1, 0, 2, 3))
     if need_db:
         # dL/db = Z' summed over every axis but F
         db = grad_out.sum(axis=(0, 2, 3))
     if need_dx:
-        # dL/dA = W_180 ⊛ pad(dilate(Z', s), k-1): put s-1 zeros between the entries of Z',
-        # pad by the (dilated) kernel extent minus one, correlate with the flipped kernel
-        # (channels kept, summed over filters), then crop off the forward's padding.
+        # dL/dA = W_180 ⊛ pad(dilate(Z', s), d(k-1)), then crop the forward's padding off.
+        # dilate: Z' back where its outputs sit in the stride-1 output of pad(A), zeros elsewhere
+        # (s-1 between neighbours, and after the last jump, so rows of pad(A) no window reached
+        # get 0); pad by the dilated kernel's extent minus one, d(k-1) = k_eff - 1
         n, f = grad_out.shape[:2]
-        z_dil = np.zeros((n, f, sh * (oh - 1) + 1, sw * (ow - 1) + 1), dtype=grad_out.dtype)
+        ext_h, ext_w = dil_h * (kh - 1), dil_w * (kw - 1)
+        z_dil = np.zeros((n, f, a_pad.shape[2] - ext_h, a_pad.shape[3] - ext_w), grad_out.dtype)
         z_dil[:, :, ::sh, ::sw] = grad_out
-        eh, ew = dh * (kh - 1), dw_ * (kw - 1)
-        z_pad = np.pad(z_dil, ((0, 0), (0, 0), (eh, eh), (ew, ew)))
+        z_pad = np.pad(z_dil, ((0, 0), (0, 0), (ext_h, ext_h), (ext_w, ext_w)))
+        # W_180 is W turned by 180° with filters and channels swapped: dL/dA has A's C channels,
+        # so here A's channels are the filters and Z''s F channels are summed over
         w_180 = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)                 # (C, F, KH, KW)
         da_pad = conv2d_forward(z_pad, np.ascontiguousarray(w_180), None, (1, 1), (0, 0),
-                                dilation)
-        # rows and columns that no window reached (the forward's floor division) stay zero
-        full = np.zeros((n, x.shape[1], x.shape[2] + top + bottom, x.shape[3] + left + right),
-                        x.dtype)
-        full[:, :, :da_pad.shape[2], :da_pad.shape[3]] = da_pad
-        dx = full[:, :, top: top + x.shape[2], left: left + x.shape[3]]
+                                dilation)                                  # the shape of pad(A)
+        dx = da_pad[:, :, top: top + x.shape[2], left: left + x.shape[3]]
     return dx, dw, db
 
 
@@ -138,6 +144,9 @@ def max_pool2d_backward(grad_out, argmax, h, w):
     n, c = grad_out.shape[:2]
     dz = np.zeros((n * c, h * w), dtype=grad_out.dtype)
     planes = np.arange(n * c)[:, None]
+    # np.add.at, not `dz[planes, argmax] += grad_out`: with fancy indexing a cell that wins two
+    # windows is written twice and keeps the last write only (the tutorial's 10 would get -0.1
+    # instead of a'1 + a'2 = -0.2); np.add.at adds every A' value to its cell
     np.add.at(dz, (planes, argmax.reshape(n * c, -1)), grad_out.reshape(n * c, -1))
     return dz.reshape(n, c, h, w)
 

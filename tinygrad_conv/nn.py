@@ -611,7 +611,8 @@ class _BatchNorm(Module):
         self.num_features = integer(layer, "num_features", num_features, 1)
         self.eps = real(layer, "eps", eps, 0)
         # momentum None: a cumulative average of all batches so far
-        self.momentum = None if momentum is None else real(layer, "momentum", momentum, 0, 1)
+        self.momentum = None if momentum is None else real(
+            layer, "momentum (a number or None)", momentum, 0, 1)
         self.affine = flag(layer, "affine", affine)
         self.track_running_stats = flag(layer, "track_running_stats", track_running_stats)
         bias = flag(layer, "bias", bias)

@@ -29,6 +29,7 @@ import math
 import os
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -123,6 +124,9 @@ def add_run_options(p) -> None:
     p.add_argument("--log-interval", type=int, default=100,
                    help="steps between progress lines when tqdm is not installed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--student", type=Path, default=None,
+                   help="compute conv and pool gradients with your own functions in this "
+                   "folder (python -m tinygrad_conv.exercises new DIR makes it)")
     p.add_argument("--export", type=Path, default=None,
                    help="after training, write the weights to this .safetensors file, which "
                    "PyTorch loads (needs the safetensors package)")
@@ -488,7 +492,9 @@ def train(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        train(parse_args(argv))
+        args = parse_args(argv)
+        with tinygrad_conv.student_kernels(args.student) if args.student else nullcontext():
+            train(args)
     except UsageError as e:
         print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

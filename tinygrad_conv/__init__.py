@@ -19,6 +19,7 @@ from tinygrad_conv._threads import get_num_threads, set_num_threads
 from tinygrad_conv._version import __version__ as __version__  # the installed metadata's
 from tinygrad_conv.checkpoint import load, save
 from tinygrad_conv.config import show_config
+from tinygrad_conv.exercises import student_kernels
 from tinygrad_conv.gradcheck import GradcheckError, gradcheck
 from tinygrad_conv.reference import reference_kernels
 from tinygrad_conv.rng import manual_seed
@@ -28,5 +29,6 @@ from tinygrad_conv.tensor import Function, Tensor, detect_anomaly, is_grad_enabl
 __all__ = [
     "Function", "GradcheckError", "Tensor", "Value", "data", "detect_anomaly", "functional",
     "get_num_threads", "gradcheck", "is_grad_enabled", "load", "manual_seed", "nn", "no_grad",
-    "optim", "reference_kernels", "save", "set_num_threads", "show_config", "viz",
+    "optim", "reference_kernels", "save", "set_num_threads", "show_config", "student_kernels",
+    "viz",
 ]

@@ -1,6 +1,6 @@
 """Train a CNN on MNIST with tinygrad_conv, on the CPU.
 
-    python examples/mnist.py                       # 2 epochs, about 99.45% test accuracy
+    python examples/mnist.py                       # 2 epochs, about 99.40% test accuracy
     python examples/mnist.py --model classic       # PyTorch's example net: about 99.1%
     python examples/mnist.py --limit 5000 --epochs 1
     python examples/mnist.py --save ckpt.npz       # checkpoint at every epoch end
@@ -17,6 +17,9 @@ examples/data/mnist/ (or downloaded into --data-dir when missing). A checkpoint 
 (with BatchNorm's running statistics), the optimizer, the schedule, the position in the data
 (epoch and batch) and the random generator's state, so a resumed run continues exactly as if it
 had never stopped.
+
+The training itself is `fit()`, the classic loop (forward, loss, backward, step) on one screen;
+`ScriptRun` adds around it what the options ask for: resume, progress, checkpoints, --max-steps.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
+
+import numpy as np
 
 try:
     import tinygrad_conv
@@ -63,15 +68,32 @@ RECIPES = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default after its help, unless the help already tells it or there
+    is none to show (an option left out is simply not used)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
+    add_training_options(parser.add_argument_group("what to train, and how"))
+    add_run_options(parser.add_argument_group("data, checkpoints and output"))
+    return parser
+
+
+def add_training_options(p) -> None:
     p.add_argument("--epochs", type=int, default=2, help="epochs to train in all")
     p.add_argument("--model", choices=("bn", "classic", "small"), default="bn",
                    help="bn: 5 conv layers with BatchNorm; classic: PyTorch's MNIST example "
                    "net; small: a fast 2-conv net")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    p.add_argument("--batch-size", type=int, default=64, help="images per optimizer step")
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
+                   help="Adam, or SGD with --momentum")
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate, the peak of a one-cycle schedule (default: 1e-2 for "
                    "bn, 1e-3 for the others)")
@@ -81,7 +103,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "decay linearly to 0 over the run (the default for the others), or keep it")
     p.add_argument("--seed", type=int, default=1,
                    help="seeds the initial weights and the order of the training data")
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+
+
+def add_run_options(p) -> None:
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                   help="where the four MNIST files are (downloaded there when missing)")
     p.add_argument("--limit", type=int, default=None,
                    help="train on only the first N training images")
     p.add_argument("--test-limit", type=int, default=None,
@@ -104,7 +130,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--export", type=Path, default=None,
                    help="after training, write the weights to this .safetensors file, which "
                    "PyTorch loads (needs the safetensors package)")
-    args = p.parse_args(argv)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args = make_parser().parse_args(argv)
     # each model's own recipe, unless the options override it
     recipe = RECIPES[args.model]
     args.lr = recipe["lr"] if args.lr is None else args.lr
@@ -140,6 +169,8 @@ def check_args(args: argparse.Namespace) -> None:
     if args.threads is not None and args.threads > tinygrad_conv.max_num_threads():
         raise UsageError(f"--threads must be <= {tinygrad_conv.max_num_threads()}, the most "
                          f"this machine runs (max_num_threads()), got {args.threads}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise UsageError(f"--lr must be a finite number > 0, got {args.lr}")
     if not 0 <= args.momentum < 1:
@@ -208,6 +239,21 @@ def make_scheduler(args: argparse.Namespace, optimizer, total_steps: int):
     return None
 
 
+def make_loaders(args: argparse.Namespace) -> tuple[DataLoader, DataLoader]:
+    """The training batches (in an order fixed by --seed) and the test batches."""
+    train_set = MNIST(args.data_dir, train=True)
+    test_set = MNIST(args.data_dir, train=False)
+    if args.limit is not None:
+        train_set = SimpleNamespace(images=train_set.images[:args.limit],
+                                    labels=train_set.labels[:args.limit])
+    if args.test_limit is not None:
+        test_set = SimpleNamespace(images=test_set.images[:args.test_limit],
+                                   labels=test_set.labels[:args.test_limit])
+    return (DataLoader(train_set, args.batch_size, shuffle=True, seed=args.seed,
+                       normalize=NORMALIZE),
+            DataLoader(test_set, 1000, normalize=NORMALIZE))
+
+
 def evaluate(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
     """(mean cross-entropy, accuracy in %) over every batch of `loader`."""
     model.eval()
@@ -221,6 +267,102 @@ def evaluate(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
     model.train()
     return loss_sum / seen, 100.0 * correct / seen
 
+
+# ---- the training loop ------------------------------------------------------------------------
+
+def fit(model: nn.Module, optimizer, scheduler, loader: DataLoader, test_loader: DataLoader,
+        epochs: int, run: Run | None = None) -> Run:
+    """Train: for each epoch, for each batch, forward, loss, backward and an optimizer step
+    (and the schedule's); after each epoch, the test set. That is all of training; `run` keeps
+    the numbers and prints them, and is where the full script adds a resumed start, progress,
+    checkpoints and an early stop (ScriptRun)."""
+    run = Run(epochs) if run is None else run
+    for epoch in range(run.epoch, epochs):
+        loader.set_epoch(epoch, start_batch=run.batch)
+        run.start_epoch(epoch, len(loader))
+        for x, y in loader:
+            logits = model(Tensor(x))
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            run.after_step(loss.item(), logits.data, y)
+            if run.stopped:
+                break
+        if not run.end_epoch():  # stopped in the middle of the epoch: no test
+            break
+        run.report(*evaluate(model, test_loader))
+        if run.stopped:
+            break
+    return run
+
+
+def _no_running() -> dict:
+    return {"loss_sum": 0.0, "correct": 0, "seen": 0}
+
+
+class Run:
+    """Where training is (epoch, batch within it, step in all) and how it goes (this epoch's
+    running loss and accuracy, the time it took); prints a line per epoch and one at the end."""
+
+    def __init__(self, epochs: int, position: dict | None = None,
+                 running: dict | None = None) -> None:
+        position = position or {"epoch": 0, "batch": 0, "step": 0}
+        self.epochs, self.epoch = epochs, position["epoch"]
+        self.batch, self.step = position["batch"], position["step"]
+        self.running = running or _no_running()
+        self.stopped, self.n_batches = False, 0
+        self.train_time, self.train_images = 0.0, 0
+        self.result = {"test_accuracy": None, "steps": self.step, "images_per_s": None}
+        self.run_start = time.perf_counter()
+
+    def start_epoch(self, epoch: int, n_batches: int) -> None:
+        self.epoch, self.n_batches = epoch, n_batches
+        if self.batch == 0:  # not resumed inside this epoch
+            self.running = _no_running()
+        self.epoch_start, self.epoch_images = time.perf_counter(), 0
+
+    def after_step(self, loss: float, logits: np.ndarray, y: np.ndarray) -> None:
+        self.step += 1
+        self.batch += 1
+        self.epoch_images += len(y)
+        self.running["loss_sum"] += loss * len(y)
+        self.running["correct"] += int((logits.argmax(axis=1) == y).sum())
+        self.running["seen"] += len(y)
+
+    def end_epoch(self) -> bool:
+        """Whether the epoch ran to its end (only an early stop ends one sooner)."""
+        self.seconds = time.perf_counter() - self.epoch_start
+        self.train_time += self.seconds
+        self.train_images += self.epoch_images
+        finished = self.batch == self.n_batches
+        if finished:
+            self.batch = 0
+        return finished
+
+    def report(self, test_loss: float, test_acc: float) -> None:
+        r = self.running
+        print(f"epoch {self.epoch + 1}/{self.epochs}: train loss {r['loss_sum'] / r['seen']:.4f} "
+              f"acc {100.0 * r['correct'] / r['seen']:.2f}% | test loss {test_loss:.4f} "
+              f"acc {test_acc:.2f}% | {self.seconds:.1f} s, "
+              f"{self.epoch_images / self.seconds:.0f} images/s", flush=True)
+        self.result.update(test_accuracy=test_acc, test_loss=test_loss)
+
+    def finish(self) -> dict:
+        """The final numbers, also printed."""
+        result, trained = self.result, self.train_time > 0
+        result.update(steps=self.step, wall_s=time.perf_counter() - self.run_start,
+                      images_per_s=self.train_images / self.train_time if trained else None)
+        print(f"done: {self.step} steps, wall time {result['wall_s']:.1f} s"
+              + (f", {result['images_per_s']:.0f} training images/s" if trained else "")
+              + (f", test accuracy {result['test_accuracy']:.2f}%"
+                 if result["test_accuracy"] is not None else ""))
+        return result
+
+
+# ---- what the full script adds: resume, progress, checkpoints, --max-steps -------------------
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, args, position: dict,
                     running: dict) -> None:
@@ -284,95 +426,65 @@ class Progress:
             self.bar.close()
 
 
+class ScriptRun(Run):
+    """A Run with what the options ask for: a start from --resume, a progress bar, checkpoints
+    to --save (every --save-every steps, at --max-steps and at each epoch's end) and the stop at
+    --max-steps."""
+
+    def __init__(self, args: argparse.Namespace, model, optimizer, scheduler) -> None:
+        position = running = None
+        if args.resume is not None:
+            position, running = load_checkpoint(args.resume, model, optimizer, scheduler, args)
+            print(f"resumed from {args.resume} at epoch {position['epoch'] + 1}, "
+                  f"batch {position['batch']}, step {position['step']}")
+        super().__init__(args.epochs, position, running)
+        self.args, self.model, self.optimizer, self.scheduler = args, model, optimizer, scheduler
+
+    def start_epoch(self, epoch: int, n_batches: int) -> None:
+        super().start_epoch(epoch, n_batches)
+        self.progress = Progress(self.args, epoch, n_batches, self.batch)
+
+    def after_step(self, loss: float, logits: np.ndarray, y: np.ndarray) -> None:
+        super().after_step(loss, logits, y)
+        r, args = self.running, self.args
+        self.progress.update(self.batch, self.n_batches, r["loss_sum"] / r["seen"],
+                             100.0 * r["correct"] / r["seen"])
+        self.stopped = args.max_steps is not None and self.step >= args.max_steps
+        if args.save is not None and self.batch < self.n_batches and (
+                self.stopped or (args.save_every and self.step % args.save_every == 0)):
+            self.save(self.epoch, self.batch, self.running)
+
+    def end_epoch(self) -> bool:
+        self.progress.close()
+        finished = super().end_epoch()
+        if not finished:
+            print(f"stopped at step {self.step} (--max-steps): epoch {self.epoch + 1}, "
+                  f"batch {self.batch}")
+        elif self.args.save is not None:
+            self.save(self.epoch + 1, 0, _no_running())
+        return finished
+
+    def save(self, epoch: int, batch: int, running: dict) -> None:
+        save_checkpoint(self.args.save, self.model, self.optimizer, self.scheduler, self.args,
+                        {"epoch": epoch, "batch": batch, "step": self.step}, running)
+
+
 def train(args: argparse.Namespace) -> dict:
     """Run the training the options describe; return the final numbers."""
     if args.threads is not None:
         tinygrad_conv.set_num_threads(args.threads)  # conv, pool and Linear kernels
-    train_set = MNIST(args.data_dir, train=True)
-    test_set = MNIST(args.data_dir, train=False)
-    if args.limit is not None:
-        train_set = SimpleNamespace(images=train_set.images[:args.limit],
-                                    labels=train_set.labels[:args.limit])
-    if args.test_limit is not None:
-        test_set = SimpleNamespace(images=test_set.images[:args.test_limit],
-                                   labels=test_set.labels[:args.test_limit])
-    loader = DataLoader(train_set, args.batch_size, shuffle=True, seed=args.seed,
-                        normalize=NORMALIZE)
-    test_loader = DataLoader(test_set, 1000, normalize=NORMALIZE)
-
+    loader, test_loader = make_loaders(args)
     tinygrad_conv.manual_seed(args.seed)
     model = make_model(args.model)
     optimizer = make_optimizer(args, model)
-    total_steps = args.epochs * len(loader)
-    scheduler = make_scheduler(args, optimizer, total_steps)
-    position = {"epoch": 0, "batch": 0, "step": 0}
-    running = {"loss_sum": 0.0, "correct": 0, "seen": 0}
-    if args.resume is not None:
-        position, running = load_checkpoint(args.resume, model, optimizer, scheduler, args)
-        print(f"resumed from {args.resume} at epoch {position['epoch'] + 1}, "
-              f"batch {position['batch']}, step {position['step']}")
-    step = position["step"]
+    scheduler = make_scheduler(args, optimizer, args.epochs * len(loader))
+    run = ScriptRun(args, model, optimizer, scheduler)
     n_params = sum(p.data.size for p in model.parameters())
-    print(f"{len(train_set.labels)} training and {len(test_set.labels)} test images, "
+    print(f"{len(loader.labels)} training and {len(test_loader.labels)} test images, "
           f"{args.model} model with {n_params} parameters, {args.optimizer} lr {args.lr} "
           f"({args.schedule}), batch {args.batch_size}, {tinygrad_conv.get_num_threads()} threads")
-
-    result = {"test_accuracy": None, "steps": step, "images_per_s": None}
-    train_time, train_images = 0.0, 0
-    run_start = time.perf_counter()
-    for epoch in range(position["epoch"], args.epochs):
-        batch = position["batch"] if epoch == position["epoch"] else 0
-        if epoch != position["epoch"]:
-            running = {"loss_sum": 0.0, "correct": 0, "seen": 0}
-        loader.set_epoch(epoch, start_batch=batch)
-        progress = Progress(args, epoch, len(loader), batch)
-        epoch_start, epoch_images, stopped = time.perf_counter(), 0, False
-        for x, y in loader:
-            logits = model(Tensor(x))
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            step, batch, epoch_images = step + 1, batch + 1, epoch_images + len(y)
-            running["loss_sum"] += loss.item() * len(y)
-            running["correct"] += int((logits.data.argmax(axis=1) == y).sum())
-            running["seen"] += len(y)
-            progress.update(batch, len(loader), running["loss_sum"] / running["seen"],
-                            100.0 * running["correct"] / running["seen"])
-            stopped = args.max_steps is not None and step >= args.max_steps
-            if args.save is not None and batch < len(loader) and (
-                    stopped or (args.save_every and step % args.save_every == 0)):
-                save_checkpoint(args.save, model, optimizer, scheduler, args,
-                                {"epoch": epoch, "batch": batch, "step": step}, running)
-            if stopped:
-                break
-        progress.close()
-        seconds = time.perf_counter() - epoch_start
-        train_time, train_images = train_time + seconds, train_images + epoch_images
-        if batch < len(loader):  # only --max-steps ends an epoch early
-            print(f"stopped at step {step} (--max-steps): epoch {epoch + 1}, batch {batch}")
-            break
-        if args.save is not None:
-            save_checkpoint(args.save, model, optimizer, scheduler, args,
-                            {"epoch": epoch + 1, "batch": 0, "step": step},
-                            {"loss_sum": 0.0, "correct": 0, "seen": 0})
-        test_loss, test_acc = evaluate(model, test_loader)
-        print(f"epoch {epoch + 1}/{args.epochs}: train loss "
-              f"{running['loss_sum'] / running['seen']:.4f} acc "
-              f"{100.0 * running['correct'] / running['seen']:.2f}% | test loss {test_loss:.4f} "
-              f"acc {test_acc:.2f}% | {seconds:.1f} s, {epoch_images / seconds:.0f} images/s",
-              flush=True)
-        result.update(test_accuracy=test_acc, test_loss=test_loss)
-        if stopped:
-            break
-    result.update(steps=step, wall_s=time.perf_counter() - run_start,
-                  images_per_s=train_images / train_time if train_time else None)
-    print(f"done: {step} steps, wall time {result['wall_s']:.1f} s"
-          + (f", {result['images_per_s']:.0f} training images/s" if train_time else "")
-          + (f", test accuracy {result['test_accuracy']:.2f}%"
-             if result["test_accuracy"] is not None else ""))
+    fit(model, optimizer, scheduler, loader, test_loader, args.epochs, run)
+    result = run.finish()
     if args.export is not None:
         # plain numpy arrays under PyTorch's names: safetensors.torch.load_file(path) gives a
         # state dict that make_model(args.model, torch.nn).load_state_dict accepts

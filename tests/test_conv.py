@@ -125,7 +125,7 @@ def test_grouped_reference_matches_pytorch(case, seed):
     _, _, stride, padding, dilation, groups = case
     x, w, b, g = conv_arrays(case, np.float64, seed)
     expected = torch_conv(x, w, b, g, stride, padding, dilation, groups)
-    ours = tinygrad_conv.cnn_ops._conv_padding("conv2d", padding, stride, (
+    ours = tinygrad_conv._args.conv_pads("conv2d", padding, stride, (
         dilation[0] * (w.shape[2] - 1) + 1, dilation[1] * (w.shape[3] - 1) + 1))
     z = R.conv2d_forward(x, w, b, stride, ours, dilation, groups)
     grads = R.conv2d_backward(x, w, g, stride, ours, dilation, groups=groups)

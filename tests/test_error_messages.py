@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from tinygrad_conv import Tensor, data, optim
+from tinygrad_conv import Tensor, data, nn, optim
 from tinygrad_conv import functional as F
 
 
@@ -26,8 +26,8 @@ def logits() -> Tensor:
     (lambda: F.linear(logits(), np.zeros((4, 3))), "linear: weight must be a Tensor, got ndarray"),
     (lambda: F.linear(logits(), Tensor(np.zeros((4, 3))), np.zeros(4)),
      "linear: bias must be a Tensor, got ndarray"),
-    (lambda: F.dropout(logits(), p=None), "dropout: p must be a number in [0, 1], got None"),
-    (lambda: F.dropout(logits(), p="0.5"), "dropout: p must be a number"),
+    (lambda: F.dropout(logits(), p=None), "dropout: p must be a real number in [0, 1], got None"),
+    (lambda: F.dropout(logits(), p="0.5"), "dropout: p must be a real number"),
     (lambda: F.dropout(np.ones(3), p=0.5), "dropout: input must be a Tensor, got ndarray"),
     (lambda: F.dropout(Tensor([1, 2]), p=0.5), "dropout: input must be float32 or float64, got "
                                                "int64"),
@@ -117,3 +117,37 @@ def test_np_asarray_of_a_tensor_is_its_values_not_an_object_array():
     assert np.asarray(t, dtype=np.float64).dtype == np.float64
     assert np.array(t) is not t.data and np.array_equal(np.array(t), t.data)  # a copy
     assert np.asarray([Tensor(1.0), Tensor(2.0)]).tolist() == [1.0, 2.0]
+
+
+def _t(*shape, dtype=np.float32) -> Tensor:
+    return Tensor(np.zeros(shape, dtype))
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: F.conv2d(_t(2, 3, 8, 8), _t(4, 3, 3, 3), groups=0), ValueError,
+     "conv2d: groups must be >= 1, got 0"),
+    (lambda: F.conv2d(_t(2, 3, 8, 8), _t(4, 3, 3, 3), groups=1.0), TypeError,
+     "conv2d: groups must be an int, got 1.0"),
+    (lambda: F.conv2d(_t(2, 3, 8, 8), _t(4, 3, 3, 3), groups=2**40), ValueError,
+     "conv2d: groups must be at most 2147483647, got 1099511627776"),
+    (lambda: F.avg_pool2d(_t(1, 1, 4, 4), 2, ceil_mode=1), TypeError,
+     "avg_pool2d: ceil_mode must be a bool, got 1"),
+    (lambda: F.batch_norm(_t(2, 3), None, None, momentum=2), ValueError,
+     "batch_norm: momentum must be in [0, 1], got 2.0"),
+    (lambda: F.batch_norm(_t(2, 3), None, None, eps="x"), TypeError,
+     "batch_norm: eps must be a real number >= 0, got 'x'"),
+    (lambda: nn.BatchNorm2d(3, momentum=2), ValueError,
+     "BatchNorm2d: momentum (a number or None) must be in [0, 1], got 2.0"),
+    (lambda: nn.Flatten(1.5), TypeError, "Flatten: start_dim must be an int, got 1.5"),
+    (lambda: optim.Adam([Tensor(np.ones(2), requires_grad=True)], betas=(1.0, 0.9)),
+     ValueError, "Adam: betas[0] must be in [0.0, 1.0), got 1.0"),
+    (lambda: optim.lr_scheduler.StepLR(optim.SGD([Tensor(np.ones(2), requires_grad=True)],
+                                                 lr=0.1), step_size=0),
+     ValueError, "StepLR: step_size must be >= 1, got 0"),
+], ids=["conv-groups-0", "conv-groups-float", "conv-groups-huge", "avg-pool-ceil-mode",
+        "batch-norm-momentum", "batch-norm-eps-str", "BatchNorm2d-momentum", "Flatten-float",
+        "Adam-betas", "StepLR-step-size"])
+def test_the_shared_checkers_name_the_op_the_argument_and_the_bound(call, error, message):
+    with pytest.raises(error) as info:
+        call()
+    assert message in str(info.value)

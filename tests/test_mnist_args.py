@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,26 @@ def test_more_threads_than_the_machine_runs_is_refused_at_argument_checking():
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == f"mnist.py: error: --threads must be <= {limit}, the most this " \
                           f"machine runs (max_num_threads()), got 100000\n"
+
+
+def test_a_negative_seed_is_one_line_and_exit_status_2(example, capsys):
+    assert "--seed must be >= 0, got -1" in refused(example, capsys, ["--seed", "-1"])
+
+
+def test_help_shows_each_default_once_and_never_none(example, capsys):
+    with pytest.raises(SystemExit) as info:
+        example.main(["--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())   # argparse wraps lines anywhere
+    assert "(default: None)" not in text
+    assert re.search(r"\(default:[^)]*\) \(default:", text) is None, text
+    assert "(default: 1e-2 for bn, 1e-3 for the others)" in text   # --lr tells its own
+    assert "training data (default: 1)" in text and "(default: 64)" in text
+
+
+def test_the_docstring_quotes_the_readme_accuracy_of_the_default_command(example):
+    readme = (ROOT / "README.md").read_text()
+    quoted = re.search(r"this command reached \*\*(\d+\.\d+)% test accuracy\*\*", readme)
+    ours = re.search(r"python examples/mnist\.py +# 2 epochs, about (\d+\.\d+)% test accuracy",
+                     example.__doc__)
+    assert quoted and ours and ours.group(1) == quoted.group(1)

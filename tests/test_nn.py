@@ -425,7 +425,7 @@ def test_load_state_dict_rejects_non_mapping_and_non_numeric():
     (lambda: nn.MaxPool2d(2, padding=2), ValueError, "at most half of kernel_size"),
     (lambda: nn.MaxPool2d(2, stride=0), ValueError, "MaxPool2d: stride must be >= 1"),
     (lambda: nn.Dropout(1.5), ValueError, r"Dropout: p must be in \[0, 1\], got 1.5"),
-    (lambda: nn.Dropout("0.5"), TypeError, "Dropout: p must be a number"),
+    (lambda: nn.Dropout("0.5"), TypeError, "Dropout: p must be a real number"),
     (lambda: nn.Flatten(1.0), TypeError, "Flatten: start_dim must be an int"),
 ])
 def test_constructors_reject_bad_arguments(make, error, message):

@@ -248,12 +248,12 @@ def _edit(sd, path, value):
     (("n_params",), 3, ValueError, "n_params=3"),
     (("state",), KeyError, ValueError, "missing key 'state'"),
     (("hyper", "eps"), KeyError, ValueError, "'hyper' has keys"),
-    (("hyper", "lr"), -1.0, ValueError, "invalid lr"),
+    (("hyper", "lr"), -1.0, ValueError, "lr must be"),
     (("hyper", "amsgrad"), True, ValueError, r"state\['0'\] has keys"),
     (("state", "2"), {"step": 1}, ValueError, "state key '2'"),
     (("state", "0"), 1.0, TypeError, r"state\['0'\] must be a dict, got float"),
     (("hyper",), [0.1], TypeError, "'hyper' must be a dict, got list"),
-    (("state", "0", "step"), 0, ValueError, r"\['step'\] must be an int >= 1"),
+    (("state", "0", "step"), 0, ValueError, r"\['step'\] must be >= 1, got 0"),
     (("state", "0", "exp_avg"), np.zeros((3, 2)), ValueError, r"shape \(3, 2\)"),
     (("state", "1", "exp_avg_sq"), np.zeros(3), TypeError, "is float64, the parameter is float32"),
 ], ids=lambda v: v if isinstance(v, str) else None)
@@ -288,21 +288,21 @@ def test_load_state_dict_of_sgd_without_momentum_has_no_buffers():
 
 
 INVALID = [
-    (SGD, dict(lr=-0.1), "invalid lr"),
-    (SGD, dict(lr=0.1, momentum=-0.5), "invalid momentum"),
-    (SGD, dict(lr=0.1, weight_decay=-1e-4), "invalid weight_decay"),
+    (SGD, dict(lr=-0.1), "lr must be"),
+    (SGD, dict(lr=0.1, momentum=-0.5), "momentum must be"),
+    (SGD, dict(lr=0.1, weight_decay=-1e-4), "weight_decay must be"),
     (SGD, dict(lr=0.1, nesterov=True), "nesterov needs momentum > 0 .* got momentum=0.0"),
     (SGD, dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
      "nesterov needs momentum > 0 and dampening == 0, got momentum=0.9, dampening=0.1"),
-    (Adam, dict(lr=-1e-3), "invalid lr"),
-    (Adam, dict(eps=-1e-8), "invalid eps"),
-    (Adam, dict(betas=(1.0, 0.999)), r"invalid betas\[0\]"),
-    (Adam, dict(betas=(-0.1, 0.999)), r"invalid betas\[0\]"),
-    (Adam, dict(betas=(0.9, 1.0)), r"invalid betas\[1\]"),
-    (Adam, dict(weight_decay=-0.1), "invalid weight_decay"),
-    (AdamW, dict(lr=-1e-3), "invalid lr"),
-    (AdamW, dict(betas=(0.9, 1.5)), r"invalid betas\[1\]"),
-    (AdamW, dict(weight_decay=-0.01), "invalid weight_decay"),
+    (Adam, dict(lr=-1e-3), "lr must be"),
+    (Adam, dict(eps=-1e-8), "eps must be"),
+    (Adam, dict(betas=(1.0, 0.999)), r"betas\[0\] must be"),
+    (Adam, dict(betas=(-0.1, 0.999)), r"betas\[0\] must be"),
+    (Adam, dict(betas=(0.9, 1.0)), r"betas\[1\] must be"),
+    (Adam, dict(weight_decay=-0.1), "weight_decay must be"),
+    (AdamW, dict(lr=-1e-3), "lr must be"),
+    (AdamW, dict(betas=(0.9, 1.5)), r"betas\[1\] must be"),
+    (AdamW, dict(weight_decay=-0.01), "weight_decay must be"),
 ]
 
 
@@ -337,7 +337,7 @@ def test_parameter_given_twice_raises():
 
 def test_setting_a_negative_lr_raises_and_keeps_the_old_one():
     opt = SGD([Param(np.zeros(2))], lr=0.1)
-    with pytest.raises(ValueError, match="SGD: invalid lr -1.0"):
+    with pytest.raises(ValueError, match="SGD: lr must be >= 0.0, got -1.0"):
         opt.lr = -1.0
     assert opt.lr == 0.1
 

@@ -178,3 +178,30 @@ def test_example_without_tqdm_prints_plain_progress_lines(tmp_path):
                        "--test-limit", "100", "--epochs", "1", "--log-interval", "1",
                        "--data-dir", DATA], cwd=tmp_path, path=(tmp_path,))
     assert "epoch 1/1  batch 3/3  loss" in done.stdout
+
+
+def test_the_script_trains_with_the_minimal_loop_and_gets_its_numbers(example, tmp_path):
+    # fit() with no extras (a plain Run) on the same options: the same weights bit for bit and
+    # the same test accuracy as the full script, which adds checkpoints and progress around it
+    options = ["--model", "bn", "--schedule", "onecycle", "--limit", "96", "--batch-size", "32"]
+    args = example.parse_args([*options, "--test-limit", "100", "--epochs", "2",
+                               "--no-progress", "--data-dir", str(DATA),
+                               "--save", str(tmp_path / "script.npz")])
+    result = example.train(args)
+    loader, test_loader = example.make_loaders(args)
+    tinygrad_conv.manual_seed(args.seed)
+    model = example.make_model(args.model)
+    optimizer = example.make_optimizer(args, model)
+    scheduler = example.make_scheduler(args, optimizer, args.epochs * len(loader))
+    run = example.fit(model, optimizer, scheduler, loader, test_loader, args.epochs)
+    assert run.step == result["steps"] == 6
+    assert run.result["test_accuracy"] == result["test_accuracy"]
+    script = tinygrad_conv.load(tmp_path / "script.npz")["model"]
+    assert_same_checkpoint(dict(model.state_dict()), script, "model")
+
+
+def test_the_minimal_training_loop_stays_short(example):
+    import inspect
+
+    lines = [line for line in inspect.getsource(example.fit).splitlines() if line.strip()]
+    assert len(lines) <= 30, f"fit() has grown to {len(lines)} lines"

@@ -24,57 +24,16 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Mapping
-from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 
+from tinygrad_conv._args import flag, integer, real, unwrap
 from tinygrad_conv.optim import Optimizer
 
 __all__ = [
     "CosineAnnealingLR", "LRScheduler", "LinearLR", "MultiStepLR", "OneCycleLR", "StepLR",
 ]
-
-
-def _unwrap(value: Any) -> Any:
-    """A 0-d numpy array or numpy scalar (what a checkpoint gives back) as a Python scalar."""
-    if isinstance(value, (np.ndarray, np.generic)) and value.ndim == 0:
-        return value.item()
-    return value
-
-
-def _int(where: str, name: str, value: Any, low: int) -> int:
-    value = _unwrap(value)
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{where}: {name} must be an int, got {value!r}")
-    if value < low:
-        raise ValueError(f"{where}: {name} must be >= {low}, got {value}")
-    return int(value)
-
-
-def _real(where: str, name: str, value: Any, low: float, high: float = math.inf,
-          low_open: bool = False, high_open: bool = False) -> float:
-    """`value` as a float in [low, high] (an open end where asked), or a clear error."""
-    value = _unwrap(value)
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{where}: {name} must be a real number, got {value!r}")
-    value = float(value)
-    above = value > low if low_open else value >= low
-    below = value < high if high_open else value <= high
-    if not (above and below):
-        if high == math.inf:
-            expected = f"{'>' if low_open else '>='} {low}"
-        else:
-            expected = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{where}: {name} must be {expected}, got {value}")
-    return value
-
-
-def _flag(where: str, name: str, value: Any) -> bool:
-    value = _unwrap(value)
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{where}: {name} must be a bool, got {value!r}")
-    return bool(value)
 
 
 class LRScheduler:
@@ -144,12 +103,12 @@ class LRScheduler:
         if set(state_dict) != expected:
             raise ValueError(f"{where}: the state dict has keys {sorted(state_dict)}, expected "
                              f"{sorted(expected)}")
-        kind = str(_unwrap(state_dict["type"]))
+        kind = str(unwrap(state_dict["type"]))
         if kind != type(self).__name__:
             raise ValueError(f"{where}: the state dict is for {kind}, not {type(self).__name__}")
         hyper = self._checked_hyper(**{key: state_dict[key] for key in self._hyper_names})
-        last_epoch = _int(where, "last_epoch", state_dict["last_epoch"], 0)
-        base_lr = _real(where, "base_lr", state_dict["base_lr"], 0.0)
+        last_epoch = integer(where, "last_epoch", state_dict["last_epoch"], 0)
+        base_lr = real(where, "base_lr", state_dict["base_lr"], 0.0)
         for key, value in hyper.items():
             setattr(self, key, value)
         self.last_epoch, self.base_lr = last_epoch, base_lr
@@ -165,8 +124,8 @@ class StepLR(LRScheduler):
         super().__init__(optimizer, step_size=step_size, gamma=gamma)
 
     def _checked_hyper(self, step_size, gamma) -> dict[str, Any]:
-        return {"step_size": _int("StepLR", "step_size", step_size, 1),
-                "gamma": _real("StepLR", "gamma", gamma, 0.0)}
+        return {"step_size": integer("StepLR", "step_size", step_size, 1),
+                "gamma": real("StepLR", "gamma", gamma, 0.0)}
 
     def lr_at(self, step: int) -> float:
         return self.base_lr * self.gamma ** (step // self.step_size)
@@ -185,9 +144,9 @@ class MultiStepLR(LRScheduler):
         if isinstance(milestones, (str, bytes)) or not hasattr(milestones, "__iter__"):
             raise TypeError(f"MultiStepLR: milestones must be a list of ints, got "
                             f"{milestones!r}")
-        steps = [_int("MultiStepLR", "each milestone", m, 0) for m in milestones]
+        steps = [integer("MultiStepLR", "each milestone", m, 0) for m in milestones]
         return {"milestones": np.array(sorted(steps), dtype=np.int64),
-                "gamma": _real("MultiStepLR", "gamma", gamma, 0.0)}
+                "gamma": real("MultiStepLR", "gamma", gamma, 0.0)}
 
     def lr_at(self, step: int) -> float:
         passed = bisect_right(self.milestones.tolist(), step)
@@ -207,10 +166,10 @@ class LinearLR(LRScheduler):
                          total_iters=total_iters)
 
     def _checked_hyper(self, start_factor, end_factor, total_iters) -> dict[str, Any]:
-        return {"start_factor": _real("LinearLR", "start_factor", start_factor, 0.0, 1.0,
+        return {"start_factor": real("LinearLR", "start_factor", start_factor, 0.0, 1.0,
                                       low_open=True),
-                "end_factor": _real("LinearLR", "end_factor", end_factor, 0.0, 1.0),
-                "total_iters": _int("LinearLR", "total_iters", total_iters, 1)}
+                "end_factor": real("LinearLR", "end_factor", end_factor, 0.0, 1.0),
+                "total_iters": integer("LinearLR", "total_iters", total_iters, 1)}
 
     def lr_at(self, step: int) -> float:
         progress = (self.end_factor - self.start_factor) * min(self.total_iters, step)
@@ -227,8 +186,8 @@ class CosineAnnealingLR(LRScheduler):
         super().__init__(optimizer, T_max=T_max, eta_min=eta_min)
 
     def _checked_hyper(self, T_max, eta_min) -> dict[str, Any]:
-        return {"T_max": _int("CosineAnnealingLR", "T_max", T_max, 1),
-                "eta_min": _real("CosineAnnealingLR", "eta_min", eta_min, 0.0)}
+        return {"T_max": integer("CosineAnnealingLR", "T_max", T_max, 1),
+                "eta_min": real("CosineAnnealingLR", "eta_min", eta_min, 0.0)}
 
     def lr_at(self, step: int) -> float:
         cosine = (1 + math.cos(math.pi * step / self.T_max)) / 2
@@ -260,8 +219,8 @@ class OneCycleLR(LRScheduler):
         if total_steps is None:
             if epochs is None or steps_per_epoch is None:
                 raise ValueError("OneCycleLR: give total_steps, or epochs and steps_per_epoch")
-            total_steps = (_int("OneCycleLR", "epochs", epochs, 1)
-                           * _int("OneCycleLR", "steps_per_epoch", steps_per_epoch, 1))
+            total_steps = (integer("OneCycleLR", "epochs", epochs, 1)
+                           * integer("OneCycleLR", "steps_per_epoch", steps_per_epoch, 1))
         super().__init__(optimizer, max_lr=max_lr, total_steps=total_steps,
                          pct_start=pct_start, anneal_strategy=anneal_strategy,
                          cycle_momentum=cycle_momentum, base_momentum=base_momentum,
@@ -273,19 +232,19 @@ class OneCycleLR(LRScheduler):
                        three_phase) -> dict[str, Any]:
         where = "OneCycleLR"
         hyper = {
-            "max_lr": _real(where, "max_lr", max_lr, 0.0, low_open=True),
-            "total_steps": _int(where, "total_steps", total_steps, 1),
-            "pct_start": _real(where, "pct_start", pct_start, 0.0, 1.0),
-            "anneal_strategy": str(_unwrap(anneal_strategy)),
-            "cycle_momentum": _flag(where, "cycle_momentum", cycle_momentum),
-            "base_momentum": _real(where, "base_momentum", base_momentum, 0.0, 1.0,
+            "max_lr": real(where, "max_lr", max_lr, 0.0, low_open=True),
+            "total_steps": integer(where, "total_steps", total_steps, 1),
+            "pct_start": real(where, "pct_start", pct_start, 0.0, 1.0),
+            "anneal_strategy": str(unwrap(anneal_strategy)),
+            "cycle_momentum": flag(where, "cycle_momentum", cycle_momentum),
+            "base_momentum": real(where, "base_momentum", base_momentum, 0.0, 1.0,
                                    high_open=True),
-            "max_momentum": _real(where, "max_momentum", max_momentum, 0.0, 1.0,
+            "max_momentum": real(where, "max_momentum", max_momentum, 0.0, 1.0,
                                   high_open=True),
-            "div_factor": _real(where, "div_factor", div_factor, 0.0, low_open=True),
-            "final_div_factor": _real(where, "final_div_factor", final_div_factor, 0.0,
+            "div_factor": real(where, "div_factor", div_factor, 0.0, low_open=True),
+            "final_div_factor": real(where, "final_div_factor", final_div_factor, 0.0,
                                       low_open=True),
-            "three_phase": _flag(where, "three_phase", three_phase),
+            "three_phase": flag(where, "three_phase", three_phase),
         }
         if hyper["anneal_strategy"] not in ("cos", "linear"):
             raise ValueError(f"{where}: anneal_strategy must be 'cos' or 'linear', got "

@@ -25,7 +25,7 @@ import numpy as np
 
 from tinygrad_conv import functional as F
 from tinygrad_conv import rng as _rng
-from tinygrad_conv.cnn_ops import int_pair, padding_arg, pool_window
+from tinygrad_conv._args import conv_padding, flag, int_pair, integer, pool_window, real
 from tinygrad_conv.tensor import Tensor, float_dtype
 
 __all__ = [
@@ -171,8 +171,7 @@ class Module:
             raise TypeError(f"{where}: name must be a str, got {type(name).__name__}")
         if not name or "." in name:
             raise ValueError(f"{where}: name must be non-empty and contain no '.', got {name!r}")
-        if not isinstance(persistent, bool):
-            raise TypeError(f"{where}: persistent must be a bool, got {persistent!r}")
+        persistent = flag(where, "persistent", persistent)
         if name in self.__dict__ and name not in self._buffers:
             raise ValueError(f"{where}: attribute {name!r} already exists and is not a buffer")
         value = _buffer_value(type(self).__name__, name, tensor)
@@ -214,8 +213,7 @@ class Module:
     # -- modes and gradients -------------------------------------------------------------------
     def train(self, mode: bool = True) -> Module:
         """Training mode (Dropout drops) for this module and everything below it."""
-        if not isinstance(mode, bool):
-            raise TypeError(f"{type(self).__name__}.train: mode must be a bool, got {mode!r}")
+        mode = flag(f"{type(self).__name__}.train", "mode", mode)
         for module in self.modules():
             object.__setattr__(module, "training", mode)
         return self
@@ -285,22 +283,7 @@ class Module:
             problems.append(f"missing keys {missing}")
         if strict and unexpected:
             problems.append(f"unexpected keys {unexpected}")
-        values: dict[str, np.ndarray] = {}
-        for name, param in own.items():
-            if name not in state_dict:
-                continue
-            value = state_dict[name]
-            value = np.asarray(value.data if isinstance(value, Tensor) else value)
-            if value.dtype.kind not in "fiub":
-                raise TypeError(f"{where}: {name!r} has non-numeric dtype {value.dtype}")
-            kind = "parameter" if isinstance(param, Parameter) else "buffer"
-            if value.shape != param.shape:
-                problems.append(f"{name!r} has shape {value.shape}, the {kind} has "
-                                f"{param.shape}")
-            elif value.dtype != param.dtype:
-                problems.append(f"{name!r} has dtype {value.dtype}, the {kind} has "
-                                f"{param.dtype}")
-            values[name] = value
+        values = _matching_values(where, own, state_dict, problems)
         if problems:
             raise ValueError(f"{where}: " + "; ".join(problems))
         for name, value in values.items():
@@ -328,14 +311,6 @@ class Module:
 # ----------------------------------------------------------------------------------------------
 
 
-def _int(layer: str, name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{layer}: {name} must be an int, got {value!r}")
-    if value < low:
-        raise ValueError(f"{layer}: {name} must be >= {low}, got {value}")
-    return int(value)
-
-
 def _show_pair(pair: tuple[int, int]):
     """A square window prints as one number, as PyTorch prints it."""
     return pair[0] if pair[0] == pair[1] else pair
@@ -357,6 +332,27 @@ def _buffer_value(module: str, name: str, value: Any) -> Tensor | None:
                     f"got {type(value).__name__}")
 
 
+def _matching_values(where: str, own: Mapping[str, Tensor], state_dict: Mapping[str, Any],
+                     problems: list[str]) -> dict[str, np.ndarray]:
+    """The arrays of `state_dict` for the tensors in `own`; each shape or dtype that differs
+    from its tensor's is added to `problems`."""
+    values: dict[str, np.ndarray] = {}
+    for name, param in own.items():
+        if name not in state_dict:
+            continue
+        value = state_dict[name]
+        value = np.asarray(value.data if isinstance(value, Tensor) else value)
+        if value.dtype.kind not in "fiub":
+            raise TypeError(f"{where}: {name!r} has non-numeric dtype {value.dtype}")
+        kind = "parameter" if isinstance(param, Parameter) else "buffer"
+        if value.shape != param.shape:
+            problems.append(f"{name!r} has shape {value.shape}, the {kind} has {param.shape}")
+        elif value.dtype != param.dtype:
+            problems.append(f"{name!r} has dtype {value.dtype}, the {kind} has {param.dtype}")
+        values[name] = value
+    return values
+
+
 def _uniform(shape: tuple[int, ...], bound: float, dtype: np.dtype) -> Parameter:
     """A Parameter drawn from U(-bound, bound) by the shared generator."""
     return Parameter(_rng.generator().uniform(-bound, bound, size=shape), dtype=dtype)
@@ -374,8 +370,8 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  dtype=None) -> None:
         super().__init__()
-        self.in_features = _int("Linear", "in_features", in_features, 1)
-        self.out_features = _int("Linear", "out_features", out_features, 1)
+        self.in_features = integer("Linear", "in_features", in_features, 1)
+        self.out_features = integer("Linear", "out_features", out_features, 1)
         dtype = float_dtype("Linear", dtype)
         # kaiming_uniform_(a=sqrt(5)) has bound sqrt(6 / ((1 + 5) * fan_in)) = 1 / sqrt(fan_in)
         bound = 1.0 / math.sqrt(self.in_features)
@@ -400,13 +396,13 @@ class Conv2d(Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, dtype=None) -> None:
         super().__init__()
-        self.in_channels = _int("Conv2d", "in_channels", in_channels, 1)
-        self.out_channels = _int("Conv2d", "out_channels", out_channels, 1)
+        self.in_channels = integer("Conv2d", "in_channels", in_channels, 1)
+        self.out_channels = integer("Conv2d", "out_channels", out_channels, 1)
         self.kernel_size = int_pair("Conv2d", "kernel_size", kernel_size, 1)
         self.stride = int_pair("Conv2d", "stride", stride, 1)
-        self.padding = padding_arg("Conv2d", padding, self.stride)
+        self.padding = conv_padding("Conv2d", padding, self.stride)
         self.dilation = int_pair("Conv2d", "dilation", dilation, 1)
-        self.groups = _int("Conv2d", "groups", groups, 1)
+        self.groups = integer("Conv2d", "groups", groups, 1)
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"Conv2d: groups={self.groups} must divide in_channels="
                              f"{self.in_channels} and out_channels={self.out_channels}")
@@ -463,10 +459,8 @@ class AvgPool2d(Module):
         super().__init__()
         self.kernel_size, self.stride, self.padding = pool_window(
             "AvgPool2d", kernel_size, stride, padding)
-        for name, flag in (("ceil_mode", ceil_mode), ("count_include_pad", count_include_pad)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"AvgPool2d: {name} must be a bool, got {flag!r}")
-        self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
+        self.ceil_mode = flag("AvgPool2d", "ceil_mode", ceil_mode)
+        self.count_include_pad = flag("AvgPool2d", "count_include_pad", count_include_pad)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4:
@@ -514,10 +508,8 @@ class Flatten(Module):
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
         super().__init__()
-        for name, value in (("start_dim", start_dim), ("end_dim", end_dim)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"Flatten: {name} must be an int, got {value!r}")
-        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+        self.start_dim = integer("Flatten", "start_dim", start_dim)
+        self.end_dim = integer("Flatten", "end_dim", end_dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return x.flatten(self.start_dim, self.end_dim)
@@ -532,11 +524,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
-            raise TypeError(f"Dropout: p must be a number, got {p!r}")
-        if not 0 <= p <= 1:
-            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
-        self.p = float(p)
+        self.p = real("Dropout", "p", p, 0, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.dropout(x, self.p, self.training)
@@ -620,23 +608,14 @@ class _BatchNorm(Module):
                  bias: bool = True) -> None:
         super().__init__()
         layer = type(self).__name__
-        self.num_features = _int(layer, "num_features", num_features, 1)
-        for name, value in (("eps", eps), ("momentum", momentum)):
-            if value is None and name == "momentum":
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-                raise TypeError(f"{layer}: {name} must be a number, got {value!r}")
-        if not eps >= 0:
-            raise ValueError(f"{layer}: eps must be >= 0, got {eps}")
-        if momentum is not None and not 0 <= momentum <= 1:
-            raise ValueError(f"{layer}: momentum must be in [0, 1] or None, got {momentum}")
-        for name, value in (("affine", affine), ("track_running_stats", track_running_stats),
-                            ("bias", bias)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{layer}: {name} must be a bool, got {value!r}")
-        self.eps = float(eps)
-        self.momentum = None if momentum is None else float(momentum)
-        self.affine, self.track_running_stats = affine, track_running_stats
+        self.num_features = integer(layer, "num_features", num_features, 1)
+        self.eps = real(layer, "eps", eps, 0)
+        # momentum None: a cumulative average of all batches so far
+        self.momentum = None if momentum is None else real(
+            layer, "momentum (a number or None)", momentum, 0, 1)
+        self.affine = flag(layer, "affine", affine)
+        self.track_running_stats = flag(layer, "track_running_stats", track_running_stats)
+        bias = flag(layer, "bias", bias)
         dtype = float_dtype(layer, dtype)
         c = self.num_features
         self.weight = Parameter(np.ones(c, dtype=dtype), dtype=dtype) if affine else None

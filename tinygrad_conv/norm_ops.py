@@ -17,13 +17,12 @@ NumPy version of the kernels.
 
 from __future__ import annotations
 
-from numbers import Real
-
 import numpy as np
 
 from tinygrad_conv import _norm
-from tinygrad_conv.cnn_ops import _kernels
-from tinygrad_conv.tensor import _FLOAT_DTYPES, Function, Tensor
+from tinygrad_conv._args import batch_norm_args
+from tinygrad_conv.dispatch import kernels
+from tinygrad_conv.tensor import Function, Tensor
 
 __all__ = ["BatchNorm", "batch_norm"]
 
@@ -38,7 +37,7 @@ class BatchNorm(Function):
         weight = np.ascontiguousarray(affine[0]) if has_weight else None
         bias = np.ascontiguousarray(affine[-1]) if has_bias else None
         given = (None, None) if use_batch_stats else (running_mean, running_var)
-        y, mean, var, invstd = _kernels(_norm).batch_norm_forward(x3, weight, bias, *given, eps)
+        y, mean, var, invstd = kernels(_norm).batch_norm_forward(x3, weight, bias, *given, eps)
         count = n * m
         if use_batch_stats and running_mean is not None and count > 0:  # (an empty batch: none)
             # running estimates: r = momentum * batch statistic + (1 - momentum) * r, with the
@@ -56,7 +55,7 @@ class BatchNorm(Function):
         x3, mean, invstd, weight, has_weight, has_bias, use_batch_stats = ctx.saved_values
         dy = np.ascontiguousarray(grad_out, dtype=x3.dtype).reshape(x3.shape)
         # In NumPy: reference.batch_norm_backward
-        dx, dgamma, dbeta = _kernels(_norm).batch_norm_backward(
+        dx, dgamma, dbeta = kernels(_norm).batch_norm_backward(
             dy, x3, mean, invstd, weight, use_batch_stats, ctx.needs_input_grad[0])
         dx = None if dx is None else dx.reshape(grad_out.shape)
         return (dx,) + ((dgamma,) if has_weight else ()) + ((dbeta,) if has_bias else ())
@@ -73,63 +72,9 @@ def batch_norm(input: Tensor, running_mean, running_var, weight: Tensor | None =
     given, are updated in place: r = momentum * batch statistic + (1 - momentum) * r (unbiased
     variance). Otherwise the running estimates normalize.
     """
-    op = "batch_norm"
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
-    if input.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{op}: input must be float32 or float64, got {input.dtype}")
-    if input.ndim < 2:
-        raise ValueError(f"{op}: input must be (N, C, *) with at least 2 dimensions, got shape "
-                         f"{input.shape}")
-    channels = input.shape[1]
-    if not isinstance(training, (bool, np.bool_)):
-        raise TypeError(f"{op}: training must be a bool, got {training!r}")
-    for name, value in (("momentum", momentum), ("eps", eps)):
-        if isinstance(value, bool) or not isinstance(value, Real):
-            raise TypeError(f"{op}: {name} must be a real number, got {value!r}")
-    if not 0 <= momentum <= 1:
-        raise ValueError(f"{op}: momentum must be in [0, 1], got {momentum}")
-    if not eps >= 0:
-        raise ValueError(f"{op}: eps must be >= 0, got {eps}")
-    stats = [_channel_array(op, name, value, input.dtype, channels)
-             for name, value in (("running_mean", running_mean), ("running_var", running_var))]
-    if (stats[0] is None) != (stats[1] is None):
-        raise ValueError(f"{op}: give both running_mean and running_var, or neither")
-    use_batch_stats = bool(training) or stats[0] is None
-    if use_batch_stats:
-        count = input.shape[0] * int(np.prod(input.shape[2:]))
-        if count == 1:   # 0 is an empty batch: an empty output, as PyTorch
-            raise ValueError(f"{op}: expected more than 1 value per channel when training, got "
-                             f"input of shape {input.shape}")
-    affine = []
-    for name, value in (("weight", weight), ("bias", bias)):
-        if value is not None:
-            if not isinstance(value, Tensor):
-                raise TypeError(f"{op}: {name} must be a Tensor or None, got "
-                                f"{type(value).__name__}")
-            _channel_array(op, name, value, input.dtype, channels)
-            affine.append(value)
+    args = batch_norm_args(input, running_mean, running_var, weight, bias, training, momentum,
+                           eps)
     return BatchNorm.apply(
-        input, *affine, has_weight=weight is not None, has_bias=bias is not None,
-        running_mean=stats[0],
-        running_var=stats[1], use_batch_stats=use_batch_stats, momentum=float(momentum),
-        eps=float(eps))
-
-
-def _channel_array(op: str, name: str, value, dtype: np.dtype, channels: int):
-    """The (C,) array of a per-channel argument (a Tensor's own array: updates land in it)."""
-    if value is None:
-        return None
-    data = value.data if isinstance(value, Tensor) else value
-    if not isinstance(data, np.ndarray):
-        raise TypeError(f"{op}: {name} must be a Tensor, a numpy array or None, got "
-                        f"{type(value).__name__}")
-    if data.shape != (channels,):
-        raise ValueError(f"{op}: {name} must have shape ({channels},), one value per channel "
-                         f"of the input, got {data.shape}")
-    if data.dtype != dtype:
-        raise TypeError(f"{op}: {name} is {data.dtype} but the input is {dtype}; convert one "
-                        "(model.to(dtype))")
-    if not data.flags.c_contiguous or not data.flags.writeable:
-        raise ValueError(f"{op}: {name} must be a contiguous, writeable array")
-    return data
+        input, *args.affine, has_weight=args.has_weight, has_bias=args.has_bias,
+        running_mean=args.running_mean, running_var=args.running_var,
+        use_batch_stats=args.use_batch_stats, momentum=args.momentum, eps=args.eps)

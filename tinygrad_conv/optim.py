@@ -15,40 +15,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Mapping
-from numbers import Real
 from typing import Any
 
 import numpy as np
 
+from tinygrad_conv._args import flag, integer, real, unwrap
 from tinygrad_conv.tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]
-
-
-def _unwrap(value: Any) -> Any:
-    """A 0-d numpy array or numpy scalar (what an npz file gives back) as a Python scalar."""
-    if isinstance(value, (np.ndarray, np.generic)) and value.ndim == 0:
-        return value.item()
-    return value
-
-
-def _real(opt: str, name: str, value: Any, low: float = 0.0, high: float | None = None) -> float:
-    """`value` as a Python float in [low, high): a numpy float would upcast float32 arithmetic."""
-    value = _unwrap(value)
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{opt}: {name} must be a real number, got {value!r}")
-    value = float(value)
-    if not low <= value or (high is not None and not value < high):
-        expected = f">= {low}" if high is None else f"in [{low}, {high})"
-        raise ValueError(f"{opt}: invalid {name} {value!r}, expected {expected}")
-    return value
-
-
-def _flag(opt: str, name: str, value: Any) -> bool:
-    value = _unwrap(value)
-    if not isinstance(value, bool):
-        raise TypeError(f"{opt}: {name} must be a bool, got {value!r}")
-    return value
 
 
 class Optimizer:
@@ -89,7 +63,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self._lr = _real(type(self).__name__, "lr", value)
+        self._lr = real(type(self).__name__, "lr", value, 0.0)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Forget the gradients: set them to None, or (set_to_none=False) fill them with 0."""
@@ -150,10 +124,10 @@ class Optimizer:
         for key in ("type", "n_params", "hyper", "state"):
             if key not in state_dict:
                 raise ValueError(f"{where}: missing key {key!r}")
-        kind = str(_unwrap(state_dict["type"]))
+        kind = str(unwrap(state_dict["type"]))
         if kind != type(self).__name__:
             raise ValueError(f"{where}: the state dict is for {kind}, not {type(self).__name__}")
-        n_params = _unwrap(state_dict["n_params"])
+        n_params = unwrap(state_dict["n_params"])
         if n_params != len(self.params):
             raise ValueError(f"{where}: the state dict has n_params={n_params!r}, "
                              f"this optimizer has {len(self.params)} parameters")
@@ -189,12 +163,8 @@ class Optimizer:
             restored: dict[str, Any] = {}
             for key in keys:
                 value = entry[key]
-                if key == "step":
-                    value = _unwrap(value)  # a 0-d array after an npz round trip
-                    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                        raise ValueError(f"{where}: state[{index!r}]['step'] must be an int >= 1, "
-                                         f"got {value!r}")
-                    restored[key] = value
+                if key == "step":  # a 0-d array after an npz round trip
+                    restored[key] = integer(where, f"state[{index!r}]['step']", value, 1)
                     continue
                 if not isinstance(value, np.ndarray) or value.shape != param.shape:
                     raise ValueError(f"{where}: state[{index!r}][{key!r}] has shape "
@@ -240,11 +210,11 @@ class SGD(Optimizer):
     def _checked_hyper(self, lr: float, momentum: float, dampening: float,
                        weight_decay: float, nesterov: bool) -> dict[str, Any]:
         hyper = {
-            "lr": _real("SGD", "lr", lr),
-            "momentum": _real("SGD", "momentum", momentum),
-            "dampening": _real("SGD", "dampening", dampening, low=-np.inf),
-            "weight_decay": _real("SGD", "weight_decay", weight_decay),
-            "nesterov": _flag("SGD", "nesterov", nesterov),
+            "lr": real("SGD", "lr", lr, 0.0),
+            "momentum": real("SGD", "momentum", momentum, 0.0),
+            "dampening": real("SGD", "dampening", dampening),
+            "weight_decay": real("SGD", "weight_decay", weight_decay, 0.0),
+            "nesterov": flag("SGD", "nesterov", nesterov),
         }
         if hyper["nesterov"] and (hyper["momentum"] <= 0 or hyper["dampening"] != 0):
             raise ValueError(f"SGD: nesterov needs momentum > 0 and dampening == 0, got "
@@ -313,12 +283,12 @@ class Adam(Optimizer):
                        weight_decay: float, amsgrad: bool) -> dict[str, Any]:
         name = type(self).__name__  # Adam or AdamW
         return {
-            "lr": _real(name, "lr", lr),
-            "beta1": _real(name, "betas[0]", beta1, high=1.0),
-            "beta2": _real(name, "betas[1]", beta2, high=1.0),
-            "eps": _real(name, "eps", eps),
-            "weight_decay": _real(name, "weight_decay", weight_decay),
-            "amsgrad": _flag(name, "amsgrad", amsgrad),
+            "lr": real(name, "lr", lr, 0.0),
+            "beta1": real(name, "betas[0]", beta1, 0.0, 1.0, high_open=True),
+            "beta2": real(name, "betas[1]", beta2, 0.0, 1.0, high_open=True),
+            "eps": real(name, "eps", eps, 0.0),
+            "weight_decay": real(name, "weight_decay", weight_decay, 0.0),
+            "amsgrad": flag(name, "amsgrad", amsgrad),
         }
 
     def _state_keys(self, hyper: dict[str, Any]) -> tuple[str, ...]:

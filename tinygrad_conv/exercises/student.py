@@ -61,7 +61,7 @@ def is_written(fn) -> bool:
 
 
 def active_kernels(compiled):
-    """What cnn_ops' `_kernels` uses in place of the compiled module `compiled` in this thread:
+    """What `dispatch.kernels` uses in place of the compiled module `compiled` in this thread:
     the learner's adapter for it, or None when no student_kernels block is active (or it has
     nothing for this module)."""
     stack = getattr(_mode, "stack", None)

@@ -158,6 +158,10 @@ def check_args(args: argparse.Namespace) -> None:
     """Refuse, before any data is read, options that would fail (or train to NaN) later."""
     if args.export is not None and safetensors_numpy is None:
         raise UsageError("--export needs the safetensors package: pip install safetensors")
+    if args.student is not None and not any((args.student / f"{task}.py").is_file()
+                                            for task in ("conv", "pool")):
+        raise UsageError(f"--student {args.student}: no conv.py or pool.py there (python -m "
+                         "tinygrad_conv.exercises new DIR makes them)")
     if args.export is not None and not args.export.parent.is_dir():
         raise UsageError(f"--export {args.export}: the directory {args.export.parent} does not "
                          "exist")

@@ -128,3 +128,9 @@ def test_the_docstring_quotes_the_readme_accuracy_of_the_default_command(example
     ours = re.search(r"python examples/mnist\.py +# 2 epochs, about (\d+\.\d+)% test accuracy",
                      example.__doc__)
     assert quoted and ours and ours.group(1) == quoted.group(1)
+
+
+def test_a_student_folder_without_exercise_files_is_one_line_and_exit_status_2(example, capsys,
+                                                                                 tmp_path):
+    message = refused(example, capsys, ["--student", str(tmp_path / "missing")])
+    assert "--student" in message and "no conv.py or pool.py there" in message

@@ -131,7 +131,7 @@ def _class_targets(op: str, logits: Tensor, targets) -> np.ndarray:
                if t.dtype.kind == "f" else ""))
     c = logits.shape[-1]
     expected = (logits.shape[0],) if logits.ndim == 2 else ()
-    if t.shape != expected and not (logits.ndim == 1 and t.shape == (1,)):
+    if t.shape != expected:  # PyTorch's forward takes (1,) for a 1-D input, its backward not
         raise ValueError(
             f"{op}: targets must have shape {expected} to match input {logits.shape}, got "
             f"{t.shape}")

@@ -505,8 +505,9 @@ def _anomaly_check(ctx: Function, tensors, values, stage: str) -> None:
 
 
 def _user_line() -> str:
-    """`file:line in function` of the innermost frame outside this package."""
-    frame = sys._getframe(1)
+    """`file:line in function` of the innermost frame outside this package (compiled, the
+    engine's functions have no frames; from its .py files they have: both are skipped)."""
+    frame = sys._getframe(0)
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
             _PACKAGE_DIR + os.sep):
         frame = frame.f_back

@@ -107,7 +107,7 @@ extensions = [
 # from its .py sources by Cython's pure-Python mode (a .pxd beside a module types its helpers).
 # The .py files stay the source: TINYGRAD_CONV_PURE_PYTHON=1 runs them uncompiled (for pdb).
 # Type annotations stay documentation there (annotation_typing off): only the .pxd types count.
-ENGINE = ["autograd", "dtypes", "tensor"]
+ENGINE = ["autograd", "dtypes", "ops", "tensor"]
 engine = [Extension(f"tinygrad_conv.{name}", [f"tinygrad_conv/{name}.py"],
                     extra_compile_args=OPTIMIZE) for name in ENGINE]
 

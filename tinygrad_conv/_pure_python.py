@@ -15,7 +15,7 @@ import os
 import sys
 
 SWITCH = "TINYGRAD_CONV_PURE_PYTHON"
-COMPILED = ("autograd", "dtypes", "tensor")  # setup.py's ENGINE
+COMPILED = ("autograd", "dtypes", "ops", "tensor")  # setup.py's ENGINE
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 

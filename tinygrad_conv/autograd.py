@@ -157,7 +157,8 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
         for parent, parent_grad in zip(node._ctx.parents, input_grads):
             if parent_grad is not None:
                 key = id(parent)
-                pending[key] = parent_grad if key not in pending else pending[key] + parent_grad
+                earlier = pending.get(key)
+                pending[key] = parent_grad if earlier is None else earlier + parent_grad
 
 
 def topological_order(root, every_input: bool = False) -> list:
@@ -448,9 +449,11 @@ def _check_saved(ctx: Function) -> None:
 def _release(ctx: Function) -> None:
     """Free the arrays an op saved for its backward (as PyTorch frees saved tensors). An op that
     saved no array (only shapes, axes) may run its backward again, as in PyTorch."""
-    if any(type(v) is np.ndarray for v in ctx.saved_values):
-        ctx.saved_values = ctx.saved_versions = ()
-        ctx.released = True
+    for value in ctx.saved_values:
+        if type(value) is np.ndarray:
+            ctx.saved_values = ctx.saved_versions = ()
+            ctx.released = True
+            return
 
 
 # -- hooks and retain_grad -------------------------------------------------------------------

@@ -222,15 +222,21 @@ class Log(Function):
         return g / x
 
 
+# below this many elements numpy's two quick passes cost less than a kernel call
+_RELU_KERNEL_MIN = 4096
+
+
 class ReLU(Function):
     def forward(ctx, x):
         if x.dtype == np.bool_:
             raise TypeError("relu: a bool tensor is not supported (as in PyTorch)")
-        if x.dtype in _FLOAT_DTYPES:     # one pass on the kernels' threads
+        if x.dtype in _FLOAT_DTYPES and x.size >= _RELU_KERNEL_MIN:  # one pass, on threads
             out = _elementwise.relu_forward(np.ascontiguousarray(x).reshape(-1))
             out = out.reshape(x.shape)
         else:
-            out = np.maximum(x, 0)
+            out = np.maximum(x, x.dtype.type(0))  # a NaN stays NaN
+            if x.dtype.kind == "f":
+                out += 0  # -0.0 becomes 0.0, as the kernel's select gives: the same bits
         ctx.save_for_backward(out)
         return out
 
@@ -238,10 +244,12 @@ class ReLU(Function):
     # whose output is NaN, passes its gradient on): g where not (out <= 0), else 0
     def backward(ctx, g):
         (out,) = ctx.saved_values
-        if out.dtype in _FLOAT_DTYPES and g.dtype == out.dtype:
+        if out.dtype in _FLOAT_DTYPES and g.dtype == out.dtype and out.size >= _RELU_KERNEL_MIN:
             grad = _elementwise.relu_backward(out.reshape(-1), np.ascontiguousarray(g).reshape(-1))
             return grad.reshape(out.shape)
-        return np.where(out <= 0, 0, g)
+        grad = np.array(g, dtype=out.dtype if out.dtype.kind == "f" else g.dtype)
+        grad[out <= 0] = 0  # a select, never a product: an Inf in g where out <= 0 gives 0
+        return grad
 
 
 class Sigmoid(Function):

@@ -10,3 +10,14 @@ cdef tuple _saved_versions(tuple tensors, object saved)
 cdef object _check_saved(object ctx)
 cdef object _release(object ctx)
 cdef object _viewed_version(object data, tuple tensors)
+
+cdef class GraphNode:
+    cdef public object _ctx, shape, dtype, _tensor, retains_grad, _hooks
+    cdef object __weakref__
+
+cdef class ConstantNode(GraphNode):
+    pass
+
+cdef class Function:
+    cdef public object parents, needs_input_grad, saved_values, saved_versions, released
+    cdef public object created_at

@@ -29,8 +29,7 @@ class Tensor:
 
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "_node", "_hooks",
                  "_version_counter", "__weakref__")
-    # numpy must hand `array + tensor` to Tensor.__radd__ instead of looping over the tensor
-    __array_ufunc__ = None
+    __array_ufunc__ = None  # numpy hands `array + tensor` to Tensor.__radd__, not looping over it
 
     def __init__(self, data, requires_grad: bool = False, dtype=None) -> None:
         """`data`: numbers (a numpy array or scalar, a Python number, a (nested) list).
@@ -44,7 +43,7 @@ class Tensor:
         if requires_grad and array.dtype not in dtypes.FLOAT_DTYPES:
             raise TypeError(
                 f"Tensor: only float tensors can require grad, this one is {array.dtype}")
-        self._fill(array, None, autograd.VersionCounter())
+        _fill(self, array, None, autograd.VersionCounter())
         self.requires_grad = bool(requires_grad)
 
     @staticmethod
@@ -53,18 +52,8 @@ class Tensor:
         """A Tensor around `data` (not copied), made by op `ctx` (None: no graph behind it),
         sharing `version` with the tensors whose memory it views. Every op result is made here."""
         out = Tensor.__new__(Tensor)
-        out._fill(data, ctx, version)
+        _fill(out, data, ctx, version)
         return out
-
-    def _fill(self, data: np.ndarray, ctx: Function | None, version) -> None:
-        """Every slot's first value (the one place a new slot is added)."""
-        self.data = data
-        self.grad = None
-        self.requires_grad = ctx is not None
-        self._ctx = ctx
-        self._node = None  # what the graph keeps of this tensor (autograd._node_of)
-        self._hooks = None  # see register_hook
-        self._version_counter = version  # see bump_version
 
     # -- what a tensor is ----------------------------------------------------------------------
     @property
@@ -161,7 +150,7 @@ class Tensor:
         autograd.backward(self, grad, retain_graph)
 
     def _topological_order(self, every_input: bool = False) -> list:
-        """Every node leading to self, inputs first (see `autograd.topological_order`)."""
+        """Every node leading to self, inputs first (autograd.topological_order)."""
         root = self if self._ctx is None else autograd._node_of(self)
         return autograd.topological_order(root, every_input)
 
@@ -394,8 +383,19 @@ class Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# Operands: the helpers the methods above share
+# The helpers the methods above share
 # ----------------------------------------------------------------------------------------------
+
+
+def _fill(t: Tensor, data: np.ndarray, ctx: Function | None, version) -> None:
+    """Every slot's first value (the one place a new slot is added)."""
+    t.data = data
+    t.grad = None
+    t.requires_grad = ctx is not None
+    t._ctx = ctx
+    t._node = None  # what the graph keeps of this tensor (autograd._node_of)
+    t._hooks = None  # see register_hook
+    t._version_counter = version  # see bump_version
 
 
 def _binary(op: type[Function], name: str, tensor: Tensor, other, reverse: bool = False,

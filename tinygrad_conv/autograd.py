@@ -127,6 +127,7 @@ class Function:
             _record(ctx, tensors)
         # a view (w.T, a reshape) shares its source's version counter: see section 4
         version = _viewed_version(data, tensors) if data.base is not None else None
+        # Tensor._make, reached through an input (tensor.py imports this module, not the reverse)
         return tensors[0]._make(data, ctx if record else None, version)
 
 

@@ -103,10 +103,21 @@ extensions = [
     kernel("norm"),
 ]
 
+# The engine's hot path (recording an op, the backward walk, promotion's common cases), compiled
+# from its .py sources by Cython's pure-Python mode (a .pxd beside a module types its helpers).
+# The .py files stay the source: TINYGRAD_CONV_PURE_PYTHON=1 runs them uncompiled (for pdb).
+# Type annotations stay documentation there (annotation_typing off): only the .pxd types count.
+ENGINE = ["autograd", "dtypes", "ops", "tensor"]
+engine = [Extension(f"tinygrad_conv.{name}", [f"tinygrad_conv/{name}.py"],
+                    extra_compile_args=OPTIMIZE) for name in ENGINE]
+
 setup(
     ext_modules=cythonize(
         extensions,
         include_path=["src"],
         compiler_directives={"language_level": 3},
+    ) + cythonize(
+        engine,
+        compiler_directives={"language_level": 3, "annotation_typing": False, "binding": True},
     ),
 )

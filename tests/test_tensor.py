@@ -287,11 +287,6 @@ def test_bad_loss_targets_are_clear_errors(targets, error, pattern, loss):
     assert str(info.value).startswith(loss)
 
 
-def test_tensor_exponent_is_a_type_error():
-    with pytest.raises(TypeError, match="pow"):
-        Tensor([1.0]) ** Tensor([2.0])
-
-
 def test_index_out_of_range_names_the_shape():
     with pytest.raises(IndexError, match=r"index.*\(2, 3\)"):
         Tensor(np.ones((2, 3)))[5]

@@ -14,6 +14,8 @@ import sys
 if sys.platform == "darwin":
     os.environ.setdefault("KMP_DUPLICATE_LIB_OK", "True")
 
+# first, as it decides how the engine loads: TINYGRAD_CONV_PURE_PYTHON=1 runs its .py files
+import tinygrad_conv._pure_python  # noqa: F401
 from tinygrad_conv import data, functional, nn, optim, viz
 from tinygrad_conv._threads import get_num_threads, max_num_threads, set_num_threads
 from tinygrad_conv._version import __version__ as __version__  # the installed metadata's

@@ -16,7 +16,8 @@ import numpy as np
 
 from tinygrad_conv import _elementwise
 from tinygrad_conv._matmul import matmul as _matmul_kernel
-from tinygrad_conv.tensor import _FLOAT_DTYPES, Function, Tensor
+from tinygrad_conv.autograd import Function
+from tinygrad_conv.dtypes import FLOAT_DTYPES as _FLOAT_DTYPES
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -109,6 +110,19 @@ class Div(Function):
         return da, db
 
 
+def logic(op: str, ufunc, a: np.ndarray, b, dtype: np.dtype, integers_only: bool):
+    """A comparison or bitwise `ufunc` on arrays `a` and `b` in `dtype`: no gradient flows
+    through it, so it is no Function."""
+    if integers_only and dtype.kind == "f":
+        raise TypeError(f"{op}: needs bool or integer tensors, got {dtype}")
+    a = a.astype(dtype, copy=False)
+    b = b.astype(dtype, copy=False)
+    try:
+        return np.asarray(ufunc(a, b))
+    except ValueError:
+        raise _broadcast_error(op, a, b) from None
+
+
 # ----------------------------------------------------------------------------------------------
 # Elementwise, one input
 # ----------------------------------------------------------------------------------------------
@@ -140,6 +154,36 @@ class Pow(Function):
             return np.zeros_like(g)
         p = x.dtype.type(p)
         return g * p * x ** (p - 1)
+
+
+class PowTensor(Function):
+    """a ** b elementwise, for tensors (or a number and a tensor) of one dtype."""
+
+    def forward(ctx, a, b):
+        try:
+            out = a ** b
+        except ValueError as e:
+            if "negative integer powers" in str(e):
+                raise ValueError("pow: integers to negative integer powers are not allowed; "
+                                 "use .float() first") from None
+            raise _broadcast_error("pow", a, b) from None
+        ctx.save_for_backward(a, b, out)
+        return out
+
+    # d(a^b)/da = b * a^(b-1) (0 where b = 0), d(a^b)/db = a^b * log(a) (0 where a = 0 and
+    # b >= 0, where 0 * log 0 is 0 * -inf): PyTorch's rules at the edges
+    def backward(ctx, g):
+        a, b, out = ctx.saved_values
+        da = db = None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if ctx.needs_input_grad[0]:
+                da = np.where(b == 0, 0, g * b * a ** (b - 1)).astype(g.dtype, copy=False)
+                da = unbroadcast(da, a.shape)
+            if ctx.needs_input_grad[1]:
+                db = np.where((a == 0) & (b >= 0), 0, g * out * np.log(a)).astype(g.dtype,
+                                                                                 copy=False)
+                db = unbroadcast(db, b.shape)
+        return da, db
 
 
 class Cast(Function):
@@ -178,15 +222,21 @@ class Log(Function):
         return g / x
 
 
+# below this many elements numpy's two quick passes cost less than a kernel call
+_RELU_KERNEL_MIN = 4096
+
+
 class ReLU(Function):
     def forward(ctx, x):
         if x.dtype == np.bool_:
             raise TypeError("relu: a bool tensor is not supported (as in PyTorch)")
-        if x.dtype in _FLOAT_DTYPES:     # one pass on the kernels' threads
+        if x.dtype in _FLOAT_DTYPES and x.size >= _RELU_KERNEL_MIN:  # one pass, on threads
             out = _elementwise.relu_forward(np.ascontiguousarray(x).reshape(-1))
             out = out.reshape(x.shape)
         else:
-            out = np.maximum(x, 0)
+            out = np.maximum(x, x.dtype.type(0))  # a NaN stays NaN
+            if x.dtype.kind == "f":
+                out += 0  # -0.0 becomes 0.0, as the kernel's select gives: the same bits
         ctx.save_for_backward(out)
         return out
 
@@ -194,10 +244,12 @@ class ReLU(Function):
     # whose output is NaN, passes its gradient on): g where not (out <= 0), else 0
     def backward(ctx, g):
         (out,) = ctx.saved_values
-        if out.dtype in _FLOAT_DTYPES and g.dtype == out.dtype:
+        if out.dtype in _FLOAT_DTYPES and g.dtype == out.dtype and out.size >= _RELU_KERNEL_MIN:
             grad = _elementwise.relu_backward(out.reshape(-1), np.ascontiguousarray(g).reshape(-1))
             return grad.reshape(out.shape)
-        return np.where(out <= 0, 0, g)
+        grad = np.array(g, dtype=out.dtype if out.dtype.kind == "f" else g.dtype)
+        grad[out <= 0] = 0  # a select, never a product: an Inf in g where out <= 0 gives 0
+        return grad
 
 
 class Sigmoid(Function):
@@ -229,6 +281,49 @@ class Tanh(Function):
 # ----------------------------------------------------------------------------------------------
 # Reductions (axis is None or a tuple of non-negative axes, already checked by Tensor)
 # ----------------------------------------------------------------------------------------------
+
+
+def one_axis(op: str, shape: tuple[int, ...], axis) -> int:
+    """A single axis as a non-negative int, or an error naming the op and the shape."""
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"{op}: axis must be an int, got {axis!r}")
+    ndim = max(len(shape), 1)
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{op}: axis {axis} is out of range for a tensor of shape {shape}")
+    return int(axis) % ndim
+
+
+def reduce_args(op: str, shape: tuple[int, ...], axis, keepdims, dim, keepdim):
+    """Accept numpy's (axis, keepdims) or PyTorch's (dim, keepdim); return a normalised pair."""
+    if dim is not None:
+        if axis is not None:
+            raise TypeError(f"{op}: give axis or dim, not both")
+        axis = dim
+    if keepdim is not None:
+        keepdims = keepdim
+    if axis is None:
+        return None, bool(keepdims)
+    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+    axes = tuple(one_axis(op, shape, a) for a in axes)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"{op}: axis {axis} repeats an axis")
+    if not axes or not shape:
+        # PyTorch's meaning: dim=() reduces every axis, and a 0-d tensor's dim 0 is itself
+        return None, bool(keepdims)
+    return axes, bool(keepdims)
+
+
+def arg_reduce(op: str, reduce, x: np.ndarray, dim, keepdim: bool) -> np.ndarray:
+    """The int64 indices argmax/argmin give (PyTorch's meaning of dim=None and keepdim)."""
+    if x.size == 0:
+        raise ValueError(f"{op}: cannot take the {op} of an empty tensor of shape {x.shape}")
+    if dim is None:
+        index = np.asarray(reduce(x), dtype=np.int64)
+        return index.reshape((1,) * x.ndim) if keepdim else index
+    axis = one_axis(op, x.shape, dim)
+    if x.ndim == 0:  # dim 0 (or -1) of a 0-d tensor is the tensor itself
+        return np.zeros((), dtype=np.int64)
+    return np.asarray(reduce(x, axis=axis, keepdims=bool(keepdim)), dtype=np.int64)
 
 
 def _expand(g: np.ndarray, shape: tuple[int, ...], axis, keepdims: bool) -> np.ndarray:
@@ -389,6 +484,39 @@ class Linear(Function):
 # ----------------------------------------------------------------------------------------------
 
 
+def flattened_shape(shape: tuple[int, ...], start_dim: int, end_dim: int) -> tuple:
+    """`shape` with axes start_dim..end_dim merged into one (`flatten`)."""
+    if not shape:
+        return (1,)
+    start = one_axis("flatten", shape, start_dim)
+    end = one_axis("flatten", shape, end_dim)
+    if start > end:
+        raise ValueError(
+            f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {shape}")
+    # the merged size spelled out: -1 is ambiguous when a size is 0 (an empty batch)
+    return shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:]
+
+
+def permutation(op: str, shape: tuple[int, ...], dims) -> tuple[int, ...]:
+    """`dims` as non-negative axes, if they are a permutation of the axes of `shape`."""
+    if len(dims) != len(shape) or sorted(one_axis(op, shape, d) for d in dims) != list(
+            range(len(shape))):
+        raise ValueError(
+            f"{op}: dims {tuple(dims)} are not a permutation of the {len(shape)} axes of a "
+            f"tensor of shape {shape}")
+    return tuple(one_axis(op, shape, d) for d in dims)
+
+
+def swapped_axes(shape: tuple[int, ...], dim0: int, dim1: int) -> tuple[int, ...]:
+    """The permutation `transpose(dim0, dim1)` makes: two axes swapped."""
+    if len(shape) < 2:
+        raise ValueError(f"transpose: needs at least 2 dimensions, shape is {shape}")
+    axes = list(range(len(shape)))
+    a, b = one_axis("transpose", shape, dim0), one_axis("transpose", shape, dim1)
+    axes[a], axes[b] = axes[b], axes[a]
+    return tuple(axes)
+
+
 class Reshape(Function):
     def forward(ctx, x, shape):
         try:
@@ -421,6 +549,22 @@ def _is_basic(index) -> bool:
     items = index if isinstance(index, tuple) else (index,)
     return all(
         i is None or i is Ellipsis or isinstance(i, (slice, int, np.integer)) for i in items)
+
+
+def plain_index(index, tensor_type: type):
+    """An index with Tensors and lists replaced by numpy arrays; a slice with a negative step
+    (`t[::-1]`) is refused, as PyTorch refuses it."""
+    if isinstance(index, tuple):
+        return tuple(plain_index(i, tensor_type) for i in index)
+    if isinstance(index, tensor_type):
+        return index.data
+    if isinstance(index, list):
+        return np.asarray(index)
+    if isinstance(index, slice) and isinstance(index.step, (int, np.integer)) \
+            and index.step <= 0:
+        raise ValueError(f"index: step must be greater than zero, got {index.step} (as in "
+                         "PyTorch); to reverse, index with np.arange(n - 1, -1, -1)")
+    return index
 
 
 class Index(Function):
@@ -477,70 +621,23 @@ class Softmax(Function):
 
 
 class NLLLoss(Function):
-    """Mean over the batch of -logp[i, target_i], for logp of shape (N, C)."""
+    """Mean over the batch of -logp[i, target_i], for logp of shape (N, C) and targets (N,);
+    logp of shape (C,) with one target is a batch of one. An empty batch gives NaN (0/0, as in
+    PyTorch)."""
 
     def forward(ctx, logp, targets):
-        n = logp.shape[0]
+        rows = logp.reshape(math.prod(logp.shape[:-1]), logp.shape[-1])
+        targets = targets.reshape(-1)
         ctx.save_for_backward(logp.shape, logp.dtype, targets)
-        return np.asarray(-np.mean(logp[np.arange(n), targets]))
+        if not len(targets):
+            return np.array(np.nan, dtype=logp.dtype)
+        return np.asarray(-np.mean(rows[np.arange(len(targets)), targets]))
 
     # only the target class of each row gets a gradient: -1/N
     def backward(ctx, g):
         shape, dtype, targets = ctx.saved_values
         grad = np.zeros(shape, dtype=dtype)
-        grad[np.arange(shape[0]), targets] = -g / shape[0]
+        n = len(targets)
+        if n:
+            grad.reshape(n, shape[-1])[np.arange(n), targets] = -g / n
         return grad
-
-
-def _class_targets(op: str, logits: Tensor, targets) -> np.ndarray:
-    """Check integer class targets for logits of shape (N, C); return them as an int64 array."""
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"{op}: input must be a Tensor, got {type(logits).__name__}")
-    if logits.ndim != 2:
-        raise ValueError(f"{op}: input must have shape (N, C), got {logits.shape}")
-    t = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
-    if t.dtype.kind not in "iu":
-        raise TypeError(
-            f"{op}: targets must be integer class indices, got dtype {t.dtype}"
-            + (" (float targets: use .astype(np.int64) if they are class numbers)"
-               if t.dtype.kind == "f" else ""))
-    n, c = logits.shape
-    if t.shape != (n,):
-        raise ValueError(
-            f"{op}: targets must have shape ({n},) to match input {logits.shape}, got {t.shape}")
-    if n and (t.min() < 0 or t.max() >= c):
-        bad = t[(t < 0) | (t >= c)]
-        raise ValueError(
-            f"{op}: targets must lie in [0, {c - 1}] for {c} classes, found {bad[:5].tolist()}")
-    if n == 0:
-        raise ValueError(f"{op}: the batch is empty (input shape {logits.shape})")
-    return t.astype(np.int64, copy=False)
-
-
-def log_softmax(x: Tensor, axis: int = -1, *, dim=None) -> Tensor:
-    return x.log_softmax(axis, dim=dim)
-
-
-def softmax(x: Tensor, axis: int = -1, *, dim=None) -> Tensor:
-    return x.softmax(axis, dim=dim)
-
-
-def nll_loss(logp: Tensor, targets) -> Tensor:
-    """Mean negative log-likelihood of integer `targets` (N,) under log-probabilities (N, C)."""
-    return NLLLoss.apply(logp, targets=_class_targets("nll_loss", logp, targets))
-
-
-def cross_entropy(logits: Tensor, targets) -> Tensor:
-    """Mean cross-entropy of integer class `targets` (N,) for raw scores `logits` (N, C)."""
-    targets = _class_targets("cross_entropy", logits, targets)
-    return NLLLoss.apply(logits.log_softmax(axis=1), targets=targets)
-
-
-def mse_loss(input: Tensor, target) -> Tensor:
-    """Mean of (input - target)^2; the shapes must match (no silent broadcasting)."""
-    target_shape = np.shape(target.data if isinstance(target, Tensor) else target)
-    if input.shape != target_shape:
-        raise ValueError(
-            f"mse_loss: input shape {input.shape} and target shape {target_shape} differ")
-    diff = input - target
-    return (diff * diff).mean()

@@ -1,0 +1,74 @@
+"""The engine (autograd.py, dtypes.py, tensor.py) runs compiled by Cython when built, and from
+its .py files under TINYGRAD_CONV_PURE_PYTHON=1: the files a learner steps through in pdb. Both
+are one source, so the engine's own tests pass both ways."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import re
+import textwrap
+
+import pytest
+
+import tinygrad_conv
+from tinygrad_conv import _pure_python
+
+from helpers import ROOT, run_python
+
+PURE = {"TINYGRAD_CONV_PURE_PYTHON": "1"}
+
+PDB_SCRIPT = textwrap.dedent("""
+    import inspect, io, pdb
+    import numpy as np
+    import tinygrad_conv.autograd as autograd
+    from tinygrad_conv import Tensor
+
+    a = Tensor(np.ones(16, np.float32), requires_grad=True)
+    b = Tensor(np.full(16, 2.0, np.float32), requires_grad=True)
+    lines, first = inspect.getsourcelines(autograd.Function.apply)
+    body = first + next(i for i, l in enumerate(lines) if l.strip().startswith("ctx = cls()"))
+    commands = f"break {autograd.__file__}:{body}\\ncontinue\\nwhere\\nnext\\np ctx\\ncontinue\\n"
+    out = io.StringIO()
+    pdb.Pdb(stdin=io.StringIO(commands), stdout=out).run("c = a * b")
+    print(autograd.__file__)
+    print(out.getvalue())
+""")
+
+
+def test_under_the_switch_pdb_stops_inside_function_apply_in_autograd_py():
+    done = run_python(["-c", PDB_SCRIPT], env=PURE, timeout=120)
+    first, _, session = done.stdout.partition("\n")
+    assert first.endswith("autograd.py"), done.stdout
+    assert "Breakpoint 1 at" in session and "autograd.py" in session, session
+    # `where` shows Function.apply's frame in autograd.py, called from tensor.py's __mul__
+    assert re.search(r"autograd\.py\(\d+\)apply\(\)", session), session
+    assert re.search(r"tensor\.py\(\d+\)__mul__\(\)", session), session
+    assert "<tinygrad_conv.ops.Mul object" in session, session  # `p ctx` after `next`
+
+
+@pytest.mark.parametrize("name", _pure_python.COMPILED)
+def test_the_switch_loads_each_engine_module_from_its_py_file(name):
+    done = run_python(["-c", f"import tinygrad_conv.{name} as m; print(m.__file__)"], env=PURE)
+    assert done.stdout.strip() == str(ROOT / "tinygrad_conv" / f"{name}.py")
+
+
+def test_without_the_switch_a_built_engine_is_the_compiled_one():
+    compiled = [p for name in _pure_python.COMPILED for suffix in
+                importlib.machinery.EXTENSION_SUFFIXES
+                for p in (ROOT / "tinygrad_conv").glob(f"{name}{suffix}")]
+    if not compiled:
+        pytest.skip("the engine is not compiled in this checkout (setup.py build_ext)")
+    assert not _pure_python.PURE_PYTHON or pytest.skip("this run has the switch on")
+    done = run_python(["-c", "import tinygrad_conv.autograd as m; print(m.__file__)"],
+                      env={"TINYGRAD_CONV_PURE_PYTHON": "0"})
+    assert done.stdout.strip().endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    assert tinygrad_conv.autograd.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+
+
+def test_the_engines_tests_pass_from_the_py_files():
+    files = ["tests/test_engine_pytorch_fidelity.py", "tests/test_inplace_versions.py",
+             "tests/test_hooks.py", "tests/test_anomaly.py", "tests/test_custom_function.py",
+             "tests/test_promotion.py"]
+    done = run_python(["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files],
+                      env=PURE, check=False, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]

@@ -5,6 +5,7 @@ are one source, so the engine's own tests pass both ways."""
 from __future__ import annotations
 
 import importlib.machinery
+import os
 import re
 import textwrap
 
@@ -72,3 +73,47 @@ def test_the_engines_tests_pass_from_the_py_files():
     done = run_python(["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files],
                       env=PURE, check=False, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+
+def fake_checkout(tmp_path, with_setup_py: bool, source_age: float):
+    """A package folder holding autograd.py and a compiled autograd beside it; the source is
+    `source_age` seconds older (negative: newer) than the compiled file."""
+    package = tmp_path / "tinygrad_conv"
+    package.mkdir(parents=True)
+    if with_setup_py:
+        (tmp_path / "setup.py").write_text("")
+    source = package / "autograd.py"
+    built = package / f"autograd{importlib.machinery.EXTENSION_SUFFIXES[0]}"
+    source.write_text("")
+    built.write_bytes(b"")
+    os.utime(built, (1_000_000, 1_000_000))
+    os.utime(source, (1_000_000 - source_age, 1_000_000 - source_age))
+    return str(package)
+
+
+def test_an_engine_file_edited_after_the_build_is_named_stale_in_a_checkout(tmp_path):
+    # an edit to autograd.py after `pip install -e .` would otherwise do nothing, silently
+    assert _pure_python.stale_compiled_modules(fake_checkout(tmp_path, True, -5)) == ["autograd.py"]
+
+
+def test_a_build_newer_than_its_sources_or_an_installed_wheel_is_not_stale(tmp_path):
+    assert _pure_python.stale_compiled_modules(fake_checkout(tmp_path / "a", True, 5)) == []
+    # no setup.py beside the package: an installed wheel, whose file times mean nothing
+    assert _pure_python.stale_compiled_modules(fake_checkout(tmp_path / "b", False, -5)) == []
+
+
+def test_a_stale_build_runs_the_py_files_with_a_warning_that_says_how_to_rebuild():
+    script = textwrap.dedent("""
+        import warnings
+        from tinygrad_conv import _pure_python
+        _pure_python.stale_compiled_modules = lambda: ["tensor.py"]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            print(_pure_python.install_if_requested())
+        print(caught[0].message)
+    """)
+    done = run_python(["-c", script], timeout=120)
+    on, message = done.stdout.splitlines()[:2]
+    assert on == "True"
+    assert "tensor.py changed after the engine was compiled" in message
+    assert "pip install -e ." in message

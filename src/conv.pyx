@@ -456,11 +456,29 @@ cdef void correlate(Correlation *cor, const floating *src, const floating *kerne
 # dL/dW = Z' ⊛ A: the window slides over A, with Z' in the role of the weights
 # ---------------------------------------------------------------------------------------------
 
-cdef struct WeightGrad:
-    Py_ssize_t channels, height, width, per_group          # A: (C, H, W), C/groups a group
-    Py_ssize_t out_h, out_w, filters_per_group             # Z': (F, OH, OW)
+cdef enum:
+    RUNS = 16                   # dL/dW's partial sums: enough to share out over the threads ...
+    PARTIALS_BYTES = 64 << 20   # ... unless they would pass this much memory
+    SUM_PIECE = 4096            # the partials are added in pieces of this many elements
+cdef Py_ssize_t TILE_ROW = 5 + 2 * TGC_MAX_PIX      # a row of weight_grad_tiles' table
+
+
+cdef struct WeightGrad:         # a WeightGradPlan, seen from nogil code
+    Py_ssize_t images, channels, height, width, per_group      # A: (N, C, H, W)
+    Py_ssize_t filters, out_h, out_w, filters_per_group        # Z': (F, OH, OW)
     Py_ssize_t taps_h, taps_w, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w
     int path, lanes
+    const Py_ssize_t *blocks        # blocks of filters, rows of 5 (channel_blocks)
+    const Py_ssize_t *lanes_before  # lanes of the blocks before block b, in a packed pixel
+    const Py_ssize_t *tiles         # rows of TILE_ROW (weight_grad_tiles)
+    Py_ssize_t n_blocks, n_tiles, width_all, part_size
+    # runs: flat rows (image n, output row oh) -> n * OH + oh; run q sums the rows
+    # [q * rows_per_run, (q + 1) * rows_per_run) into partial q. Shapes only: the order of
+    # every sum.
+    Py_ssize_t runs, rows_per_run
+    # slabs: how many rows of one image (band), or whole images (per_slab), are packed at a
+    # time; sized by the L2 cache, and they do not change any sum (see accumulate_run)
+    Py_ssize_t band, per_slab
 
 
 cdef void tap_range(Py_ssize_t out_len, Py_ssize_t in_len, Py_ssize_t stride, Py_ssize_t pad,
@@ -473,16 +491,17 @@ cdef void tap_range(Py_ssize_t out_len, Py_ssize_t in_len, Py_ssize_t stride, Py
     hi[0] = max(hi[0], lo[0])
 
 
-@functools.lru_cache(maxsize=256)
 def weight_grad_tiles(Py_ssize_t filters_per_group, Py_ssize_t groups, Py_ssize_t per_group,
                       row_axis, col_axis, int path, Py_ssize_t lanes):
     """The tiles of dL/dW, and where their sums go. Each tile is a block of filters by up to a
     tile's worth of (channel, tap) pairs whose taps read A over the same output rows and columns
     (all taps, without padding), so one tile's pairs share their reduction. Returns, read-only:
-      tiles (T, 5 + 2 * TGC_MAX_PIX): (block, i, j, count, at, c_0, tap_0, c_1, tap_1, ...),
+      tiles (T, TILE_ROW): (block, i, j, count, at, c_0, tap_0, c_1, tap_1, ...),
         tap = i*KW + j with (i, j) the first pair's (it fixes the rows and columns); a tile's
-        sums are kept side by side, [pair][filter], from `at` in a partial sum;
-      dest (F * C/groups * KH * KW,): the element of dL/dW each partial-sum element adds to.
+        sums are kept as the micro-kernel leaves them, [pair][the block's lanes], from `at` in
+        a partial sum;
+      source (F * C/groups * KH * KW,): where in a partial sum each element of dL/dW is;
+      the length of a partial sum.
     row_axis and col_axis: (out_len, in_len, taps, stride, pad, dil)."""
     cdef Py_ssize_t lo, hi
     ranges = []
@@ -494,9 +513,10 @@ def weight_grad_tiles(Py_ssize_t filters_per_group, Py_ssize_t groups, Py_ssize_
         ranges.append(list(taps_of.values()))
     blocks = channel_blocks(filters_per_group, groups, lanes, 0, path)
     n_taps = row_axis[2] * col_axis[2]
-    tiles, dest, at = [], [], 0
+    source = np.empty(filters_per_group * groups * per_group * n_taps, dtype=np.intp)
+    tiles, at = [], 0
     for b in range(blocks.shape[0]):
-        g, first, count = blocks[b, 0], blocks[b, 1], blocks[b, 3]
+        g, first, width, count = blocks[b, 0], blocks[b, 1], blocks[b, 2] * lanes, blocks[b, 3]
         most = tgc_max_pixels(path, <int> blocks[b, 2])
         for rows in ranges[0]:
             for cols in ranges[1]:
@@ -507,15 +527,75 @@ def weight_grad_tiles(Py_ssize_t filters_per_group, Py_ssize_t groups, Py_ssize_
                     tiles.append([b, rows[0], cols[0], len(part), at]
                                  + [x for pair in part for x in pair]
                                  + [0] * (2 * (TGC_MAX_PIX - len(part))))
-                    for c, tap in part:      # dL/dW[f, c, tap] for the block's filters f
-                        dest.extend(((g * filters_per_group + first + o) * per_group + c)
-                                    * n_taps + tap for o in range(count))
-                    at += len(part) * count
-    tiles = np.array(tiles, dtype=np.intp).reshape(-1, 5 + 2 * TGC_MAX_PIX)
-    dest = np.array(dest, dtype=np.intp)
+                    for p, (c, tap) in enumerate(part):   # dL/dW[f, c, tap], the block's f
+                        f = g * filters_per_group + first + np.arange(count)
+                        source[(f * per_group + c) * n_taps + tap] = at + p * width \
+                            + np.arange(count)
+                    at += len(part) * width
+    tiles = np.array(tiles, dtype=np.intp).reshape(-1, TILE_ROW)
     tiles.setflags(write=False)
-    dest.setflags(write=False)
-    return tiles, dest
+    source.setflags(write=False)
+    return tiles, source, at
+
+
+cdef class WeightGradPlan:
+    """How dL/dW = Z' ⊛ A is cut up for one shape and SIMD path (weight_grad_plan caches it):
+    the blocks of filters, the tiles and where their sums go, the runs of the batch summed into
+    the partial sums, and the slabs packed at a time."""
+    cdef WeightGrad wg
+    cdef object blocks, lanes_before, tiles, source     # the arrays wg points into
+
+    def __init__(self, a_shape, dz_shape, kernel_shape, stride, pads, dilation,
+                 Py_ssize_t groups, int path, Py_ssize_t itemsize, Py_ssize_t l2):
+        cdef WeightGrad *wg = &self.wg
+        wg.images, wg.channels, wg.height, wg.width = a_shape
+        _, wg.filters, wg.out_h, wg.out_w = dz_shape
+        wg.per_group, wg.filters_per_group = kernel_shape[1], wg.filters // groups
+        wg.taps_h, wg.taps_w = kernel_shape[2], kernel_shape[3]
+        wg.stride_h, wg.stride_w, wg.dil_h, wg.dil_w = stride[0], stride[1], dilation[0], \
+            dilation[1]
+        wg.pad_top, wg.pad_left, wg.path = pads[0], pads[2], path
+        wg.lanes = tgc_lanes(path, itemsize)
+        self.blocks = channel_blocks(wg.filters_per_group, groups, wg.lanes, 0, path)
+        self.lanes_before = np.concatenate(
+            [[0], np.cumsum(self.blocks[:, 2])]).astype(np.intp) * wg.lanes
+        self.tiles, self.source, wg.part_size = weight_grad_tiles(
+            wg.filters_per_group, groups, wg.per_group,
+            (wg.out_h, wg.height, wg.taps_h, wg.stride_h, wg.pad_top, wg.dil_h),
+            (wg.out_w, wg.width, wg.taps_w, wg.stride_w, wg.pad_left, wg.dil_w), path, wg.lanes)
+        cdef const Py_ssize_t[:, ::1] blocks = self.blocks, tiles = self.tiles
+        cdef const Py_ssize_t[::1] before = self.lanes_before
+        wg.blocks, wg.tiles, wg.lanes_before = &blocks[0, 0], &tiles[0, 0], &before[0]
+        wg.n_blocks, wg.n_tiles = blocks.shape[0], tiles.shape[0]
+        wg.width_all = before[wg.n_blocks]
+        # the runs, from the shapes only: whole images each when there are enough images
+        cdef Py_ssize_t rows = wg.images * wg.out_h, dw_bytes = self.source.size * itemsize
+        wg.runs = max(1, min(rows, RUNS, PARTIALS_BYTES // dw_bytes))
+        if wg.images >= wg.runs:
+            wg.rows_per_run = ceil_div(wg.images, wg.runs) * wg.out_h
+        else:
+            wg.rows_per_run = ceil_div(rows, wg.runs)
+        wg.runs = ceil_div(rows, wg.rows_per_run)
+        # a slab's Z', packed (all blocks' lanes a pixel), and the rows of A it meets take half
+        # the L2
+        cdef Py_ssize_t row_bytes = (wg.out_w * wg.width_all
+                                     + wg.channels * wg.stride_h * wg.width) * itemsize
+        wg.band = max(1, min(wg.out_h, (l2 // 2) // row_bytes))
+        wg.per_slab = 1 if wg.band < wg.out_h else \
+            max(1, min(wg.images, (l2 // 2) // (wg.band * row_bytes)))
+
+    def arrays(self):
+        """(blocks, lanes_before, tiles, source), read-only."""
+        return self.blocks, self.lanes_before, self.tiles, self.source
+
+    def slab_size(self):
+        """Elements of a slab's Z', packed."""
+        return self.wg.per_slab * self.wg.band * self.wg.out_w * self.wg.width_all
+
+
+@functools.lru_cache(maxsize=64)
+def weight_grad_plan(*args):
+    return WeightGradPlan(*args)
 
 
 cdef void pack_grad(const floating *dz,      # IN  Z'[n]: (F, OH, OW)
@@ -532,33 +612,32 @@ cdef void pack_grad(const floating *dz,      # IN  Z'[n]: (F, OH, OW)
 cdef void weight_grad_tile(const floating *a,       # IN  A[n0]: images n0 <= n < n1
                            const floating *zt,      # IN  Z'[n0:n1, :, r0:r1] packed by block
                            floating *part,          # OUT a partial sum (see weight_grad_tiles)
-                           const WeightGrad *wg, const Py_ssize_t[:, ::1] blocks,
-                           const Py_ssize_t *lanes_before, const Py_ssize_t *tile,
+                           const WeightGrad *wg, const Py_ssize_t *tile,
                            Py_ssize_t n_images, Py_ssize_t r0, Py_ssize_t r1,
                            bint add) noexcept nogil:
     """dL/dW[f, c, i, j] (+)= sum over the images and the output pixels (oh, ow) of rows r0..r1
     whose tap (i, j) is real, of Z'[n, f, oh, ow] * A[n, c, oh*s - pad + i*d, ow*s - pad + j*d]:
-    the block's filters f (vectors) by the tile's (c, i*KW + j) pairs (broadcast), into the
-    tile's place in a partial sum."""
-    cdef floating out[TGC_TILE_CAPACITY]
+    the block's filters f (vectors) by the tile's (c, i*KW + j) pairs (broadcast), added in
+    registers to the tile's sums in a partial sum (one chain of fused multiply-adds, image by
+    image, row by row: where a slab ends does not change it)."""
     cdef Py_ssize_t pix[TGC_MAX_PIX]
     cdef Py_ssize_t at[TGC_MAX_PIX]
-    cdef const Py_ssize_t *block = &blocks[tile[0], 0]
-    cdef Py_ssize_t width = block[2] * wg.lanes, taps = wg.taps_h * wg.taps_w
-    cdef Py_ssize_t oh_lo, oh_hi, ow_lo, ow_hi, p, o, c, i, j, npix = tile[3]
+    cdef const Py_ssize_t *block = wg.blocks + 5 * tile[0]
+    cdef Py_ssize_t width = block[2] * wg.lanes
+    cdef Py_ssize_t oh_lo, oh_hi, ow_lo, ow_hi, p, c, i, j, npix = tile[3]
     tap_range(wg.out_h, wg.height, wg.stride_h, wg.pad_top, wg.dil_h, tile[1], &oh_lo, &oh_hi)
     tap_range(wg.out_w, wg.width, wg.stride_w, wg.pad_left, wg.dil_w, tile[2], &ow_lo, &ow_hi)
     oh_lo, oh_hi = max(oh_lo, r0), min(oh_hi, r1)
     if oh_lo >= oh_hi or ow_lo >= ow_hi:      # these taps never read this slab's rows
         if add:
             return
-        oh_lo = oh_hi = r0
+        oh_lo = oh_hi = r0                    # (a first slab: the sums start at zero)
     for p in range(npix):
         c, i, j = tile[5 + 2 * p], tile[6 + 2 * p] // wg.taps_w, tile[6 + 2 * p] % wg.taps_w
         pix[p] = ((block[0] * wg.per_group + c) * wg.height
                   + oh_lo * wg.stride_h - wg.pad_top + i * wg.dil_h) * wg.width \
             + ow_lo * wg.stride_w - wg.pad_left + j * wg.dil_w
-        at[p] = p * width
+        at[p] = tile[4] + p * width
     cdef tgc_loops loops
     loops.n[0] = n_images                                     # images
     loops.vec_step[0] = (r1 - r0) * wg.out_w * width
@@ -567,17 +646,68 @@ cdef void weight_grad_tile(const floating *a,       # IN  A[n0]: images n0 <= n 
     loops.vec_step[1], loops.in_step[1] = wg.out_w * width, wg.stride_h * wg.width
     loops.n[2] = ow_hi - ow_lo                                # output columns
     loops.vec_step[2], loops.in_step[2] = width, wg.stride_w
-    zt += n_images * (r1 - r0) * wg.out_w * lanes_before[tile[0]]     # the block's part
+    zt += n_images * (r1 - r0) * wg.out_w * wg.lanes_before[tile[0]]     # the block's part
     run_tile(zt + ((oh_lo - r0) * wg.out_w + ow_lo) * width, a, pix,
-             <int> npix, &loops, out, at, False, wg.path, <int> block[2])
-    part += tile[4]                 # this tile's sums: [pair][filter], side by side
-    for p in range(npix):
-        if add:
-            for o in range(block[3]):
-                part[p * block[3] + o] += out[p * width + o]
-        else:
-            for o in range(block[3]):
-                part[p * block[3] + o] = out[p * width + o]
+             <int> npix, &loops, part, at, add, wg.path, <int> block[2])
+
+
+cdef void accumulate_run(const floating *a, const floating *dz, const WeightGrad *wg,
+                         Py_ssize_t f0, Py_ssize_t f1, floating *zt,
+                         floating *part) noexcept nogil:
+    """part = dL/dW = Z' ⊛ A over the flat rows f0 <= f < f1 of the batch (image f // OH,
+    output row f % OH), in that order, a slab at a time: a band of one image's rows, or whole
+    images. Each slab's Z' is packed into zt, then every tile's sums continue in it."""
+    cdef Py_ssize_t f = f0, n0, n1, r0, r1, m, b, t
+    cdef Py_ssize_t image = wg.channels * wg.height * wg.width
+    cdef Py_ssize_t out_image = wg.filters * wg.out_h * wg.out_w
+    while f < f1:
+        n0, r0 = f // wg.out_h, f % wg.out_h
+        n1, r1 = n0 + 1, min(wg.out_h, r0 + wg.band, r0 + f1 - f)
+        if r0 == 0 and r1 == wg.out_h:           # whole images
+            n1 = n0 + max(1, min(wg.per_slab, (f1 - f) // wg.out_h))
+        for m in range(n1 - n0):      # the slab's Z', packed: [block][image][row][col]
+            for b in range(wg.n_blocks):
+                pack_grad(dz + (n0 + m) * out_image,
+                          zt + ((n1 - n0) * wg.lanes_before[b]
+                                + m * wg.blocks[5 * b + 2] * wg.lanes) * (r1 - r0) * wg.out_w,
+                          wg, wg.blocks + 5 * b, r0, r1)
+        for t in range(wg.n_tiles):
+            weight_grad_tile(a + n0 * image, zt, part, wg, wg.tiles + TILE_ROW * t, n1 - n0,
+                             r0, r1, f > f0)
+        f += (n1 - n0) * (r1 - r0)
+
+
+cdef void sum_partials(const floating[:, ::1] part,   # IN  (runs, part_size)
+                       const Py_ssize_t[::1] source,  # IN  where each dL/dW element is
+                       floating[::1] summed,          # scratch (part_size,)
+                       floating[::1] dw, int threads) noexcept nogil:
+    """dw[k] = part[0, source[k]] + part[1, source[k]] + ..., run after run (so the sum is
+    repeatable), in pieces the threads share."""
+    cdef Py_ssize_t k0, k, q, size = part.shape[1]
+    for k0 in prange(0, size, SUM_PIECE, num_threads=threads, schedule="static"):
+        for k in range(k0, min(size, k0 + SUM_PIECE)):
+            summed[k] = part[0, k]
+        for q in range(1, part.shape[0]):
+            for k in range(k0, min(size, k0 + SUM_PIECE)):
+                summed[k] = summed[k] + part[q, k]
+    for k in prange(dw.shape[0], num_threads=threads, schedule="static"):
+        dw[k] = summed[source[k]]
+
+
+def bias_grad(const floating[:, :, :, ::1] dz):
+    """dL/db = Z' summed over every axis but F (in double, image by image)."""
+    cdef Py_ssize_t N = dz.shape[0], F = dz.shape[1], P = dz.shape[2] * dz.shape[3], f, n
+    cdef double total
+    dbias = np.zeros(F)
+    cdef double[::1] db = dbias
+    cdef int threads = get_num_threads()
+    with nogil:
+        for f in prange(F, num_threads=threads, schedule="static"):
+            total = 0       # (summed here, not in db: its neighbours are other threads')
+            for n in range(N):
+                total = total + sum_of(&dz[n, f, 0, 0], P)
+            db[f] = total
+    return dbias.astype(np.float32 if floating is float else np.float64)
 
 
 def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :, ::1] dz,
@@ -586,109 +716,35 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
     """(dL/dW = Z' ⊛ A summed over the batch, dL/db = Z' summed over all axes but F), each
     None unless asked for.
 
-    The batch is cut into slabs (a few images, a band of output rows) small enough that their
-    Z', packed, and the rows of A it meets stay in the L2 cache, and the slabs into runs, one
-    partial dL/dW each. A thread takes a run and, slab after slab, packs the slab's Z' and adds
-    every tile's sums to the run's partial: all in its own cache, with no waiting for the other
-    threads. The partials are then added in run order. Slabs and runs depend on the shapes (and
-    the cache size), never on the threads: the result is the same bits whatever the number of
-    threads.
-    """
-    cdef Py_ssize_t N = a.shape[0], F = dz.shape[1], P = dz.shape[2] * dz.shape[3]
+    The batch's rows (image, output row) are cut into runs, one partial dL/dW each, which
+    depend on the shapes only. A thread takes a run and, slab after slab (a slab fits the L2),
+    packs the slab's Z' and adds every tile's sums to the run's partial: all in its own cache,
+    with no waiting for the other threads. The partials are then added in run order: the same
+    bits whatever the number of threads and the cache sizes."""
     dtype = np.float32 if floating is float else np.float64
-    cdef WeightGrad wg
-    wg.channels, wg.height, wg.width = a.shape[1], a.shape[2], a.shape[3]
-    wg.per_group, wg.filters_per_group = kernel_shape[1], F // groups
-    wg.out_h, wg.out_w = dz.shape[2], dz.shape[3]
-    wg.taps_h, wg.taps_w = kernel_shape[2], kernel_shape[3]
-    wg.stride_h, wg.stride_w, wg.dil_h, wg.dil_w = stride[0], stride[1], dilation[0], dilation[1]
-    wg.pad_top, wg.pad_left, wg.path = pads[0], pads[2], _path
-    wg.lanes = tgc_lanes(_path, sizeof(floating))
+    dbias = bias_grad(dz) if need_db else None
+    if not need_dw or a.shape[0] == 0:
+        return (np.zeros(kernel_shape, dtype=dtype) if need_dw else None), dbias
+    cdef WeightGradPlan plan = weight_grad_plan(
+        (a.shape[0], a.shape[1], a.shape[2], a.shape[3]),
+        (dz.shape[0], dz.shape[1], dz.shape[2], dz.shape[3]), tuple(kernel_shape), tuple(stride),
+        tuple(pads), tuple(dilation), groups, _path, sizeof(floating), cache_sizes()["L2"])
+    cdef const WeightGrad *wg = &plan.wg
     cdef int threads = get_num_threads()
-    cdef Py_ssize_t f, n, k, t, b, s
-    cdef double total
-    cdef double[::1] db_v
-    dweight = dbias = None
-    if need_db:     # dL/db = Z' summed over every axis but F (in double, image by image)
-        dbias = np.zeros(F)
-        db_v = dbias
-        with nogil:
-            for f in prange(F, num_threads=threads, schedule="static"):
-                total = 0       # (summed here, not in db_v: its neighbours are other threads')
-                for n in range(N):
-                    total = total + sum_of(&dz[n, f, 0, 0], P)
-                db_v[f] = total
-        dbias = dbias.astype(dtype)
-    if not need_dw:
-        return dweight, dbias
-    if N == 0:
-        return np.zeros(kernel_shape, dtype=dtype), dbias
-
-    cdef const Py_ssize_t[:, ::1] blocks = channel_blocks(wg.filters_per_group, groups,
-                                                          wg.lanes, 0, wg.path)
-    tiles_array, dest_array = weight_grad_tiles(
-        wg.filters_per_group, groups, wg.per_group,
-        (wg.out_h, wg.height, wg.taps_h, wg.stride_h, wg.pad_top, wg.dil_h),
-        (wg.out_w, wg.width, wg.taps_w, wg.stride_w, wg.pad_left, wg.dil_w), wg.path, wg.lanes)
-    cdef const Py_ssize_t[:, ::1] tiles = tiles_array
-    cdef const Py_ssize_t[::1] dest = dest_array
-    cdef Py_ssize_t n_blocks = blocks.shape[0], n_tiles = tiles.shape[0]
-    cdef Py_ssize_t[::1] lanes_before = np.concatenate(
-        [[0], np.cumsum(np.asarray(blocks)[:, 2])]).astype(np.intp) * wg.lanes
-    cdef Py_ssize_t width = lanes_before[n_blocks]        # all blocks' lanes
-    # a slab's Z', packed (width lanes a pixel), and the rows of A it meets take half the L2
-    cdef Py_ssize_t l2 = cache_sizes()["L2"], dw_size = F * wg.per_group * wg.taps_h * wg.taps_w
-    cdef Py_ssize_t row_bytes = (wg.out_w * width + wg.channels * wg.stride_h * wg.width) \
-        * sizeof(floating)
-    cdef Py_ssize_t band = max(1, min(wg.out_h, (l2 // 2) // row_bytes))
-    cdef Py_ssize_t per_slab = max(1, min(N, (l2 // 2) // (band * row_bytes)))
-    # at least 8 slabs, for the threads to share: fewer images a slab, then fewer rows
-    while ceil_div(N, per_slab) * ceil_div(wg.out_h, band) < 8 and (per_slab > 1 or band > 1):
-        if per_slab > 1:
-            per_slab = ceil_div(per_slab, 2)
-        else:
-            band = ceil_div(band, 2)
-    cdef Py_ssize_t bands = ceil_div(wg.out_h, band), slabs = ceil_div(N, per_slab) * bands
-    # runs of slabs, one partial sum each: 16 (enough to share out), or fewer if they would pass
-    # 64 MiB; like the slabs, the runs depend on the shapes, never on the threads
-    cdef Py_ssize_t runs = max(1, min(slabs, 16, (64 << 20) // (dw_size * sizeof(floating))))
-    cdef Py_ssize_t per_run = ceil_div(slabs, runs)
-    runs = ceil_div(slabs, per_run)
-    cdef Py_ssize_t slab_size = per_slab * band * wg.out_w * width
-    cdef floating[:, ::1] zt = _workspace("zt", threads, slab_size, dtype)
-    cdef floating[:, ::1] part = _workspace("dw_parts", runs, dw_size, dtype)
-    cdef Py_ssize_t q, n0, n1, r0, r1, m
-    cdef floating *slab_zt
+    cdef floating[:, ::1] zt = _workspace("zt", threads, plan.slab_size(), dtype)
+    cdef floating[:, ::1] part = _workspace("dw_parts", wg.runs, wg.part_size, dtype)
+    cdef Py_ssize_t q, rows = wg.images * wg.out_h
     with nogil, parallel(num_threads=threads):
-        for q in prange(runs, schedule="dynamic"):
-            slab_zt = &zt[threadid(), 0]
-            for s in range(q * per_run, min(slabs, (q + 1) * per_run)):
-                n0, r0 = s // bands * per_slab, s % bands * band
-                n1, r1 = min(N, n0 + per_slab), min(wg.out_h, r0 + band)
-                for m in range(n1 - n0):      # the slab's Z', packed: [block][image][row][col]
-                    for b in range(n_blocks):
-                        pack_grad(&dz[n0 + m, 0, 0, 0],
-                                  slab_zt + ((n1 - n0) * lanes_before[b]
-                                             + m * blocks[b, 2] * wg.lanes) * (r1 - r0) * wg.out_w,
-                                  &wg, &blocks[b, 0], r0, r1)
-                for t in range(n_tiles):      # its sums, added to the run's partial
-                    weight_grad_tile(&a[n0, 0, 0, 0], slab_zt, &part[q, 0], &wg, blocks,
-                                     &lanes_before[0], &tiles[t, 0], n1 - n0, r0, r1,
-                                     s > q * per_run)
+        for q in prange(wg.runs, schedule="dynamic"):
+            # partial q = Z' ⊛ A over the run's rows of the batch
+            accumulate_run(&a[0, 0, 0, 0], &dz[0, 0, 0, 0], wg, q * wg.rows_per_run,
+                           min(rows, (q + 1) * wg.rows_per_run), &zt[threadid(), 0], &part[q, 0])
     dweight = np.empty(kernel_shape, dtype=dtype)
     cdef floating[::1] dw = dweight.reshape(-1)
-    cdef floating[::1] summed = _workspace("dw_summed", 1, dw_size, dtype)[0]
-    cdef Py_ssize_t k0, k1, per_piece = 4096
-    with nogil:
-        for k0 in prange(0, dw_size, per_piece, num_threads=threads, schedule="static"):
-            k1 = min(dw_size, k0 + per_piece)
-            for k in range(k0, k1):
-                summed[k] = part[0, k]
-            for q in range(1, runs):     # run after run, so the sum is repeatable
-                for k in range(k0, k1):
-                    summed[k] = summed[k] + part[q, k]
-            for k in range(k0, k1):      # each element to its place in dL/dW
-                dw[dest[k]] = summed[k]
+    cdef floating[::1] summed = _workspace("dw_summed", 1, wg.part_size, dtype)[0]
+    cdef const Py_ssize_t[::1] source = plan.source
+    with nogil:     # dL/dW = the partials, added in run order
+        sum_partials(part, source, summed, dw, threads)
     return dweight, dbias
 
 

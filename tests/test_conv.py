@@ -168,6 +168,33 @@ def test_blocking_for_a_small_cache_gives_the_same_numbers(monkeypatch, simd_pat
             assert rel_err(got, want) < 1e-12, (name, l2)
 
 
+@pytest.mark.parametrize("case", [
+    ((9, 5, 13, 11), (20, 5, 3, 3), (2, 1), (1, 1), (1, 2), 1),
+    ((33, 1, 12, 12), (32, 1, 3, 3), (1, 1), (0, 0), (1, 1), 1),
+    ((5, 24, 10, 9), (48, 1, 3, 3), (2, 2), (1, 1), (1, 1), 24),
+])
+def test_the_same_bits_whatever_the_cache_sizes_and_the_threads(monkeypatch, simd_path, case):
+    # a CPU with another L2 (or another thread count) cuts the work into other slabs and bands;
+    # the order of every sum depends on the shapes and the SIMD path only, so the bits agree
+    x, w, b, g = conv_arrays(case, np.float32, seed=11)
+    _, _, stride, padding, dilation, groups = case
+    before = _threads.get_num_threads()
+    runs = []
+    try:
+        for l2, threads in [(1 << 20, 2), (4096, 1), (64 * 1024, 3), (32 << 20, 2)]:
+            monkeypatch.setattr(_conv, "cache_sizes",
+                                lambda l2=l2: {"L1d": 4096, "L2": l2, "L3": 1 << 20})
+            _threads.set_num_threads(threads)
+            runs.append([_conv.conv2d_forward(x, w, b, stride, padding, dilation, groups),
+                         *_conv.conv2d_backward(x, w, g, stride, padding, dilation, True, True,
+                                                True, groups)])
+    finally:
+        _threads.set_num_threads(before)
+    for run in runs[1:]:
+        for name, first, again in zip(["Z", "dL/dA", "dL/dW", "dL/db"], runs[0], run):
+            assert first.tobytes() == again.tobytes(), name
+
+
 def test_conv2d_padding_is_never_materialized():
     # a padding of a million: only the middle window sees the image, the rest see only padding
     x = np.random.default_rng(1).standard_normal((2, 3, 8, 8))

@@ -69,8 +69,8 @@ cdef extern from "microkernels.h" nogil:
     int tgc_lanes(int path, int itemsize)
     int tgc_max_pixels(int path, int vectors)
     int tgc_max_vectors(int path)
-    tgc_tile_f32 tgc_tile_fn_f32(int path, int vectors)
-    tgc_tile_f64 tgc_tile_fn_f64(int path, int vectors)
+    tgc_tile_f32 tgc_tile_fn_f32(int path, int vectors, int in_lanes)
+    tgc_tile_f64 tgc_tile_fn_f64(int path, int vectors, int in_lanes)
     double tgc_fma_probe(int path, int is_double, long rounds)
     ctypedef void (*tgc_unstage_f32)(const float *, int, Py_ssize_t, int, float *, Py_ssize_t,
                                      const float *)
@@ -271,6 +271,70 @@ def pack(kernel, const Py_ssize_t[:, ::1] blocks, Py_ssize_t groups, Py_ssize_t 
     return np.concatenate(parts)
 
 
+cdef enum:     # the columns of a correlation's blocks (correlation_blocks)
+    B_SRC, B_VECS, B_COUNT, B_KERNEL, B_OUT, B_STEP, B_BIAS, B_COLUMNS
+
+
+def groups_in_lanes(Py_ssize_t groups, Py_ssize_t out_per_group, Py_ssize_t lanes):
+    """Whether the groups side by side (channels in vectors) fill more lanes than each group's
+    output channels (filters in vectors): a depthwise convolution has one output channel a
+    group, so with filters in vectors it would use one lane of each vector."""
+    return out_per_group * ceil_div(groups, lanes) < groups * ceil_div(out_per_group, lanes)
+
+
+@functools.lru_cache(maxsize=256)
+def correlation_blocks(Py_ssize_t groups, Py_ssize_t out_per_group, Py_ssize_t reduce,
+                       Py_ssize_t taps, Py_ssize_t plane, Py_ssize_t lanes, int path,
+                       bint in_lanes):
+    """The blocks of a correlation's output channels, read-only rows of
+      SRC     where the block's input starts (elements),
+      VECS    vectors, COUNT output channels (the lanes past them are zeros),
+      KERNEL  where its packed kernel starts,
+      OUT     the output channel of lane 0, STEP from one lane's output channel to the next,
+      BIAS    where lane 0's bias is in the bias array correlate gets.
+    Filters in vectors: a block is some output channels of one group (channel_blocks), its
+    input that group's `reduce` channels. Groups in lanes: lane o of a block is group g0 + o,
+    all at output channel j of their group; the input is staged with the groups side by side
+    (stage_groups), and the bias permuted to [j][group]."""
+    if not in_lanes:
+        rows = [[g * reduce * plane, v, count, start, g * out_per_group + first, 1,
+                 g * out_per_group + first]
+                for g, first, v, count, start in
+                channel_blocks(out_per_group, groups, lanes, reduce * taps, path)]
+    else:
+        vectors = ceil_div(groups, lanes)
+        n_blocks = ceil_div(vectors, tgc_max_vectors(path))
+        rows, start = [], 0
+        for j in range(out_per_group):
+            g0 = 0
+            for k in range(n_blocks):
+                v = vectors // n_blocks + (k < vectors % n_blocks)
+                rows.append([g0, v, min(v * lanes, groups - g0), start, g0 * out_per_group + j,
+                             out_per_group, j * groups + g0])
+                start += reduce * taps * v * lanes
+                g0 += v * lanes
+    blocks = np.array(rows, dtype=np.intp).reshape(-1, B_COLUMNS)
+    blocks.setflags(write=False)
+    return blocks
+
+
+def pack_in_lanes(kernel, const Py_ssize_t[:, ::1] blocks, Py_ssize_t groups,
+                  Py_ssize_t lanes):
+    """kernel (groups * out_per_group, R, KH, KW) packed block by block as
+    [R][KH][KW][vectors * lanes]: lane o holds group g0 + o's output channel j (zeros past the
+    last group), so the vector of groups at one reduction index and tap is one load."""
+    out_per_group = kernel.shape[0] // groups
+    by_group = kernel.reshape((groups, out_per_group) + kernel.shape[1:])
+    parts = []
+    for b in range(blocks.shape[0]):
+        g0, count = blocks[b, B_SRC], blocks[b, B_COUNT]
+        part = np.zeros(kernel.shape[1:] + (blocks[b, B_VECS] * lanes,), dtype=kernel.dtype)
+        part[..., :count] = np.moveaxis(
+            by_group[g0:g0 + count, blocks[b, B_OUT] - g0 * out_per_group], 0, -1)
+        parts.append(part.ravel())
+    return np.concatenate(parts)
+
+
 _workspaces = threading.local()
 
 
@@ -291,15 +355,17 @@ def _workspace(str name, Py_ssize_t threads, Py_ssize_t size, dtype):
 # ---------------------------------------------------------------------------------------------
 
 cdef struct Correlation:
-    # what is broadcast (A, or Z'; NCHW): image and plane sizes, row length, and how many of
-    # its channels a group sums over
-    Py_ssize_t image, plane, pitch, per_group
-    # the output (Z, or dL/dA; NCHW): the same, and how many of its channels a group has
-    Py_ssize_t out_image, out_plane, out_pitch, out_per_group
+    # the input (A, or Z'): steps from one image, reduction channel, row and column to the
+    # next (NCHW; or, with the groups in lanes, staged [image][channel][row][column][group]),
+    # and how many channels a group sums over
+    Py_ssize_t image, chan_step, pitch, pix_step, per_group
+    # the output (Z, or dL/dA; NCHW): image and plane sizes, row length
+    Py_ssize_t out_image, out_plane, out_pitch
     Py_ssize_t taps_h, taps_w   # kernel size
     Py_ssize_t band             # output rows a task computes (its staging buffer fits the L2)
     Py_ssize_t chunk            # reduction channels a pass takes (its kernel fits the L2)
     int path, lanes
+    bint in_lanes               # the input's groups in lanes (else broadcast)
 
 
 cdef struct AxisView:           # an Axis, seen from nogil code
@@ -319,11 +385,13 @@ cdef AxisView view(Axis axis):
 cdef inline void run_tile(const floating *vec, const floating *src, const Py_ssize_t *pix,
                           int npix, const tgc_loops *loops, floating *out,
                           const Py_ssize_t *out_at, bint accumulate, int path,
-                          int vectors) noexcept nogil:
+                          int vectors, bint in_lanes) noexcept nogil:
     if floating is float:
-        tgc_tile_fn_f32(path, vectors)(vec, src, pix, npix, loops, out, out_at, accumulate)
+        tgc_tile_fn_f32(path, vectors, in_lanes)(vec, src, pix, npix, loops, out, out_at,
+                                                 accumulate)
     else:
-        tgc_tile_fn_f64(path, vectors)(vec, src, pix, npix, loops, out, out_at, accumulate)
+        tgc_tile_fn_f64(path, vectors, in_lanes)(vec, src, pix, npix, loops, out, out_at,
+                                                 accumulate)
 
 
 cdef inline void unstage(const floating *stage, int width, Py_ssize_t npix, int count,
@@ -358,20 +426,21 @@ cdef void correlate_class(const Correlation *cor, const floating *kernel,
     stage[(n * (y1 - y0) + y - y0) * out_w + x][channel]."""
     cdef const Py_ssize_t *rc = rows.classes + 4 * row_class
     cdef const Py_ssize_t *cc = cols.classes + 4 * col_class
-    cdef Py_ssize_t width = block[2] * cor.lanes, n, i, j, y, x
-    cdef int npix = 0, most = tgc_max_pixels(cor.path, <int> block[2])
+    cdef Py_ssize_t width = block[B_VECS] * cor.lanes, n, i, j, y, x
+    cdef int npix = 0, vectors = <int> block[B_VECS], most = tgc_max_pixels(cor.path, vectors)
     cdef Py_ssize_t pix[TGC_MAX_PIX]
     cdef Py_ssize_t at[TGC_MAX_PIX]
     cdef tgc_loops loops
     loops.n[0] = r1 - r0                                      # reduction channels
-    loops.vec_step[0], loops.in_step[0] = cor.taps_h * cor.taps_w * width, cor.plane
+    loops.vec_step[0], loops.in_step[0] = cor.taps_h * cor.taps_w * width, cor.chan_step
     loops.n[1] = rc[1]                                        # kernel rows that are real
     loops.vec_step[1] = rows.tap_step * cor.taps_w * width
     loops.in_step[1] = rows.source_step * cor.pitch
     loops.n[2] = cc[1]                                        # kernel columns that are real
-    loops.vec_step[2], loops.in_step[2] = cols.tap_step * width, cols.source_step
-    kernel += block[4] + ((r0 * cor.taps_h + rc[0]) * cor.taps_w + cc[0]) * width
-    src += (block[0] * cor.per_group + r0) * cor.plane
+    loops.vec_step[2] = cols.tap_step * width
+    loops.in_step[2] = cols.source_step * cor.pix_step
+    kernel += block[B_KERNEL] + ((r0 * cor.taps_h + rc[0]) * cor.taps_w + cc[0]) * width
+    src += block[B_SRC] + r0 * cor.chan_step
     for n in range(n_images):
         for i in range(rc[3]):
             y = rows.members[rc[2] + i]
@@ -380,15 +449,16 @@ cdef void correlate_class(const Correlation *cor, const floating *kernel,
             for j in range(cc[3]):
                 x = cols.members[cc[2] + j]
                 pix[npix] = n * cor.image + rows.plan[3 * y + 2] * cor.pitch \
-                    + cols.plan[3 * x + 2]
+                    + cols.plan[3 * x + 2] * cor.pix_step
                 at[npix] = ((n * (y1 - y0) + y - y0) * cor.out_pitch + x) * width
                 npix += 1
                 if npix == most:
                     run_tile(kernel, src, pix, npix, &loops, stage, at, r0 > 0, cor.path,
-                             <int> block[2])
+                             vectors, cor.in_lanes)
                     npix = 0
     if npix:
-        run_tile(kernel, src, pix, npix, &loops, stage, at, r0 > 0, cor.path, <int> block[2])
+        run_tile(kernel, src, pix, npix, &loops, stage, at, r0 > 0, cor.path, vectors,
+                 cor.in_lanes)
 
 
 cdef void correlate_band(const Correlation *cor, const floating *kernel,
@@ -398,7 +468,7 @@ cdef void correlate_band(const Correlation *cor, const floating *kernel,
                          Py_ssize_t y1, floating *stage) noexcept nogil:
     """Output rows y0 <= y < y1 of n_images images, every block of output channels: the tiles
     go to the staging buffer, which then goes to `out` transposed (+ bias)."""
-    cdef Py_ssize_t b, rk, ck, r0, r1, n, group, first, width, band = (y1 - y0) * cor.out_pitch
+    cdef Py_ssize_t b, rk, ck, r0, r1, n, width, band = (y1 - y0) * cor.out_pitch
     for b in range(blocks.shape[0]):
         r0 = 0
         while r0 < cor.per_group:           # the reduction in chunks whose kernel fits the L2
@@ -408,13 +478,12 @@ cdef void correlate_band(const Correlation *cor, const floating *kernel,
                     correlate_class(cor, kernel, src, &blocks[b, 0], rows, cols, rk, ck,
                                     n_images, y0, y1, r0, r1, stage)
             r0 = r1
-        group, first, width = blocks[b, 0], blocks[b, 1], blocks[b, 2] * cor.lanes
+        width = blocks[b, B_VECS] * cor.lanes
         for n in range(n_images):
-            unstage(stage + n * band * width, <int> width, band, <int> blocks[b, 3],
-                    out + n * cor.out_image + (group * cor.out_per_group + first) * cor.out_plane
-                    + y0 * cor.out_pitch, cor.out_plane,
-                    NULL if bias == NULL else bias + group * cor.out_per_group + first,
-                    cor.path)
+            unstage(stage + n * band * width, <int> width, band, <int> blocks[b, B_COUNT],
+                    out + n * cor.out_image + blocks[b, B_OUT] * cor.out_plane
+                    + y0 * cor.out_pitch, blocks[b, B_STEP] * cor.out_plane,
+                    NULL if bias == NULL else bias + blocks[b, B_BIAS], cor.path)
 
 
 cdef void correlate(Correlation *cor, const floating *src, const floating *kernel,
@@ -426,7 +495,7 @@ cdef void correlate(Correlation *cor, const floating *src, const floating *kerne
     cdef Py_ssize_t out_h = rows.plan.shape[0], l2 = cache_sizes()["L2"], task, n, y0, per_task
     cdef Py_ssize_t b, width = 0
     for b in range(blocks.shape[0]):
-        width = max(width, blocks[b, 2] * cor.lanes)
+        width = max(width, blocks[b, B_VECS] * cor.lanes)
     cdef int threads = get_num_threads()
     # a task's staging buffer takes at most a quarter of the L2, and there are tasks for all
     # threads: a band of rows of an image, or (small images) a few whole images
@@ -450,6 +519,59 @@ cdef void correlate(Correlation *cor, const floating *src, const floating *kerne
             correlate_band(cor, kernel, src + n * cor.image, bias, out + n * cor.out_image,
                            blocks, &rv, &cv, per_task, y0, min(y0 + cor.band, out_h),
                            &stage[threadid(), 0])
+
+
+cdef void stage_groups(const floating *src, Py_ssize_t n_images, Py_ssize_t reduce,
+                       Py_ssize_t groups, Py_ssize_t plane, floating *staged, Py_ssize_t width,
+                       int path, int threads) noexcept nogil:
+    """staged[n, r, q, g] = src[n, g * reduce + r, q] (zeros for groups <= g < width): the
+    input with its groups side by side, so that a vector of groups is one load."""
+    cdef Py_ssize_t t
+    for t in prange(n_images * reduce, num_threads=threads, schedule="static"):
+        stage_in(src + (t // reduce * groups * reduce + t % reduce) * plane, reduce * plane,
+                 <int> groups, plane, staged + t * plane * width, <int> width, path)
+
+
+def correlate_kernel(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t groups,
+                     Axis rows, Axis cols, floating[:, :, :, ::1] out):
+    """out = kernel ⊛ src (+ b) in `groups` groups, kernel (groups * O, R, KH, KW), src
+    (N, groups * R, H, W), out (N, groups * O, OH, OW); rows and cols say which taps each
+    output row and column meets. The plan puts each group's output channels in the vectors, or,
+    when that fills more lanes (depthwise), the groups side by side."""
+    cdef Py_ssize_t N = src.shape[0], O = kernel.shape[0] // groups, R = kernel.shape[1]
+    cdef Py_ssize_t plane = src.shape[2] * src.shape[3], width
+    cdef int threads
+    cdef Correlation cor
+    cor.lanes = tgc_lanes(_path, sizeof(floating))
+    cor.path, cor.in_lanes, cor.per_group = _path, groups_in_lanes(groups, O, cor.lanes), R
+    cor.taps_h, cor.taps_w = kernel.shape[2], kernel.shape[3]
+    cor.out_plane, cor.out_pitch = out.shape[2] * out.shape[3], out.shape[3]
+    cor.out_image = out.shape[1] * cor.out_plane
+    cdef const Py_ssize_t[:, ::1] blocks = correlation_blocks(
+        groups, O, R, cor.taps_h * cor.taps_w, plane, cor.lanes, _path, cor.in_lanes)
+    cdef const floating *source = &src[0, 0, 0, 0]
+    cdef floating[::1] staged, packed
+    if cor.in_lanes:
+        width = ceil_div(groups, cor.lanes) * cor.lanes
+        staged = _workspace("groups_staged", 1, N * R * plane * width,
+                            np.float32 if floating is float else np.float64)[0]
+        threads = get_num_threads()
+        with nogil:
+            stage_groups(source, N, R, groups, plane, &staged[0], width, _path, threads)
+        source = &staged[0]
+        cor.image, cor.chan_step = R * plane * width, plane * width
+        cor.pitch, cor.pix_step = src.shape[3] * width, width
+        packed = pack_in_lanes(kernel, blocks, groups, cor.lanes)
+        if b is not None:           # [j][group], as the blocks' BIAS column reads it
+            b = np.ascontiguousarray(np.asarray(b).reshape(groups, O).T).reshape(-1)
+    else:
+        cor.image, cor.chan_step = src.shape[1] * plane, plane
+        cor.pitch, cor.pix_step = src.shape[3], 1
+        packed = pack(kernel, channel_blocks(O, groups, cor.lanes, R * cor.taps_h * cor.taps_w,
+                                             _path), groups, cor.lanes)
+    cdef const floating[::1] bias = b
+    correlate(&cor, source, &packed[0], NULL if b is None else &bias[0], blocks, rows, cols,
+              N, &out[0, 0, 0, 0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -648,7 +770,7 @@ cdef void weight_grad_tile(const floating *a,       # IN  A[n0]: images n0 <= n 
     loops.vec_step[2], loops.in_step[2] = width, wg.stride_w
     zt += n_images * (r1 - r0) * wg.out_w * wg.lanes_before[tile[0]]     # the block's part
     run_tile(zt + ((oh_lo - r0) * wg.out_w + ow_lo) * width, a, pix,
-             <int> npix, &loops, part, at, add, wg.path, <int> block[2])
+             <int> npix, &loops, part, at, add, wg.path, <int> block[2], False)
 
 
 cdef void accumulate_run(const floating *a, const floating *dz, const WeightGrad *wg,
@@ -761,19 +883,6 @@ def four_pads(padding):
     return int(top), int(bottom), int(left), int(right)
 
 
-cdef Correlation correlation(int path, Py_ssize_t lanes, src_shape, Py_ssize_t per_group,
-                             out_shape, Py_ssize_t out_per_group, kernel_shape):
-    cdef Correlation cor
-    cor.per_group, cor.out_per_group = per_group, out_per_group
-    cor.plane, cor.pitch = src_shape[2] * src_shape[3], src_shape[3]
-    cor.image = src_shape[1] * cor.plane
-    cor.out_plane, cor.out_pitch = out_shape[2] * out_shape[3], out_shape[3]
-    cor.out_image = out_shape[1] * cor.out_plane
-    cor.taps_h, cor.taps_w = kernel_shape[2], kernel_shape[3]
-    cor.path, cor.lanes = path, <int> lanes
-    return cor
-
-
 def conv2d_forward(const floating[:, :, :, ::1] a,   # IN  A: (N, C, H, W)
                    const floating[:, :, :, ::1] w,   # IN  W: (F, C/groups, KH, KW)
                    const floating[::1] b,            # IN  b: (F,) or None
@@ -789,19 +898,10 @@ def conv2d_forward(const floating[:, :, :, ::1] a,   # IN  A: (N, C, H, W)
     out = np.empty((N, F, OH, OW), dtype=dtype)
     if N == 0:
         return out
-    cdef floating[:, :, :, ::1] z = out
-    lanes = tgc_lanes(_path, sizeof(floating))
-    cdef const Py_ssize_t[:, ::1] blocks = channel_blocks(
-        F // groups, groups, lanes, w.shape[1] * w.shape[2] * w.shape[3], _path)
-    cdef floating[::1] kernel = pack(np.asarray(w), blocks, groups, lanes)
-    kernel_shape = (F, w.shape[1], w.shape[2], w.shape[3])
-    cdef Correlation cor = correlation(_path, lanes, (N, a.shape[1], a.shape[2], a.shape[3]),
-                                       w.shape[1], out.shape, F // groups, kernel_shape)
-    cdef const floating *bias = NULL if b is None else &b[0]
     cdef Axis rows = forward_axis(OH, a.shape[2], w.shape[2], stride[0], top, dilation[0])
     cdef Axis cols = forward_axis(OW, a.shape[3], w.shape[3], stride[1], left, dilation[1])
     # Z = W ⊛ A + b
-    correlate(&cor, &a[0, 0, 0, 0], &kernel[0], bias, blocks, rows, cols, N, &z[0, 0, 0, 0])
+    correlate_kernel(a, np.asarray(w), b, groups, rows, cols, out)
     return out
 
 
@@ -814,24 +914,16 @@ def input_grad(const floating[:, :, :, ::1] dz, const floating[:, :, :, ::1] w, 
     dx = np.empty(input_shape, dtype=dtype)
     if N == 0:
         return dx
-    cdef floating[:, :, :, ::1] dx_v = dx
     # W_180[c, f, i, j] = W[f, c, KH-1-i, KW-1-j] in each group: rotated 180 degrees, with
     # filters and channels swapped (the channels of A are what dL/dA has one plane each for)
     w_180 = np.asarray(w)[:, :, ::-1, ::-1].reshape(groups, F // groups, per_group, KH, KW)
     w_180 = w_180.transpose(0, 2, 1, 3, 4).reshape(C, F // groups, KH, KW)
-    lanes = tgc_lanes(_path, sizeof(floating))
-    cdef const Py_ssize_t[:, ::1] blocks = channel_blocks(per_group, groups, lanes,
-                                                          (F // groups) * KH * KW, _path)
-    cdef floating[::1] kernel = pack(w_180, blocks, groups, lanes)
-    cdef Correlation cor = correlation(
-        _path, lanes, (N, F, dz.shape[2], dz.shape[3]), F // groups, input_shape, per_group,
-        (C, F // groups, KH, KW))
     cdef Axis rows = input_grad_axis(input_shape[2], dz.shape[2], KH, stride[0], pads[0],
                                      dilation[0])
     cdef Axis cols = input_grad_axis(input_shape[3], dz.shape[3], KW, stride[1], pads[2],
                                      dilation[1])
     # dL/dA = W_180 ⊛ pad(dilate(Z', s), k_eff-1)
-    correlate(&cor, &dz[0, 0, 0, 0], &kernel[0], NULL, blocks, rows, cols, N, &dx_v[0, 0, 0, 0])
+    correlate_kernel(dz, w_180, None, groups, rows, cols, dx)
     return dx
 
 

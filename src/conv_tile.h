@@ -45,9 +45,15 @@
     V acc3_##p = accumulate && p < npix && vectors > 3 ? VLOAD(out + out_at[p] + 3 * LANES) \
                                                           : VZERO();
 
-/* pixel p: its input value broadcast, times each vector of the step, into its accumulators */
+/* pixel p: its input value broadcast, times each vector of the step, into its accumulators;
+ * or, with the input in lanes, the input's vectors (lane by lane) times the step's */
 #define TGC_STEP(p)                                                                         \
-    if (p < npix) {                                                                         \
+    if (p < npix && in_lanes) {                                                             \
+        acc0_##p = VFMA(w0, VLOAD(at##p + off), acc0_##p);                                  \
+        if (vectors > 1) acc1_##p = VFMA(w1, VLOAD(at##p + off + LANES), acc1_##p);         \
+        if (vectors > 2) acc2_##p = VFMA(w2, VLOAD(at##p + off + 2 * LANES), acc2_##p);     \
+        if (vectors > 3) acc3_##p = VFMA(w3, VLOAD(at##p + off + 3 * LANES), acc3_##p);     \
+    } else if (p < npix) {                                                                  \
         V x = VBCAST(at##p + off);                                                          \
         acc0_##p = VFMA(w0, x, acc0_##p);                                                   \
         if (vectors > 1) acc1_##p = VFMA(w1, x, acc1_##p);                                  \
@@ -71,7 +77,8 @@ TGC_FN(tgc_tile_body)(const T *vec,              /* IN  the vectors at the first
                       T *out,                    /* OUT pixel p's vectors at out + at[p] */
                       const ptrdiff_t *out_at,
                       int accumulate,            /* add to what out holds (else overwrite) */
-                      const int vectors, const int npix)
+                      const int vectors, const int npix,
+                      const int in_lanes)        /* `in` in lanes too (else broadcast) */
 {
     TGC_FOR_PIXELS(TGC_START)
     const ptrdiff_t n0 = loops->n[0], n1 = loops->n[1], n2 = loops->n[2];
@@ -97,21 +104,32 @@ TGC_FN(tgc_tile_body)(const T *vec,              /* IN  the vectors at the first
 
 /* One function per vector count; the switch gives the compiler a constant pixel count to
  * unroll for, so the accumulators live in registers. */
-#define TGC_CASE(V_, P_) \
-    case P_: TGC_FN(tgc_tile_body)(vec, in, pix, loops, out, out_at, accumulate, V_, P_); break;
+#define TGC_CASE(V_, P_)                                                                    \
+    case P_:                                                                                \
+        TGC_FN(tgc_tile_body)(vec, in, pix, loops, out, out_at, accumulate, V_, P_, in_lanes); \
+        break;
 
-#define TGC_TILE_FN(V_, CASES)                                                              \
-    TARGET static void TGC_FN(tgc_tile_##V_)(const T *vec, const T *in, const ptrdiff_t *pix, \
-                                             int npix, const tgc_loops *loops, T *out,      \
-                                             const ptrdiff_t *out_at, int accumulate)       \
+/* tgc_tile_<vectors> broadcasts `in`; tgc_ltile_<vectors> reads it in lanes, as `vec` */
+#define TGC_TILE_FN(NAME, V_, CASES, IN_LANES)                                              \
+    TARGET static void TGC_FN(NAME##_##V_)(const T *vec, const T *in, const ptrdiff_t *pix, \
+                                           int npix, const tgc_loops *loops, T *out,        \
+                                           const ptrdiff_t *out_at, int accumulate)         \
     {                                                                                       \
-        switch (npix) { CASES }                                                             \
+        const int in_lanes = IN_LANES;                                                      \
+        switch (npix) {                                                                     \
+            CASES                                                                           \
+            default: tgc_abort("a tile of this many pixels", npix);                         \
+        }                                                                                   \
     }
 
-TGC_TILE_FN(1, TGC_CASES_1)
-TGC_TILE_FN(2, TGC_CASES_2)
-TGC_TILE_FN(3, TGC_CASES_3)
-TGC_TILE_FN(4, TGC_CASES_4)
+TGC_TILE_FN(tgc_tile, 1, TGC_CASES_1, 0)
+TGC_TILE_FN(tgc_tile, 2, TGC_CASES_2, 0)
+TGC_TILE_FN(tgc_tile, 3, TGC_CASES_3, 0)
+TGC_TILE_FN(tgc_tile, 4, TGC_CASES_4, 0)
+TGC_TILE_FN(tgc_ltile, 1, TGC_CASES_1, 1)
+TGC_TILE_FN(tgc_ltile, 2, TGC_CASES_2, 1)
+TGC_TILE_FN(tgc_ltile, 3, TGC_CASES_3, 1)
+TGC_TILE_FN(tgc_ltile, 4, TGC_CASES_4, 1)
 
 /* ---- the tiles' staging buffer and the NCHW layout, both ways ----
  *

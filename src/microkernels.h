@@ -13,6 +13,8 @@
 #define TINYGRAD_CONV_MICROKERNELS_H
 
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
@@ -56,6 +58,14 @@ typedef void (*tgc_tile_f64)(const double *vec, const double *in, const ptrdiff_
                              const ptrdiff_t *out_at, int accumulate);
 
 static volatile double tgc_probe_sink = 0;
+
+/* A value no table has a case for: a bug in the tables, never the user's. Say so, and stop
+ * rather than compute nothing. */
+static void tgc_abort(const char *what, int value)
+{
+    fprintf(stderr, "tinygrad_conv: internal error: no case for %s (%d)\n", what, value);
+    abort();
+}
 
 #define TGC_C1(V) TGC_CASE(V, 1)
 #define TGC_C2(V) TGC_C1(V) TGC_CASE(V, 2)
@@ -371,32 +381,41 @@ static int tgc_max_vectors(int path)
     return path == TGC_AVX2 ? 3 : TGC_MAX_VECTORS;
 }
 
-static tgc_tile_f32 tgc_tile_fn_f32(int path, int vectors)
+#define TGC_BY_VECTORS(name, suffix) \
+    {name##_1_##suffix, name##_2_##suffix, name##_3_##suffix, name##_4_##suffix}
+
+static tgc_tile_f32 tgc_tile_fn_f32(int path, int vectors, int in_lanes)
 {
-    static const tgc_tile_f32 table[TGC_N_PATHS][TGC_MAX_VECTORS] = {
-        {tgc_tile_1_portable_f32, tgc_tile_2_portable_f32, tgc_tile_3_portable_f32,
-         tgc_tile_4_portable_f32},
+    static const tgc_tile_f32 table[2][TGC_N_PATHS][TGC_MAX_VECTORS] = {
+        {TGC_BY_VECTORS(tgc_tile, portable_f32),
 #if TGC_X86
-        {tgc_tile_1_avx2_f32, tgc_tile_2_avx2_f32, tgc_tile_3_avx2_f32, tgc_tile_4_avx2_f32},
-        {tgc_tile_1_avx512_f32, tgc_tile_2_avx512_f32, tgc_tile_3_avx512_f32,
-         tgc_tile_4_avx512_f32},
+         TGC_BY_VECTORS(tgc_tile, avx2_f32), TGC_BY_VECTORS(tgc_tile, avx512_f32),
 #endif
+        },
+        {TGC_BY_VECTORS(tgc_ltile, portable_f32),
+#if TGC_X86
+         TGC_BY_VECTORS(tgc_ltile, avx2_f32), TGC_BY_VECTORS(tgc_ltile, avx512_f32),
+#endif
+        },
     };
-    return table[path][vectors - 1];
+    return table[in_lanes][path][vectors - 1];
 }
 
-static tgc_tile_f64 tgc_tile_fn_f64(int path, int vectors)
+static tgc_tile_f64 tgc_tile_fn_f64(int path, int vectors, int in_lanes)
 {
-    static const tgc_tile_f64 table[TGC_N_PATHS][TGC_MAX_VECTORS] = {
-        {tgc_tile_1_portable_f64, tgc_tile_2_portable_f64, tgc_tile_3_portable_f64,
-         tgc_tile_4_portable_f64},
+    static const tgc_tile_f64 table[2][TGC_N_PATHS][TGC_MAX_VECTORS] = {
+        {TGC_BY_VECTORS(tgc_tile, portable_f64),
 #if TGC_X86
-        {tgc_tile_1_avx2_f64, tgc_tile_2_avx2_f64, tgc_tile_3_avx2_f64, tgc_tile_4_avx2_f64},
-        {tgc_tile_1_avx512_f64, tgc_tile_2_avx512_f64, tgc_tile_3_avx512_f64,
-         tgc_tile_4_avx512_f64},
+         TGC_BY_VECTORS(tgc_tile, avx2_f64), TGC_BY_VECTORS(tgc_tile, avx512_f64),
 #endif
+        },
+        {TGC_BY_VECTORS(tgc_ltile, portable_f64),
+#if TGC_X86
+         TGC_BY_VECTORS(tgc_ltile, avx2_f64), TGC_BY_VECTORS(tgc_ltile, avx512_f64),
+#endif
+        },
     };
-    return table[path][vectors - 1];
+    return table[in_lanes][path][vectors - 1];
 }
 
 typedef void (*tgc_unstage_f32)(const float *, int, ptrdiff_t, int, float *, ptrdiff_t,

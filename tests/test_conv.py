@@ -119,6 +119,46 @@ def test_conv2d_matches_pytorch_on_every_simd_path(path, dtype, case, seed):
         assert rel_err(got, want) < tol, (path, name, rel_err(got, want))
 
 
+@st.composite
+def one_channel_group_cases(draw):
+    """Shapes whose groups have one input channel: depthwise with a channel multiplier
+    (F = m * C), or a single-channel input (C = 1: dL/dA sums over the filters only), with
+    group counts around a vector's lanes (4, 8, 16), strides, paddings and dilations."""
+    if draw(st.booleans()):
+        groups = c = draw(st.sampled_from([1, 3, 4, 7, 8, 15, 16, 17, 33]))
+        f = c * draw(st.integers(1, 3))
+    else:
+        groups, c, f = 1, 1, draw(st.integers(1, 40))
+    n = draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    h = max(1, dilation[0] * (kh - 1) + 1 - 2 * padding[0]) + draw(st.integers(0, 9))
+    w = max(1, dilation[1] * (kw - 1) + 1 - 2 * padding[1]) + draw(st.integers(0, 9))
+    return (n, c, h, w), (f, 1, kh, kw), stride, padding, dilation, groups
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@settings(max_examples=25, deadline=None)
+@given(case=one_channel_group_cases(), seed=st.integers(0, 2**32 - 1))
+def test_one_channel_groups_match_pytorch_on_every_simd_path(path, dtype, case, seed):
+    # depthwise and single-channel convolutions put the groups (or pixels) in the vectors'
+    # lanes instead of the filters: the same Z, dL/dA, dL/dW, dL/db as PyTorch
+    _, _, stride, padding, dilation, groups = case
+    x, w, b, g = conv_arrays(case, dtype, seed)
+    expected = torch_conv(x, w, b, g, stride, padding, dilation, groups)
+    with using_path(path):
+        ours = [_conv.conv2d_forward(x, w, b, stride, padding, dilation, groups),
+                *_conv.conv2d_backward(x, w, g, stride, padding, dilation, True, True, True,
+                                       groups)]
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    for name, got, want in zip(["Z", "dL/dA", "dL/dW", "dL/db"], ours, expected):
+        assert got.dtype == dtype, name
+        assert rel_err(got, want) < tol, (path, name, rel_err(got, want))
+
+
 @settings(max_examples=40, deadline=None)
 @given(case=conv_cases(), seed=st.integers(0, 2**32 - 1))
 def test_grouped_reference_matches_pytorch(case, seed):

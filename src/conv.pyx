@@ -271,6 +271,25 @@ def pack(kernel, const Py_ssize_t[:, ::1] blocks, Py_ssize_t groups, Py_ssize_t 
     return np.concatenate(parts)
 
 
+@functools.lru_cache(maxsize=256)
+def lane_blocks(Py_ssize_t groups, Py_ssize_t out_per_group, Py_ssize_t lanes, int path):
+    """With the groups in lanes: for each output channel j of a group, the groups in blocks
+    of at most tgc_max_vectors(path) vectors (shared out evenly, as in channel_blocks):
+    read-only rows of (first group g0, j, vectors, groups, 0); lane o is group g0 + o."""
+    vectors = ceil_div(groups, lanes)
+    n_blocks = ceil_div(vectors, tgc_max_vectors(path))
+    rows = []
+    for j in range(out_per_group):
+        g0 = 0
+        for k in range(n_blocks):
+            v = vectors // n_blocks + (k < vectors % n_blocks)
+            rows.append([g0, j, v, min(v * lanes, groups - g0), 0])
+            g0 += v * lanes
+    blocks = np.array(rows, dtype=np.intp).reshape(-1, 5)
+    blocks.setflags(write=False)
+    return blocks
+
+
 cdef enum:     # the columns of a correlation's blocks (correlation_blocks)
     B_SRC, B_VECS, B_COUNT, B_KERNEL, B_OUT, B_STEP, B_BIAS, B_COLUMNS
 
@@ -302,17 +321,11 @@ def correlation_blocks(Py_ssize_t groups, Py_ssize_t out_per_group, Py_ssize_t r
                 for g, first, v, count, start in
                 channel_blocks(out_per_group, groups, lanes, reduce * taps, path)]
     else:
-        vectors = ceil_div(groups, lanes)
-        n_blocks = ceil_div(vectors, tgc_max_vectors(path))
         rows, start = [], 0
-        for j in range(out_per_group):
-            g0 = 0
-            for k in range(n_blocks):
-                v = vectors // n_blocks + (k < vectors % n_blocks)
-                rows.append([g0, v, min(v * lanes, groups - g0), start, g0 * out_per_group + j,
-                             out_per_group, j * groups + g0])
-                start += reduce * taps * v * lanes
-                g0 += v * lanes
+        for g0, j, v, count, _ in lane_blocks(groups, out_per_group, lanes, path):
+            rows.append([g0, v, count, start, g0 * out_per_group + j, out_per_group,
+                         j * groups + g0])
+            start += reduce * taps * v * lanes
     blocks = np.array(rows, dtype=np.intp).reshape(-1, B_COLUMNS)
     blocks.setflags(write=False)
     return blocks
@@ -590,7 +603,12 @@ cdef struct WeightGrad:         # a WeightGradPlan, seen from nogil code
     Py_ssize_t filters, out_h, out_w, filters_per_group        # Z': (F, OH, OW)
     Py_ssize_t taps_h, taps_w, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w
     int path, lanes
-    const Py_ssize_t *blocks        # blocks of filters, rows of 5 (channel_blocks)
+    # filters in vectors (blocks from channel_blocks, Z' packed a slab at a time), or the groups
+    # in lanes (blocks from lane_blocks; A and Z' staged with the groups side by side, whole)
+    bint in_lanes
+    Py_ssize_t a_image, a_chan, a_pitch, a_pix    # A: steps to the next image, channel, row,
+    Py_ssize_t z_image, z_chan, z_pitch, z_pix    # column; Z' staged: the same (in lanes)
+    const Py_ssize_t *blocks        # rows of 5 (channel_blocks, or lane_blocks)
     const Py_ssize_t *lanes_before  # lanes of the blocks before block b, in a packed pixel
     const Py_ssize_t *tiles         # rows of TILE_ROW (weight_grad_tiles)
     Py_ssize_t n_blocks, n_tiles, width_all, part_size
@@ -614,7 +632,7 @@ cdef void tap_range(Py_ssize_t out_len, Py_ssize_t in_len, Py_ssize_t stride, Py
 
 
 def weight_grad_tiles(Py_ssize_t filters_per_group, Py_ssize_t groups, Py_ssize_t per_group,
-                      row_axis, col_axis, int path, Py_ssize_t lanes):
+                      row_axis, col_axis, int path, Py_ssize_t lanes, bint in_lanes):
     """The tiles of dL/dW, and where their sums go. Each tile is a block of filters by up to a
     tile's worth of (channel, tap) pairs whose taps read A over the same output rows and columns
     (all taps, without padding), so one tile's pairs share their reduction. Returns, read-only:
@@ -633,12 +651,19 @@ def weight_grad_tiles(Py_ssize_t filters_per_group, Py_ssize_t groups, Py_ssize_
             tap_range(out_len, in_len, stride, pad, dil, i, &lo, &hi)
             taps_of.setdefault((lo, hi), []).append(i)
         ranges.append(list(taps_of.values()))
-    blocks = channel_blocks(filters_per_group, groups, lanes, 0, path)
+    if in_lanes:        # lane o: filter (g0 + o) * filters_per_group + j
+        blocks = lane_blocks(groups, filters_per_group, lanes, path)
+        first_filter = blocks[:, 0] * filters_per_group + blocks[:, 1]
+        filter_step = filters_per_group
+    else:               # lane o: filter g * filters_per_group + first + o
+        blocks = channel_blocks(filters_per_group, groups, lanes, 0, path)
+        first_filter, filter_step = blocks[:, 0] * filters_per_group + blocks[:, 1], 1
     n_taps = row_axis[2] * col_axis[2]
     source = np.empty(filters_per_group * groups * per_group * n_taps, dtype=np.intp)
     tiles, at = [], 0
     for b in range(blocks.shape[0]):
-        g, first, width, count = blocks[b, 0], blocks[b, 1], blocks[b, 2] * lanes, blocks[b, 3]
+        width, count = blocks[b, 2] * lanes, blocks[b, 3]
+        f = first_filter[b] + filter_step * np.arange(count)
         most = tgc_max_pixels(path, <int> blocks[b, 2])
         for rows in ranges[0]:
             for cols in ranges[1]:
@@ -650,7 +675,6 @@ def weight_grad_tiles(Py_ssize_t filters_per_group, Py_ssize_t groups, Py_ssize_
                                  + [x for pair in part for x in pair]
                                  + [0] * (2 * (TGC_MAX_PIX - len(part))))
                     for p, (c, tap) in enumerate(part):   # dL/dW[f, c, tap], the block's f
-                        f = g * filters_per_group + first + np.arange(count)
                         source[(f * per_group + c) * n_taps + tap] = at + p * width \
                             + np.arange(count)
                     at += len(part) * width
@@ -678,13 +702,18 @@ cdef class WeightGradPlan:
             dilation[1]
         wg.pad_top, wg.pad_left, wg.path = pads[0], pads[2], path
         wg.lanes = tgc_lanes(path, itemsize)
-        self.blocks = channel_blocks(wg.filters_per_group, groups, wg.lanes, 0, path)
+        wg.in_lanes = groups_in_lanes(groups, wg.filters_per_group, wg.lanes)
+        if wg.in_lanes:
+            self.blocks = lane_blocks(groups, wg.filters_per_group, wg.lanes, path)
+        else:
+            self.blocks = channel_blocks(wg.filters_per_group, groups, wg.lanes, 0, path)
         self.lanes_before = np.concatenate(
             [[0], np.cumsum(self.blocks[:, 2])]).astype(np.intp) * wg.lanes
         self.tiles, self.source, wg.part_size = weight_grad_tiles(
             wg.filters_per_group, groups, wg.per_group,
             (wg.out_h, wg.height, wg.taps_h, wg.stride_h, wg.pad_top, wg.dil_h),
-            (wg.out_w, wg.width, wg.taps_w, wg.stride_w, wg.pad_left, wg.dil_w), path, wg.lanes)
+            (wg.out_w, wg.width, wg.taps_w, wg.stride_w, wg.pad_left, wg.dil_w), path, wg.lanes,
+            wg.in_lanes)
         cdef const Py_ssize_t[:, ::1] blocks = self.blocks, tiles = self.tiles
         cdef const Py_ssize_t[::1] before = self.lanes_before
         wg.blocks, wg.tiles, wg.lanes_before = &blocks[0, 0], &tiles[0, 0], &before[0]
@@ -705,13 +734,26 @@ cdef class WeightGradPlan:
         wg.band = max(1, min(wg.out_h, (l2 // 2) // row_bytes))
         wg.per_slab = 1 if wg.band < wg.out_h else \
             max(1, min(wg.images, (l2 // 2) // (wg.band * row_bytes)))
+        cdef Py_ssize_t gpad = ceil_div(groups, wg.lanes) * wg.lanes
+        cdef Py_ssize_t plane = wg.height * wg.width, out_plane = wg.out_h * wg.out_w
+        if wg.in_lanes:     # staged whole: nothing is packed, a slab is as large as it gets
+            wg.band, wg.per_slab = wg.out_h, wg.images
+            wg.a_image, wg.a_chan, wg.a_pitch = wg.per_group * plane * gpad, plane * gpad, \
+                wg.width * gpad
+            wg.a_pix, wg.z_pix = gpad, gpad
+            wg.z_image, wg.z_chan = wg.filters_per_group * out_plane * gpad, out_plane * gpad
+            wg.z_pitch = wg.out_w * gpad
+        else:
+            wg.a_image, wg.a_chan, wg.a_pitch, wg.a_pix = wg.channels * plane, plane, wg.width, 1
 
     def arrays(self):
         """(blocks, lanes_before, tiles, source), read-only."""
         return self.blocks, self.lanes_before, self.tiles, self.source
 
     def slab_size(self):
-        """Elements of a slab's Z', packed."""
+        """Elements of a slab's Z', packed (none with the groups in lanes)."""
+        if self.wg.in_lanes:
+            return 0
         return self.wg.per_slab * self.wg.band * self.wg.out_w * self.wg.width_all
 
 
@@ -731,22 +773,21 @@ cdef void pack_grad(const floating *dz,      # IN  Z'[n]: (F, OH, OW)
              <int> block[3], (r1 - r0) * wg.out_w, zt, <int> (block[2] * wg.lanes), wg.path)
 
 
-cdef void weight_grad_tile(const floating *a,       # IN  A[n0]: images n0 <= n < n1
-                           const floating *zt,      # IN  Z'[n0:n1, :, r0:r1] packed by block
+cdef void weight_grad_tile(const floating *a,       # IN  A from image n0 (as wg says)
+                           const floating *z,       # IN  Z' from image n0 (packed or staged)
                            floating *part,          # OUT a partial sum (see weight_grad_tiles)
                            const WeightGrad *wg, const Py_ssize_t *tile,
                            Py_ssize_t n_images, Py_ssize_t r0, Py_ssize_t r1,
                            bint add) noexcept nogil:
     """dL/dW[f, c, i, j] (+)= sum over the images and the output pixels (oh, ow) of rows r0..r1
     whose tap (i, j) is real, of Z'[n, f, oh, ow] * A[n, c, oh*s - pad + i*d, ow*s - pad + j*d]:
-    the block's filters f (vectors) by the tile's (c, i*KW + j) pairs (broadcast), added in
-    registers to the tile's sums in a partial sum (one chain of fused multiply-adds, image by
-    image, row by row: where a slab ends does not change it)."""
+    the block's filters f (vectors) by the tile's (c, i*KW + j) pairs (broadcast, or in lanes),
+    added in registers to the tile's sums in a partial sum (one chain of fused multiply-adds,
+    image by image, row by row: where a slab ends does not change it)."""
     cdef Py_ssize_t pix[TGC_MAX_PIX]
     cdef Py_ssize_t at[TGC_MAX_PIX]
     cdef const Py_ssize_t *block = wg.blocks + 5 * tile[0]
-    cdef Py_ssize_t width = block[2] * wg.lanes
-    cdef Py_ssize_t oh_lo, oh_hi, ow_lo, ow_hi, p, c, i, j, npix = tile[3]
+    cdef Py_ssize_t width = block[2] * wg.lanes, a_base, oh_lo, oh_hi, ow_lo, ow_hi, p, i, j
     tap_range(wg.out_h, wg.height, wg.stride_h, wg.pad_top, wg.dil_h, tile[1], &oh_lo, &oh_hi)
     tap_range(wg.out_w, wg.width, wg.stride_w, wg.pad_left, wg.dil_w, tile[2], &ow_lo, &ow_hi)
     oh_lo, oh_hi = max(oh_lo, r0), min(oh_hi, r1)
@@ -754,23 +795,29 @@ cdef void weight_grad_tile(const floating *a,       # IN  A[n0]: images n0 <= n 
         if add:
             return
         oh_lo = oh_hi = r0                    # (a first slab: the sums start at zero)
-    for p in range(npix):
-        c, i, j = tile[5 + 2 * p], tile[6 + 2 * p] // wg.taps_w, tile[6 + 2 * p] % wg.taps_w
-        pix[p] = ((block[0] * wg.per_group + c) * wg.height
-                  + oh_lo * wg.stride_h - wg.pad_top + i * wg.dil_h) * wg.width \
-            + ow_lo * wg.stride_w - wg.pad_left + j * wg.dil_w
+    # the block's first input channel (filters in vectors: its group's), or first group (lanes)
+    a_base = block[0] if wg.in_lanes else block[0] * wg.per_group * wg.a_chan
+    for p in range(tile[3]):
+        i, j = tile[6 + 2 * p] // wg.taps_w, tile[6 + 2 * p] % wg.taps_w
+        pix[p] = a_base + tile[5 + 2 * p] * wg.a_chan \
+            + (oh_lo * wg.stride_h - wg.pad_top + i * wg.dil_h) * wg.a_pitch \
+            + (ow_lo * wg.stride_w - wg.pad_left + j * wg.dil_w) * wg.a_pix
         at[p] = tile[4] + p * width
     cdef tgc_loops loops
-    loops.n[0] = n_images                                     # images
-    loops.vec_step[0] = (r1 - r0) * wg.out_w * width
-    loops.in_step[0] = wg.channels * wg.height * wg.width
-    loops.n[1] = oh_hi - oh_lo                                # output rows
-    loops.vec_step[1], loops.in_step[1] = wg.out_w * width, wg.stride_h * wg.width
-    loops.n[2] = ow_hi - ow_lo                                # output columns
-    loops.vec_step[2], loops.in_step[2] = width, wg.stride_w
-    zt += n_images * (r1 - r0) * wg.out_w * wg.lanes_before[tile[0]]     # the block's part
-    run_tile(zt + ((oh_lo - r0) * wg.out_w + ow_lo) * width, a, pix,
-             <int> npix, &loops, part, at, add, wg.path, <int> block[2], False)
+    loops.n[0], loops.in_step[0] = n_images, wg.a_image                       # images
+    loops.n[1], loops.in_step[1] = oh_hi - oh_lo, wg.stride_h * wg.a_pitch    # output rows
+    loops.n[2], loops.in_step[2] = ow_hi - ow_lo, wg.stride_w * wg.a_pix      # output columns
+    if wg.in_lanes:                 # Z' staged: output channel j of the groups from g0
+        z += block[1] * wg.z_chan + block[0] + oh_lo * wg.z_pitch + ow_lo * wg.z_pix
+        loops.vec_step[0], loops.vec_step[1], loops.vec_step[2] = \
+            wg.z_image, wg.z_pitch, wg.z_pix
+    else:                           # the slab's Z' packed: the block's part
+        z += n_images * (r1 - r0) * wg.out_w * wg.lanes_before[tile[0]] \
+            + ((oh_lo - r0) * wg.out_w + ow_lo) * width
+        loops.vec_step[0], loops.vec_step[1], loops.vec_step[2] = \
+            (r1 - r0) * wg.out_w * width, wg.out_w * width, width
+    run_tile(z, a, pix, <int> tile[3], &loops, part, at, add, wg.path, <int> block[2],
+             wg.in_lanes)
 
 
 cdef void accumulate_run(const floating *a, const floating *dz, const WeightGrad *wg,
@@ -778,24 +825,24 @@ cdef void accumulate_run(const floating *a, const floating *dz, const WeightGrad
                          floating *part) noexcept nogil:
     """part = dL/dW = Z' ⊛ A over the flat rows f0 <= f < f1 of the batch (image f // OH,
     output row f % OH), in that order, a slab at a time: a band of one image's rows, or whole
-    images. Each slab's Z' is packed into zt, then every tile's sums continue in it."""
+    images. Each slab's Z' is packed into zt (unless it is staged whole, with the groups in
+    lanes), then every tile's sums continue in the partial."""
     cdef Py_ssize_t f = f0, n0, n1, r0, r1, m, b, t
-    cdef Py_ssize_t image = wg.channels * wg.height * wg.width
     cdef Py_ssize_t out_image = wg.filters * wg.out_h * wg.out_w
     while f < f1:
         n0, r0 = f // wg.out_h, f % wg.out_h
         n1, r1 = n0 + 1, min(wg.out_h, r0 + wg.band, r0 + f1 - f)
         if r0 == 0 and r1 == wg.out_h:           # whole images
             n1 = n0 + max(1, min(wg.per_slab, (f1 - f) // wg.out_h))
-        for m in range(n1 - n0):      # the slab's Z', packed: [block][image][row][col]
+        for m in range(0 if wg.in_lanes else n1 - n0):  # Z', packed: [block][image][row][col]
             for b in range(wg.n_blocks):
                 pack_grad(dz + (n0 + m) * out_image,
                           zt + ((n1 - n0) * wg.lanes_before[b]
                                 + m * wg.blocks[5 * b + 2] * wg.lanes) * (r1 - r0) * wg.out_w,
                           wg, wg.blocks + 5 * b, r0, r1)
         for t in range(wg.n_tiles):
-            weight_grad_tile(a + n0 * image, zt, part, wg, wg.tiles + TILE_ROW * t, n1 - n0,
-                             r0, r1, f > f0)
+            weight_grad_tile(a + n0 * wg.a_image, dz + n0 * wg.z_image if wg.in_lanes else zt,
+                             part, wg, wg.tiles + TILE_ROW * t, n1 - n0, r0, r1, f > f0)
         f += (n1 - n0) * (r1 - r0)
 
 
@@ -814,6 +861,21 @@ cdef void sum_partials(const floating[:, ::1] part,   # IN  (runs, part_size)
                 summed[k] = summed[k] + part[q, k]
     for k in prange(dw.shape[0], num_threads=threads, schedule="static"):
         dw[k] = summed[source[k]]
+
+
+cdef (const floating *, const floating *) stage_for_lanes(
+        const floating[:, :, :, ::1] a, const floating[:, :, :, ::1] dz, const WeightGrad *wg,
+        Py_ssize_t groups, int threads):
+    """A and Z' staged with their groups side by side (stage_groups), in workspaces."""
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[::1] a_staged = _workspace("dw_a_staged", 1, wg.images * wg.a_image, dtype)[0]
+    cdef floating[::1] z_staged = _workspace("dw_z_staged", 1, wg.images * wg.z_image, dtype)[0]
+    with nogil:
+        stage_groups(&a[0, 0, 0, 0], wg.images, wg.per_group, groups, wg.height * wg.width,
+                     &a_staged[0], wg.a_pix, wg.path, threads)
+        stage_groups(&dz[0, 0, 0, 0], wg.images, wg.filters_per_group, groups,
+                     wg.out_h * wg.out_w, &z_staged[0], wg.z_pix, wg.path, threads)
+    return &a_staged[0], &z_staged[0]
 
 
 def bias_grad(const floating[:, :, :, ::1] dz):
@@ -853,13 +915,17 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
         tuple(pads), tuple(dilation), groups, _path, sizeof(floating), cache_sizes()["L2"])
     cdef const WeightGrad *wg = &plan.wg
     cdef int threads = get_num_threads()
-    cdef floating[:, ::1] zt = _workspace("zt", threads, plan.slab_size(), dtype)
+    cdef floating[:, ::1] zt = _workspace("zt", threads, plan.slab_size() + 1, dtype)
     cdef floating[:, ::1] part = _workspace("dw_parts", wg.runs, wg.part_size, dtype)
+    cdef const floating *a_in = &a[0, 0, 0, 0]
+    cdef const floating *z_in = &dz[0, 0, 0, 0]
+    if wg.in_lanes:     # A and Z' staged whole, with the groups side by side
+        a_in, z_in = stage_for_lanes(a, dz, wg, groups, threads)
     cdef Py_ssize_t q, rows = wg.images * wg.out_h
     with nogil, parallel(num_threads=threads):
         for q in prange(wg.runs, schedule="dynamic"):
             # partial q = Z' ⊛ A over the run's rows of the batch
-            accumulate_run(&a[0, 0, 0, 0], &dz[0, 0, 0, 0], wg, q * wg.rows_per_run,
+            accumulate_run(a_in, z_in, wg, q * wg.rows_per_run,
                            min(rows, (q + 1) * wg.rows_per_run), &zt[threadid(), 0], &part[q, 0])
     dweight = np.empty(kernel_shape, dtype=dtype)
     cdef floating[::1] dw = dweight.reshape(-1)

@@ -78,6 +78,10 @@ cdef extern from "microkernels.h" nogil:
                                      Py_ssize_t, const double *)
     ctypedef void (*tgc_stage_f32)(const float *, Py_ssize_t, int, Py_ssize_t, float *, int)
     ctypedef void (*tgc_stage_f64)(const double *, Py_ssize_t, int, Py_ssize_t, double *, int)
+    ctypedef void (*tgc_fold_f32)(const float *, int, Py_ssize_t, float *, const float *)
+    ctypedef void (*tgc_fold_f64)(const double *, int, Py_ssize_t, double *, const double *)
+    tgc_fold_f32 tgc_fold_fn_f32(int path)
+    tgc_fold_f64 tgc_fold_fn_f64(int path)
     tgc_unstage_f32 tgc_unstage_fn_f32(int path)
     tgc_unstage_f64 tgc_unstage_fn_f64(int path)
     tgc_stage_f32 tgc_stage_fn_f32(int path)
@@ -301,10 +305,20 @@ def groups_in_lanes(Py_ssize_t groups, Py_ssize_t out_per_group, Py_ssize_t lane
     return out_per_group * ceil_div(groups, lanes) < groups * ceil_div(out_per_group, lanes)
 
 
+def reduction_in_lanes(Py_ssize_t groups, Py_ssize_t out_per_group, Py_ssize_t reduce,
+                       Py_ssize_t lanes, int path):
+    """Whether one group's reduction channels side by side fill more lanes than its output
+    channels (the reduction then ends by adding up each output's lanes): dL/dA of a
+    single-channel input sums the filters into one channel, which with filters in vectors
+    would use one lane of each vector."""
+    return (groups == 1 and reduce <= tgc_max_vectors(path) * lanes
+            and out_per_group * ceil_div(reduce, lanes) < reduce * ceil_div(out_per_group, lanes))
+
+
 @functools.lru_cache(maxsize=256)
 def correlation_blocks(Py_ssize_t groups, Py_ssize_t out_per_group, Py_ssize_t reduce,
                        Py_ssize_t taps, Py_ssize_t plane, Py_ssize_t lanes, int path,
-                       bint in_lanes):
+                       bint in_lanes, bint folds=False):
     """The blocks of a correlation's output channels, read-only rows of
       SRC     where the block's input starts (elements),
       VECS    vectors, COUNT output channels (the lanes past them are zeros),
@@ -314,7 +328,9 @@ def correlation_blocks(Py_ssize_t groups, Py_ssize_t out_per_group, Py_ssize_t r
     Filters in vectors: a block is some output channels of one group (channel_blocks), its
     input that group's `reduce` channels. Groups in lanes: lane o of a block is group g0 + o,
     all at output channel j of their group; the input is staged with the groups side by side
-    (stage_groups), and the bias permuted to [j][group]."""
+    (stage_groups), and the bias permuted to [j][group]. A reduction in lanes (folds) is the
+    latter with the reduction channels as groups of one, each lane block adding up to output
+    channel j (and bias j)."""
     if not in_lanes:
         rows = [[g * reduce * plane, v, count, start, g * out_per_group + first, 1,
                  g * out_per_group + first]
@@ -323,8 +339,8 @@ def correlation_blocks(Py_ssize_t groups, Py_ssize_t out_per_group, Py_ssize_t r
     else:
         rows, start = [], 0
         for g0, j, v, count, _ in lane_blocks(groups, out_per_group, lanes, path):
-            rows.append([g0, v, count, start, g0 * out_per_group + j, out_per_group,
-                         j * groups + g0])
+            rows.append([g0, v, count, start, j if folds else g0 * out_per_group + j,
+                         out_per_group, j if folds else j * groups + g0])
             start += reduce * taps * v * lanes
     blocks = np.array(rows, dtype=np.intp).reshape(-1, B_COLUMNS)
     blocks.setflags(write=False)
@@ -378,7 +394,8 @@ cdef struct Correlation:
     Py_ssize_t band             # output rows a task computes (its staging buffer fits the L2)
     Py_ssize_t chunk            # reduction channels a pass takes (its kernel fits the L2)
     int path, lanes
-    bint in_lanes               # the input's groups in lanes (else broadcast)
+    bint in_lanes               # the input's groups, or its reduction, in lanes (else broadcast)
+    bint folds                  # the reduction in lanes: each output is its tile's lanes added
 
 
 cdef struct AxisView:           # an Axis, seen from nogil code
@@ -416,6 +433,16 @@ cdef inline void unstage(const floating *stage, int width, Py_ssize_t npix, int 
         tgc_unstage_fn_f32(path)(stage, width, npix, count, out, plane, bias)
     else:
         tgc_unstage_fn_f64(path)(stage, width, npix, count, out, plane, bias)
+
+
+cdef inline void fold(const floating *stage, int width, Py_ssize_t npix, floating *out,
+                       const floating *bias, int path) noexcept nogil:
+    """out[q] = sum over o < width of stage[q][o] (+ bias[0]): each pixel's lanes added up,
+    when the reduction was in the lanes (in a fixed order, see tgc_fold)."""
+    if floating is float:
+        tgc_fold_fn_f32(path)(stage, width, npix, out, bias)
+    else:
+        tgc_fold_fn_f64(path)(stage, width, npix, out, bias)
 
 
 cdef inline void stage_in(const floating *src, Py_ssize_t plane, int count, Py_ssize_t npix,
@@ -493,6 +520,12 @@ cdef void correlate_band(const Correlation *cor, const floating *kernel,
             r0 = r1
         width = blocks[b, B_VECS] * cor.lanes
         for n in range(n_images):
+            if cor.folds:
+                fold(stage + n * band * width, <int> width, band,
+                     out + n * cor.out_image + blocks[b, B_OUT] * cor.out_plane
+                     + y0 * cor.out_pitch, NULL if bias == NULL else bias + blocks[b, B_BIAS],
+                     cor.path)
+                continue
             unstage(stage + n * band * width, <int> width, band, <int> blocks[b, B_COUNT],
                     out + n * cor.out_image + blocks[b, B_OUT] * cor.out_plane
                     + y0 * cor.out_pitch, blocks[b, B_STEP] * cor.out_plane,
@@ -555,13 +588,18 @@ def correlate_kernel(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t gro
     cdef Py_ssize_t plane = src.shape[2] * src.shape[3], width
     cdef int threads
     cdef Correlation cor
-    cor.lanes = tgc_lanes(_path, sizeof(floating))
-    cor.path, cor.in_lanes, cor.per_group = _path, groups_in_lanes(groups, O, cor.lanes), R
+    cor.lanes, cor.path = tgc_lanes(_path, sizeof(floating)), _path
     cor.taps_h, cor.taps_w = kernel.shape[2], kernel.shape[3]
+    cor.folds = reduction_in_lanes(groups, O, R, cor.lanes, _path)
+    if cor.folds:       # the R reduction channels side by side, as R groups of one channel
+        kernel = np.asarray(kernel).transpose(1, 0, 2, 3).reshape(
+            (R * O, 1, cor.taps_h, cor.taps_w))
+        groups, R = R, 1
+    cor.in_lanes, cor.per_group = cor.folds or groups_in_lanes(groups, O, cor.lanes), R
     cor.out_plane, cor.out_pitch = out.shape[2] * out.shape[3], out.shape[3]
     cor.out_image = out.shape[1] * cor.out_plane
     cdef const Py_ssize_t[:, ::1] blocks = correlation_blocks(
-        groups, O, R, cor.taps_h * cor.taps_w, plane, cor.lanes, _path, cor.in_lanes)
+        groups, O, R, cor.taps_h * cor.taps_w, plane, cor.lanes, _path, cor.in_lanes, cor.folds)
     cdef const floating *source = &src[0, 0, 0, 0]
     cdef floating[::1] staged, packed
     if cor.in_lanes:
@@ -575,7 +613,7 @@ def correlate_kernel(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t gro
         cor.image, cor.chan_step = R * plane * width, plane * width
         cor.pitch, cor.pix_step = src.shape[3] * width, width
         packed = pack_in_lanes(kernel, blocks, groups, cor.lanes)
-        if b is not None:           # [j][group], as the blocks' BIAS column reads it
+        if b is not None and not cor.folds:     # [j][group], as the blocks' BIAS reads it
             b = np.ascontiguousarray(np.asarray(b).reshape(groups, O).T).reshape(-1)
     else:
         cor.image, cor.chan_step = src.shape[1] * plane, plane

@@ -183,6 +183,44 @@ TARGET static void TGC_FN(tgc_stage)(const T *src, ptrdiff_t plane, int count, p
     }
 }
 
+/* ---- a tile's lanes added up, when the reduction was in lanes ----
+ *
+ *     fold:  out[q] = sum over o < width of stage[q * width + o]  (+ *bias)   q < npix
+ *
+ * in one fixed order: a pixel's vectors lane by lane, then its lanes 0, 1, ..., LANES-1. A
+ * block of LANES pixels is transposed (TRANSPOSE) so that the last step adds whole vectors;
+ * the pixels past the last block go one at a time, adding in the same order (same bits). */
+
+TARGET static void TGC_FN(tgc_fold)(const T *stage, int width, ptrdiff_t npix, T *out,
+                                    const T *bias)
+{
+    ptrdiff_t q0 = 0;
+    for (; q0 + LANES <= npix; q0 += LANES) {
+        V r[LANES];
+        for (int l = 0; l < LANES; l++) {     /* r[l]: pixel q0 + l's vectors added */
+            r[l] = VLOAD(stage + (q0 + l) * width);
+            for (int o = LANES; o < width; o += LANES)
+                r[l] = VADD(r[l], VLOAD(stage + (q0 + l) * width + o));
+        }
+        TRANSPOSE(r);                         /* r[c]: lane c of pixels q0.. */
+        V sum = r[0];
+        for (int c = 1; c < LANES; c++)
+            sum = VADD(sum, r[c]);
+        VSTORE(out + q0, bias ? VADD(sum, VBCAST(bias)) : sum);
+    }
+    for (ptrdiff_t q = q0; q < npix; q++) {
+        T lane[LANES];
+        V acc = VLOAD(stage + q * width);
+        for (int o = LANES; o < width; o += LANES)
+            acc = VADD(acc, VLOAD(stage + q * width + o));
+        VSTORE(lane, acc);
+        T sum = lane[0];
+        for (int c = 1; c < LANES; c++)
+            sum = sum + lane[c];
+        out[q] = bias ? sum + *bias : sum;
+    }
+}
+
 /* The machine's peak, measured rather than looked up: 12 independent chains of FMAs on
  * registers (no memory traffic; 12 leave room in AVX2's 16 registers), `rounds` times; returns
  * the flops done. The chains are written out one by one, so each stays in a register. */

@@ -456,6 +456,21 @@ static tgc_stage_f64 tgc_stage_fn_f64(int path)
     return table[path];
 }
 
+typedef void (*tgc_fold_f32)(const float *, int, ptrdiff_t, float *, const float *);
+typedef void (*tgc_fold_f64)(const double *, int, ptrdiff_t, double *, const double *);
+
+static tgc_fold_f32 tgc_fold_fn_f32(int path)
+{
+    static const tgc_fold_f32 table[] = TGC_BY_PATH(tgc_fold, f32);
+    return table[path];
+}
+
+static tgc_fold_f64 tgc_fold_fn_f64(int path)
+{
+    static const tgc_fold_f64 table[] = TGC_BY_PATH(tgc_fold, f64);
+    return table[path];
+}
+
 /* Flops done by `rounds` rounds of the FMA probe of `path`, float32 or float64. */
 static double tgc_fma_probe(int path, int is_double, long rounds)
 {

@@ -21,7 +21,13 @@ written as three loops:
   - dL/dW = Z' ⊛ A: the window slides over A with Z' in the role of the weights: vectors of Z'
     over filters, broadcast A, the reduction over the output pixels.
 A and Z' are read where they lie (NCHW), stride and dilation are steps of the loops, and only
-the weights and Z' are repacked, so that a vector of output channels is one load. A tile holds
+the weights and Z' are repacked, so that a vector of output channels is one load.
+
+Groups of one input channel (depthwise) would use one lane of each vector that way. There the
+plan puts the groups side by side in the lanes instead (`groups_in_lanes`): the input is staged
+channels-last (`stage_groups`) and read as vectors, not broadcast, by a variant of the same
+micro-kernel. dL/dA of a single-channel input (C = 1) puts its reduction, the filters, in the
+lanes (`reduction_in_lanes`), and each output adds up its tile's lanes (`fold`). A tile holds
 its pixels' channels side by side (pixel-major); a band of them goes to the NCHW output through
 a 16 x 16 transpose (`unstage`), which writes whole cache lines.
 
@@ -33,10 +39,12 @@ input gradients its taps touch, as in PyTorch.
 
 Threads (OpenMP): Z and dL/dA are split into tasks (a band of rows of an image, or a few small
 images), which never write the same memory. dL/dW and dL/db are sums over images: dL/dW's
-batch is cut into slabs that depend on the shapes only, each summed into its own buffer, and
-the buffers are added in slab order, so the results are bit for bit the same whatever the
-number of threads and whoever ran what. Blocks are sized from the CPU's cache sizes, read at
-run time (tinygrad_conv/cpu.py).
+batch is cut into runs that depend on the shapes only, each summed into its own partial sum,
+and the partials are added in run order. Bands, reduction chunks and slabs are sized from the
+CPU's cache sizes, read at run time (tinygrad_conv/cpu.py), but they only cut a chain of fused
+multiply-adds, which goes on where it stopped: the order of every sum depends on the shapes
+and the SIMD path only, so the results are bit for bit the same whatever the number of threads
+and the cache sizes.
 """
 
 import functools
@@ -86,6 +94,142 @@ cdef extern from "microkernels.h" nogil:
     tgc_unstage_f64 tgc_unstage_fn_f64(int path)
     tgc_stage_f32 tgc_stage_fn_f32(int path)
     tgc_stage_f64 tgc_stage_fn_f64(int path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry points (arguments already validated by cnn_ops: C-contiguous arrays of one float
+# dtype, shapes that agree, sizes that fit)
+# ---------------------------------------------------------------------------------------------
+
+def conv2d_forward(const floating[:, :, :, ::1] a,   # IN  A: (N, C, H, W)
+                   const floating[:, :, :, ::1] w,   # IN  W: (F, C/groups, KH, KW)
+                   const floating[::1] b,            # IN  b: (F,) or None
+                   stride, padding, dilation,        # IN  (h, w) pairs of ints
+                   Py_ssize_t groups=1):
+    """Z = W ⊛ A + b, shape (N, F, OH, OW), OH = out_size(H, KH, sh, top + bottom, dh).
+    padding is (ph, pw) or ((top, bottom), (left, right)). Its NumPy twin:
+    reference.conv2d_forward."""
+    cdef Py_ssize_t N = a.shape[0], F = w.shape[0]
+    top, bottom, left, right = four_pads(padding)
+    OH = out_size(a.shape[2], w.shape[2], stride[0], (top, bottom), dilation[0])
+    OW = out_size(a.shape[3], w.shape[3], stride[1], (left, right), dilation[1])
+    dtype = np.float32 if floating is float else np.float64
+    out = np.empty((N, F, OH, OW), dtype=dtype)
+    if N == 0:
+        return out
+    cdef Axis rows = forward_axis(OH, a.shape[2], w.shape[2], stride[0], top, dilation[0])
+    cdef Axis cols = forward_axis(OW, a.shape[3], w.shape[3], stride[1], left, dilation[1])
+    # Z = W ⊛ A + b
+    correlate_kernel(a, np.asarray(w), b, groups, rows, cols, out)
+    return out
+
+
+def input_grad(const floating[:, :, :, ::1] dz, const floating[:, :, :, ::1] w, input_shape,
+               stride, pads, dilation, Py_ssize_t groups):
+    """dL/dA = W_180 ⊛ pad(dilate(Z', s), k_eff-1), shape input_shape (N, C, H, W). Its NumPy
+    twin: reference.conv2d_backward's dx."""
+    cdef Py_ssize_t N = dz.shape[0], F = w.shape[0], C = input_shape[1]
+    cdef Py_ssize_t KH = w.shape[2], KW = w.shape[3], per_group = w.shape[1]
+    dtype = np.float32 if floating is float else np.float64
+    dx = np.empty(input_shape, dtype=dtype)
+    if N == 0:
+        return dx
+    # W_180[c, f, i, j] = W[f, c, KH-1-i, KW-1-j] in each group: rotated 180 degrees, with
+    # filters and channels swapped (the channels of A are what dL/dA has one plane each for)
+    w_180 = np.asarray(w)[:, :, ::-1, ::-1].reshape(groups, F // groups, per_group, KH, KW)
+    w_180 = w_180.transpose(0, 2, 1, 3, 4).reshape(C, F // groups, KH, KW)
+    cdef Axis rows = input_grad_axis(input_shape[2], dz.shape[2], KH, stride[0], pads[0],
+                                     dilation[0])
+    cdef Axis cols = input_grad_axis(input_shape[3], dz.shape[3], KW, stride[1], pads[2],
+                                     dilation[1])
+    # dL/dA = W_180 ⊛ pad(dilate(Z', s), k_eff-1)
+    correlate_kernel(dz, w_180, None, groups, rows, cols, dx)
+    return dx
+
+
+def conv2d_backward(const floating[:, :, :, ::1] a,    # IN  A: (N, C, H, W)
+                    const floating[:, :, :, ::1] w,    # IN  W: (F, C/groups, KH, KW)
+                    const floating[:, :, :, ::1] dz,   # IN  Z' = dL/dZ: (N, F, OH, OW)
+                    stride, padding, dilation,         # IN  as for conv2d_forward
+                    bint need_dx, bint need_dw, bint need_db, Py_ssize_t groups=1):
+    """(dL/dA, dL/dW, dL/db), each None unless asked for (reference.conv2d_backward)."""
+    pads = four_pads(padding)
+    dx = None
+    if need_dx:
+        dx = input_grad(dz, w, (a.shape[0], a.shape[1], a.shape[2], a.shape[3]), stride, pads,
+                        dilation, groups)
+    dw, db = None, None
+    if need_dw or need_db:
+        dw, db = weight_and_bias_grad(a, dz, (w.shape[0], w.shape[1], w.shape[2], w.shape[3]),
+                                      stride, pads, dilation, groups, need_dw, need_db)
+    return dx, dw, db
+
+
+def bias_grad(const floating[:, :, :, ::1] dz):
+    """dL/db = Z' summed over every axis but F (in double, image by image; reference:
+    grad_out.sum(axis=(0, 2, 3)))."""
+    cdef Py_ssize_t N = dz.shape[0], F = dz.shape[1], P = dz.shape[2] * dz.shape[3], f, n
+    cdef double total
+    dbias = np.zeros(F)
+    cdef double[::1] db = dbias
+    cdef int threads = get_num_threads()
+    with nogil:
+        for f in prange(F, num_threads=threads, schedule="static"):
+            total = 0       # (summed here, not in db: its neighbours are other threads')
+            for n in range(N):
+                total = total + sum_of(&dz[n, f, 0, 0], P)
+            db[f] = total
+    return dbias.astype(np.float32 if floating is float else np.float64)
+
+
+def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :, ::1] dz,
+                         kernel_shape, stride, pads, dilation, Py_ssize_t groups,
+                         bint need_dw, bint need_db):
+    """(dL/dW = Z' ⊛ A summed over the batch, dL/db = Z' summed over all axes but F), each
+    None unless asked for. Its NumPy twin: reference.conv2d_backward's dw and db.
+
+    The batch's rows (image, output row) are cut into runs, one partial dL/dW each, which
+    depend on the shapes only. A thread takes a run and, slab after slab (a slab fits the L2),
+    packs the slab's Z' and adds every tile's sums to the run's partial: all in its own cache,
+    with no waiting for the other threads. The partials are then added in run order: the same
+    bits whatever the number of threads and the cache sizes."""
+    dtype = np.float32 if floating is float else np.float64
+    dbias = bias_grad(dz) if need_db else None
+    if not need_dw or a.shape[0] == 0:
+        return (np.zeros(kernel_shape, dtype=dtype) if need_dw else None), dbias
+    cdef WeightGradPlan plan = weight_grad_plan(
+        (a.shape[0], a.shape[1], a.shape[2], a.shape[3]),
+        (dz.shape[0], dz.shape[1], dz.shape[2], dz.shape[3]), tuple(kernel_shape), tuple(stride),
+        tuple(pads), tuple(dilation), groups, _path, sizeof(floating), cache_sizes()["L2"])
+    cdef const WeightGrad *wg = &plan.wg
+    cdef int threads = get_num_threads()
+    cdef floating[:, ::1] zt = _workspace("zt", threads, plan.slab_size() + 1, dtype)
+    cdef floating[:, ::1] part = _workspace("dw_parts", wg.runs, wg.part_size, dtype)
+    cdef const floating *a_in = &a[0, 0, 0, 0]
+    cdef const floating *z_in = &dz[0, 0, 0, 0]
+    if wg.in_lanes:     # A and Z' staged whole, with the groups side by side
+        a_in, z_in = stage_for_lanes(a, dz, wg, groups, threads)
+    cdef Py_ssize_t q, rows = wg.images * wg.out_h
+    with nogil, parallel(num_threads=threads):
+        for q in prange(wg.runs, schedule="dynamic"):
+            # partial q = Z' ⊛ A over the run's rows of the batch
+            accumulate_run(a_in, z_in, wg, q * wg.rows_per_run,
+                           min(rows, (q + 1) * wg.rows_per_run), &zt[threadid(), 0], &part[q, 0])
+    dweight = np.empty(kernel_shape, dtype=dtype)
+    cdef floating[::1] dw = dweight.reshape(-1)
+    cdef floating[::1] summed = _workspace("dw_summed", 1, wg.part_size, dtype)[0]
+    cdef const Py_ssize_t[::1] source = plan.source
+    with nogil:     # dL/dW = the partials, added in run order
+        sum_partials(part, source, summed, dw, threads)
+    return dweight, dbias
+
+
+def four_pads(padding):
+    """(top, bottom, left, right) from (ph, pw) or ((top, bottom), (left, right))."""
+    ph, pw = padding
+    top, bottom = (ph, ph) if isinstance(ph, (int, np.integer)) else ph
+    left, right = (pw, pw) if isinstance(pw, (int, np.integer)) else pw
+    return int(top), int(bottom), int(left), int(right)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -914,136 +1058,3 @@ cdef (const floating *, const floating *) stage_for_lanes(
         stage_groups(&dz[0, 0, 0, 0], wg.images, wg.filters_per_group, groups,
                      wg.out_h * wg.out_w, &z_staged[0], wg.z_pix, wg.path, threads)
     return &a_staged[0], &z_staged[0]
-
-
-def bias_grad(const floating[:, :, :, ::1] dz):
-    """dL/db = Z' summed over every axis but F (in double, image by image)."""
-    cdef Py_ssize_t N = dz.shape[0], F = dz.shape[1], P = dz.shape[2] * dz.shape[3], f, n
-    cdef double total
-    dbias = np.zeros(F)
-    cdef double[::1] db = dbias
-    cdef int threads = get_num_threads()
-    with nogil:
-        for f in prange(F, num_threads=threads, schedule="static"):
-            total = 0       # (summed here, not in db: its neighbours are other threads')
-            for n in range(N):
-                total = total + sum_of(&dz[n, f, 0, 0], P)
-            db[f] = total
-    return dbias.astype(np.float32 if floating is float else np.float64)
-
-
-def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :, ::1] dz,
-                         kernel_shape, stride, pads, dilation, Py_ssize_t groups,
-                         bint need_dw, bint need_db):
-    """(dL/dW = Z' ⊛ A summed over the batch, dL/db = Z' summed over all axes but F), each
-    None unless asked for.
-
-    The batch's rows (image, output row) are cut into runs, one partial dL/dW each, which
-    depend on the shapes only. A thread takes a run and, slab after slab (a slab fits the L2),
-    packs the slab's Z' and adds every tile's sums to the run's partial: all in its own cache,
-    with no waiting for the other threads. The partials are then added in run order: the same
-    bits whatever the number of threads and the cache sizes."""
-    dtype = np.float32 if floating is float else np.float64
-    dbias = bias_grad(dz) if need_db else None
-    if not need_dw or a.shape[0] == 0:
-        return (np.zeros(kernel_shape, dtype=dtype) if need_dw else None), dbias
-    cdef WeightGradPlan plan = weight_grad_plan(
-        (a.shape[0], a.shape[1], a.shape[2], a.shape[3]),
-        (dz.shape[0], dz.shape[1], dz.shape[2], dz.shape[3]), tuple(kernel_shape), tuple(stride),
-        tuple(pads), tuple(dilation), groups, _path, sizeof(floating), cache_sizes()["L2"])
-    cdef const WeightGrad *wg = &plan.wg
-    cdef int threads = get_num_threads()
-    cdef floating[:, ::1] zt = _workspace("zt", threads, plan.slab_size() + 1, dtype)
-    cdef floating[:, ::1] part = _workspace("dw_parts", wg.runs, wg.part_size, dtype)
-    cdef const floating *a_in = &a[0, 0, 0, 0]
-    cdef const floating *z_in = &dz[0, 0, 0, 0]
-    if wg.in_lanes:     # A and Z' staged whole, with the groups side by side
-        a_in, z_in = stage_for_lanes(a, dz, wg, groups, threads)
-    cdef Py_ssize_t q, rows = wg.images * wg.out_h
-    with nogil, parallel(num_threads=threads):
-        for q in prange(wg.runs, schedule="dynamic"):
-            # partial q = Z' ⊛ A over the run's rows of the batch
-            accumulate_run(a_in, z_in, wg, q * wg.rows_per_run,
-                           min(rows, (q + 1) * wg.rows_per_run), &zt[threadid(), 0], &part[q, 0])
-    dweight = np.empty(kernel_shape, dtype=dtype)
-    cdef floating[::1] dw = dweight.reshape(-1)
-    cdef floating[::1] summed = _workspace("dw_summed", 1, wg.part_size, dtype)[0]
-    cdef const Py_ssize_t[::1] source = plan.source
-    with nogil:     # dL/dW = the partials, added in run order
-        sum_partials(part, source, summed, dw, threads)
-    return dweight, dbias
-
-
-# ---------------------------------------------------------------------------------------------
-# The entry points (arguments already validated by cnn_ops: C-contiguous arrays of one float
-# dtype, shapes that agree, sizes that fit)
-# ---------------------------------------------------------------------------------------------
-
-def four_pads(padding):
-    """(top, bottom, left, right) from (ph, pw) or ((top, bottom), (left, right))."""
-    ph, pw = padding
-    top, bottom = (ph, ph) if isinstance(ph, (int, np.integer)) else ph
-    left, right = (pw, pw) if isinstance(pw, (int, np.integer)) else pw
-    return int(top), int(bottom), int(left), int(right)
-
-
-def conv2d_forward(const floating[:, :, :, ::1] a,   # IN  A: (N, C, H, W)
-                   const floating[:, :, :, ::1] w,   # IN  W: (F, C/groups, KH, KW)
-                   const floating[::1] b,            # IN  b: (F,) or None
-                   stride, padding, dilation,        # IN  (h, w) pairs of ints
-                   Py_ssize_t groups=1):
-    """Z = W ⊛ A + b, shape (N, F, OH, OW), OH = out_size(H, KH, sh, top + bottom, dh).
-    padding is (ph, pw) or ((top, bottom), (left, right))."""
-    cdef Py_ssize_t N = a.shape[0], F = w.shape[0]
-    top, bottom, left, right = four_pads(padding)
-    OH = out_size(a.shape[2], w.shape[2], stride[0], (top, bottom), dilation[0])
-    OW = out_size(a.shape[3], w.shape[3], stride[1], (left, right), dilation[1])
-    dtype = np.float32 if floating is float else np.float64
-    out = np.empty((N, F, OH, OW), dtype=dtype)
-    if N == 0:
-        return out
-    cdef Axis rows = forward_axis(OH, a.shape[2], w.shape[2], stride[0], top, dilation[0])
-    cdef Axis cols = forward_axis(OW, a.shape[3], w.shape[3], stride[1], left, dilation[1])
-    # Z = W ⊛ A + b
-    correlate_kernel(a, np.asarray(w), b, groups, rows, cols, out)
-    return out
-
-
-def input_grad(const floating[:, :, :, ::1] dz, const floating[:, :, :, ::1] w, input_shape,
-               stride, pads, dilation, Py_ssize_t groups):
-    """dL/dA = W_180 ⊛ pad(dilate(Z', s), k_eff-1), shape input_shape (N, C, H, W)."""
-    cdef Py_ssize_t N = dz.shape[0], F = w.shape[0], C = input_shape[1]
-    cdef Py_ssize_t KH = w.shape[2], KW = w.shape[3], per_group = w.shape[1]
-    dtype = np.float32 if floating is float else np.float64
-    dx = np.empty(input_shape, dtype=dtype)
-    if N == 0:
-        return dx
-    # W_180[c, f, i, j] = W[f, c, KH-1-i, KW-1-j] in each group: rotated 180 degrees, with
-    # filters and channels swapped (the channels of A are what dL/dA has one plane each for)
-    w_180 = np.asarray(w)[:, :, ::-1, ::-1].reshape(groups, F // groups, per_group, KH, KW)
-    w_180 = w_180.transpose(0, 2, 1, 3, 4).reshape(C, F // groups, KH, KW)
-    cdef Axis rows = input_grad_axis(input_shape[2], dz.shape[2], KH, stride[0], pads[0],
-                                     dilation[0])
-    cdef Axis cols = input_grad_axis(input_shape[3], dz.shape[3], KW, stride[1], pads[2],
-                                     dilation[1])
-    # dL/dA = W_180 ⊛ pad(dilate(Z', s), k_eff-1)
-    correlate_kernel(dz, w_180, None, groups, rows, cols, dx)
-    return dx
-
-
-def conv2d_backward(const floating[:, :, :, ::1] a,    # IN  A: (N, C, H, W)
-                    const floating[:, :, :, ::1] w,    # IN  W: (F, C/groups, KH, KW)
-                    const floating[:, :, :, ::1] dz,   # IN  Z' = dL/dZ: (N, F, OH, OW)
-                    stride, padding, dilation,         # IN  as for conv2d_forward
-                    bint need_dx, bint need_dw, bint need_db, Py_ssize_t groups=1):
-    """(dL/dA, dL/dW, dL/db), each None unless asked for."""
-    pads = four_pads(padding)
-    dx = None
-    if need_dx:
-        dx = input_grad(dz, w, (a.shape[0], a.shape[1], a.shape[2], a.shape[3]), stride, pads,
-                        dilation, groups)
-    dw, db = None, None
-    if need_dw or need_db:
-        dw, db = weight_and_bias_grad(a, dz, (w.shape[0], w.shape[1], w.shape[2], w.shape[3]),
-                                      stride, pads, dilation, groups, need_dw, need_db)
-    return dx, dw, db

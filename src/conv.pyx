@@ -62,38 +62,7 @@ from tinygrad_conv.cpu import cache_sizes
 from tinygrad_conv.shapes import out_size
 
 
-cdef extern from "microkernels.h" nogil:
-    ctypedef struct tgc_loops:
-        Py_ssize_t n[3]
-        Py_ssize_t vec_step[3]
-        Py_ssize_t in_step[3]
-    ctypedef void (*tgc_tile_f32)(const float *, const float *, const Py_ssize_t *, int,
-                                  const tgc_loops *, float *, const Py_ssize_t *, int)
-    ctypedef void (*tgc_tile_f64)(const double *, const double *, const Py_ssize_t *, int,
-                                  const tgc_loops *, double *, const Py_ssize_t *, int)
-    enum:
-        TGC_PORTABLE, TGC_AVX2, TGC_AVX512, TGC_MAX_PIX, TGC_TILE_CAPACITY
-    int tgc_best_path()
-    int tgc_lanes(int path, int itemsize)
-    int tgc_max_pixels(int path, int vectors)
-    int tgc_max_vectors(int path)
-    tgc_tile_f32 tgc_tile_fn_f32(int path, int vectors, int in_lanes)
-    tgc_tile_f64 tgc_tile_fn_f64(int path, int vectors, int in_lanes)
-    double tgc_fma_probe(int path, int is_double, long rounds)
-    ctypedef void (*tgc_unstage_f32)(const float *, int, Py_ssize_t, int, float *, Py_ssize_t,
-                                     const float *)
-    ctypedef void (*tgc_unstage_f64)(const double *, int, Py_ssize_t, int, double *,
-                                     Py_ssize_t, const double *)
-    ctypedef void (*tgc_stage_f32)(const float *, Py_ssize_t, int, Py_ssize_t, float *, int)
-    ctypedef void (*tgc_stage_f64)(const double *, Py_ssize_t, int, Py_ssize_t, double *, int)
-    ctypedef void (*tgc_fold_f32)(const float *, int, Py_ssize_t, float *, const float *)
-    ctypedef void (*tgc_fold_f64)(const double *, int, Py_ssize_t, double *, const double *)
-    tgc_fold_f32 tgc_fold_fn_f32(int path)
-    tgc_fold_f64 tgc_fold_fn_f64(int path)
-    tgc_unstage_f32 tgc_unstage_fn_f32(int path)
-    tgc_unstage_f64 tgc_unstage_fn_f64(int path)
-    tgc_stage_f32 tgc_stage_fn_f32(int path)
-    tgc_stage_f64 tgc_stage_fn_f64(int path)
+from microkernels cimport *
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,12 +248,51 @@ def fma_probe(str path, dtype, long rounds):
     return flops
 
 
+def tile_shapes(str path):
+    """[(vectors, most pixels)] of the tiles `path` uses (the paths' table in microkernels.h),
+    and TGC_MAX_PIX, the most any tile may hold."""
+    cdef int code = PATHS[path]
+    return [(v, tgc_max_pixels(code, v)) for v in range(1, tgc_max_vectors(code) + 1)], \
+        TGC_MAX_PIX
+
+
 _env_path = os.environ.get("TINYGRAD_CONV_SIMD")
 if _env_path:
     try:
         set_simd_path(_env_path)
     except ValueError as e:
         raise ImportError(f"TINYGRAD_CONV_SIMD={_env_path!r}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocking: every size the drivers cut the work by, in one place (show_config prints it)
+# ---------------------------------------------------------------------------------------------
+
+cdef struct Blocking:
+    # from the L2 cache size: they only cut a chain of fused multiply-adds, which goes on where
+    # it stopped, so they never change a result
+    Py_ssize_t stage_bytes      # Z, dL/dA: a task's staging buffer (a quarter of the L2)
+    Py_ssize_t kernel_bytes     # Z, dL/dA: a reduction chunk's packed kernel (half the L2)
+    Py_ssize_t slab_bytes       # dL/dW: a slab's packed Z' and the rows of A it meets (half)
+    Py_ssize_t tasks_per_thread     # Z, dL/dA: bands small enough for this many tasks a thread
+    # constants: with the shapes, they fix the order of dL/dW's sums
+    Py_ssize_t runs             # dL/dW's partial sums: enough to share out over the threads,
+    Py_ssize_t partials_bytes   # unless they would pass this much memory
+    Py_ssize_t sum_piece        # the partials are added in pieces of this many elements
+
+
+cdef Blocking blocking(Py_ssize_t l2) noexcept nogil:
+    """The blocking for a CPU whose L2 (per core) holds l2 bytes."""
+    cdef Blocking b
+    b.stage_bytes, b.kernel_bytes, b.slab_bytes = l2 // 4, l2 // 2, l2 // 2
+    b.tasks_per_thread = 4
+    b.runs, b.partials_bytes, b.sum_piece = 16, 64 << 20, 4096
+    return b
+
+
+def blocking_info():
+    """The blocking on this machine, as a dict (tinygrad_conv.show_config prints it)."""
+    return blocking(cache_sizes()["L2"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,9 +564,9 @@ cdef AxisView view(Axis axis):
     return v
 
 
-cdef inline void run_tile(const floating *vec, const floating *src, const Py_ssize_t *pix,
+cdef inline void run_tile(const floating *vec, const floating *src, const ptrdiff_t *pix,
                           int npix, const tgc_loops *loops, floating *out,
-                          const Py_ssize_t *out_at, bint accumulate, int path,
+                          const ptrdiff_t *out_at, bint accumulate, int path,
                           int vectors, bint in_lanes) noexcept nogil:
     if floating is float:
         tgc_tile_fn_f32(path, vectors, in_lanes)(vec, src, pix, npix, loops, out, out_at,
@@ -612,8 +620,8 @@ cdef void correlate_class(const Correlation *cor, const floating *kernel,
     cdef const Py_ssize_t *cc = cols.classes + 4 * col_class
     cdef Py_ssize_t width = block[B_VECS] * cor.lanes, n, i, j, y, x
     cdef int npix = 0, vectors = <int> block[B_VECS], most = tgc_max_pixels(cor.path, vectors)
-    cdef Py_ssize_t pix[TGC_MAX_PIX]
-    cdef Py_ssize_t at[TGC_MAX_PIX]
+    cdef ptrdiff_t pix[TGC_MAX_PIX]
+    cdef ptrdiff_t at[TGC_MAX_PIX]
     cdef tgc_loops loops
     loops.n[0] = r1 - r0                                      # reduction channels
     loops.vec_step[0], loops.in_step[0] = cor.taps_h * cor.taps_w * width, cor.chan_step
@@ -682,23 +690,24 @@ cdef void correlate(Correlation *cor, const floating *src, const floating *kerne
     """out = the correlation `cor` describes, in tasks of (images, band of output rows) shared
     out over the threads: tasks never write the same memory."""
     cdef AxisView rv = view(rows), cv = view(cols)
-    cdef Py_ssize_t out_h = rows.plan.shape[0], l2 = cache_sizes()["L2"], task, n, y0, per_task
+    cdef Py_ssize_t out_h = rows.plan.shape[0], task, n, y0, per_task
     cdef Py_ssize_t b, width = 0
     for b in range(blocks.shape[0]):
         width = max(width, blocks[b, B_VECS] * cor.lanes)
     cdef int threads = get_num_threads()
-    # a task's staging buffer takes at most a quarter of the L2, and there are tasks for all
-    # threads: a band of rows of an image, or (small images) a few whole images
+    cdef Blocking bl = blocking(cache_sizes()["L2"])
+    # a task's staging buffer takes at most stage_bytes, and there are tasks for all threads: a
+    # band of rows of an image, or (small images) a few whole images
     cdef Py_ssize_t row_bytes = cor.out_pitch * width * sizeof(floating)
-    cor.band = max(1, min((l2 // 4) // row_bytes, ceil_div(out_h * n_images, 4 * threads)))
-    cdef Py_ssize_t images = 1
+    cdef Py_ssize_t tasks = bl.tasks_per_thread * threads, images = 1
+    cor.band = max(1, min(bl.stage_bytes // row_bytes, ceil_div(out_h * n_images, tasks)))
     if cor.band >= out_h:
         cor.band = out_h
-        images = max(1, min((l2 // 4) // (out_h * row_bytes), ceil_div(n_images, 4 * threads)))
+        images = max(1, min(bl.stage_bytes // (out_h * row_bytes), ceil_div(n_images, tasks)))
     cdef Py_ssize_t bands = ceil_div(out_h, cor.band), groups = ceil_div(n_images, images)
-    # the reduction in chunks: all of it, unless one block's packed kernel passes half the L2
-    cor.chunk = max(1, min(cor.per_group,
-                           (l2 // 2) // (cor.taps_h * cor.taps_w * width * sizeof(floating))))
+    # the reduction in chunks: all of it, unless one block's packed kernel passes kernel_bytes
+    cor.chunk = max(1, min(cor.per_group, bl.kernel_bytes
+                           // (cor.taps_h * cor.taps_w * width * sizeof(floating))))
     cdef floating[:, ::1] stage = _workspace(
         "stage", threads, images * cor.band * cor.out_pitch * width,
         np.float32 if floating is float else np.float64)
@@ -773,10 +782,6 @@ def correlate_kernel(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t gro
 # dL/dW = Z' ⊛ A: the window slides over A, with Z' in the role of the weights
 # ---------------------------------------------------------------------------------------------
 
-cdef enum:
-    RUNS = 16                   # dL/dW's partial sums: enough to share out over the threads ...
-    PARTIALS_BYTES = 64 << 20   # ... unless they would pass this much memory
-    SUM_PIECE = 4096            # the partials are added in pieces of this many elements
 cdef Py_ssize_t TILE_ROW = 5 + 2 * TGC_MAX_PIX      # a row of weight_grad_tiles' table
 
 
@@ -903,19 +908,20 @@ cdef class WeightGradPlan:
         wg.width_all = before[wg.n_blocks]
         # the runs, from the shapes only: whole images each when there are enough images
         cdef Py_ssize_t rows = wg.images * wg.out_h, dw_bytes = self.source.size * itemsize
-        wg.runs = max(1, min(rows, RUNS, PARTIALS_BYTES // dw_bytes))
+        cdef Blocking bl = blocking(l2)
+        wg.runs = max(1, min(rows, bl.runs, bl.partials_bytes // dw_bytes))
         if wg.images >= wg.runs:
             wg.rows_per_run = ceil_div(wg.images, wg.runs) * wg.out_h
         else:
             wg.rows_per_run = ceil_div(rows, wg.runs)
         wg.runs = ceil_div(rows, wg.rows_per_run)
-        # a slab's Z', packed (all blocks' lanes a pixel), and the rows of A it meets take half
-        # the L2
+        # a slab's Z', packed (all blocks' lanes a pixel), and the rows of A it meets take at
+        # most slab_bytes
         cdef Py_ssize_t row_bytes = (wg.out_w * wg.width_all
                                      + wg.channels * wg.stride_h * wg.width) * itemsize
-        wg.band = max(1, min(wg.out_h, (l2 // 2) // row_bytes))
+        wg.band = max(1, min(wg.out_h, bl.slab_bytes // row_bytes))
         wg.per_slab = 1 if wg.band < wg.out_h else \
-            max(1, min(wg.images, (l2 // 2) // (wg.band * row_bytes)))
+            max(1, min(wg.images, bl.slab_bytes // (wg.band * row_bytes)))
         cdef Py_ssize_t gpad = ceil_div(groups, wg.lanes) * wg.lanes
         cdef Py_ssize_t plane = wg.height * wg.width, out_plane = wg.out_h * wg.out_w
         if wg.in_lanes:     # staged whole: nothing is packed, a slab is as large as it gets
@@ -966,8 +972,8 @@ cdef void weight_grad_tile(const floating *a,       # IN  A from image n0 (as wg
     the block's filters f (vectors) by the tile's (c, i*KW + j) pairs (broadcast, or in lanes),
     added in registers to the tile's sums in a partial sum (one chain of fused multiply-adds,
     image by image, row by row: where a slab ends does not change it)."""
-    cdef Py_ssize_t pix[TGC_MAX_PIX]
-    cdef Py_ssize_t at[TGC_MAX_PIX]
+    cdef ptrdiff_t pix[TGC_MAX_PIX]
+    cdef ptrdiff_t at[TGC_MAX_PIX]
     cdef const Py_ssize_t *block = wg.blocks + 5 * tile[0]
     cdef Py_ssize_t width = block[2] * wg.lanes, a_base, oh_lo, oh_hi, ow_lo, ow_hi, p, i, j
     tap_range(wg.out_h, wg.height, wg.stride_h, wg.pad_top, wg.dil_h, tile[1], &oh_lo, &oh_hi)
@@ -1034,12 +1040,12 @@ cdef void sum_partials(const floating[:, ::1] part,   # IN  (runs, part_size)
                        floating[::1] dw, int threads) noexcept nogil:
     """dw[k] = part[0, source[k]] + part[1, source[k]] + ..., run after run (so the sum is
     repeatable), in pieces the threads share."""
-    cdef Py_ssize_t k0, k, q, size = part.shape[1]
-    for k0 in prange(0, size, SUM_PIECE, num_threads=threads, schedule="static"):
-        for k in range(k0, min(size, k0 + SUM_PIECE)):
+    cdef Py_ssize_t k0, k, q, size = part.shape[1], piece = blocking(0).sum_piece
+    for k0 in prange(0, size, piece, num_threads=threads, schedule="static"):
+        for k in range(k0, min(size, k0 + piece)):
             summed[k] = part[0, k]
         for q in range(1, part.shape[0]):
-            for k in range(k0, min(size, k0 + SUM_PIECE)):
+            for k in range(k0, min(size, k0 + piece)):
                 summed[k] = summed[k] + part[q, k]
     for k in prange(dw.shape[0], num_threads=threads, schedule="static"):
         dw[k] = summed[source[k]]

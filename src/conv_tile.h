@@ -6,8 +6,9 @@
  *   TARGET         the attribute that lets a function use the instruction set (or nothing)
  *   VZERO()  VLOAD(p)  VBCAST(p)  VFMA(a, b, acc) = a*b + acc  VSTORE(p, v)  VADD(a, b)
  *   TRANSPOSE(r)   transposes the LANES x LANES block held in the vectors r[0..LANES-1]
- *   TGC_CASES_1..4 the switch cases for 1..n pixels: how many pixels a tile of 1..4 vectors
- *                  may hold (its accumulators must fit in the registers)
+ *   TGC_PIXELS     the path's row of the paths' table (microkernels.h): how many pixels a
+ *                  tile of 1..4 vectors may hold, from which TGC_CASES_1..4 make the switch
+ *                  cases
  *
  * A tile is `npix` pixels by `vectors` vectors of output channels: vectors*LANES outputs each,
  * all kept in registers while they accumulate

@@ -235,6 +235,27 @@ def test_the_same_bits_whatever_the_cache_sizes_and_the_threads(monkeypatch, sim
             assert first.tobytes() == again.tobytes(), name
 
 
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_every_tile_shape_in_the_paths_table_computes_its_sums(simd_path, depthwise):
+    # one table (microkernels.h) makes both the tiles' switch cases and the sizes the plans ask
+    # for; a tile of every size, 1 to the most, for every vector count: one output row of that
+    # many pixels, as many filters (or depthwise groups) as the vectors hold
+    shapes, max_pixels = _conv.tile_shapes(simd_path)
+    lanes = _conv.vector_lanes(np.float64)
+    rng = np.random.default_rng(4)
+    for vectors, most in shapes:
+        assert 1 <= most <= max_pixels
+        f = vectors * lanes
+        for width in range(1, most + 1):
+            x = rng.standard_normal((1, f if depthwise else 3, 1, width))
+            w = rng.standard_normal((f, 1 if depthwise else 3, 1, 1))
+            groups = f if depthwise else 1
+            z = _conv.conv2d_forward(x, w, None, (1, 1), (0, 0), (1, 1), groups)
+            expected = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w),
+                                                  groups=groups).numpy()
+            assert rel_err(z, expected) < 1e-12, (vectors, width)
+
+
 def test_conv2d_padding_is_never_materialized():
     # a padding of a million: only the middle window sees the image, the rest see only padding
     x = np.random.default_rng(1).standard_normal((2, 3, 8, 8))
@@ -408,8 +429,9 @@ def test_set_simd_path_refuses_unknown_names():
 def test_show_config_reports_what_a_speed_report_needs(capsys):
     info = tinygrad_conv.show_config()
     out = capsys.readouterr().out
-    for key in ("simd path", "threads", "openmp", "blas", "L1d", "L2", "compiler"):
+    for key in ("simd path", "threads", "openmp", "blas", "L1d", "L2", "compiler", "blocking"):
         assert key in out.lower() or key in out, (key, out)
     assert info["simd_path"] == _conv.get_simd_path()
     assert info["threads"] == _threads.get_num_threads()
     assert info["cache_bytes"]["L2"] > 0
+    assert info["blocking"]["slab_bytes"] == info["cache_bytes"]["L2"] // 2

@@ -455,44 +455,23 @@ typedef void (*tgc_stage_f64)(const double *, ptrdiff_t, int, ptrdiff_t, double 
 #define TGC_BY_PATH(name, type) {name##_portable_##type}
 #endif
 
-static tgc_unstage_f32 tgc_unstage_fn_f32(int path)
-{
-    static const tgc_unstage_f32 table[] = TGC_BY_PATH(tgc_unstage, f32);
-    return table[path];
-}
-
-static tgc_unstage_f64 tgc_unstage_fn_f64(int path)
-{
-    static const tgc_unstage_f64 table[] = TGC_BY_PATH(tgc_unstage, f64);
-    return table[path];
-}
-
-static tgc_stage_f32 tgc_stage_fn_f32(int path)
-{
-    static const tgc_stage_f32 table[] = TGC_BY_PATH(tgc_stage, f32);
-    return table[path];
-}
-
-static tgc_stage_f64 tgc_stage_fn_f64(int path)
-{
-    static const tgc_stage_f64 table[] = TGC_BY_PATH(tgc_stage, f64);
-    return table[path];
-}
-
 typedef void (*tgc_fold_f32)(const float *, int, ptrdiff_t, float *, const float *);
 typedef void (*tgc_fold_f64)(const double *, int, ptrdiff_t, double *, const double *);
 
-static tgc_fold_f32 tgc_fold_fn_f32(int path)
-{
-    static const tgc_fold_f32 table[] = TGC_BY_PATH(tgc_fold, f32);
-    return table[path];
-}
+/* tgc_<name>_fn_<type>(path): the path's function */
+#define TGC_PATH_TABLE(name, type)                                                          \
+    static tgc_##name##_##type tgc_##name##_fn_##type(int path)                             \
+    {                                                                                       \
+        static const tgc_##name##_##type table[] = TGC_BY_PATH(tgc_##name, type);           \
+        return table[path];                                                                 \
+    }
 
-static tgc_fold_f64 tgc_fold_fn_f64(int path)
-{
-    static const tgc_fold_f64 table[] = TGC_BY_PATH(tgc_fold, f64);
-    return table[path];
-}
+TGC_PATH_TABLE(unstage, f32)
+TGC_PATH_TABLE(unstage, f64)
+TGC_PATH_TABLE(stage, f32)
+TGC_PATH_TABLE(stage, f64)
+TGC_PATH_TABLE(fold, f32)
+TGC_PATH_TABLE(fold, f64)
 
 /* Flops done by `rounds` rounds of the FMA probe of `path`, float32 or float64. */
 static double tgc_fma_probe(int path, int is_double, long rounds)

@@ -407,39 +407,26 @@ static int tgc_max_vectors(int path)
 #define TGC_BY_VECTORS(name, suffix) \
     {name##_1_##suffix, name##_2_##suffix, name##_3_##suffix, name##_4_##suffix}
 
-static tgc_tile_f32 tgc_tile_fn_f32(int path, int vectors, int in_lanes)
-{
-    static const tgc_tile_f32 table[2][TGC_N_PATHS][TGC_MAX_VECTORS] = {
-        {TGC_BY_VECTORS(tgc_tile, portable_f32),
 #if TGC_X86
-         TGC_BY_VECTORS(tgc_tile, avx2_f32), TGC_BY_VECTORS(tgc_tile, avx512_f32),
+#define TGC_TILES_BY_PATH(name, type)                                                       \
+    {TGC_BY_VECTORS(name, portable_##type), TGC_BY_VECTORS(name, avx2_##type),              \
+     TGC_BY_VECTORS(name, avx512_##type)}
+#else
+#define TGC_TILES_BY_PATH(name, type) {TGC_BY_VECTORS(name, portable_##type)}
 #endif
-        },
-        {TGC_BY_VECTORS(tgc_ltile, portable_f32),
-#if TGC_X86
-         TGC_BY_VECTORS(tgc_ltile, avx2_f32), TGC_BY_VECTORS(tgc_ltile, avx512_f32),
-#endif
-        },
-    };
-    return table[in_lanes][path][vectors - 1];
-}
 
-static tgc_tile_f64 tgc_tile_fn_f64(int path, int vectors, int in_lanes)
-{
-    static const tgc_tile_f64 table[2][TGC_N_PATHS][TGC_MAX_VECTORS] = {
-        {TGC_BY_VECTORS(tgc_tile, portable_f64),
-#if TGC_X86
-         TGC_BY_VECTORS(tgc_tile, avx2_f64), TGC_BY_VECTORS(tgc_tile, avx512_f64),
-#endif
-        },
-        {TGC_BY_VECTORS(tgc_ltile, portable_f64),
-#if TGC_X86
-         TGC_BY_VECTORS(tgc_ltile, avx2_f64), TGC_BY_VECTORS(tgc_ltile, avx512_f64),
-#endif
-        },
-    };
-    return table[in_lanes][path][vectors - 1];
-}
+/* tgc_tile_fn_<type>(path, vectors, in_lanes): the tile of that many vectors on the path,
+ * broadcasting its input (tgc_tile) or reading it in lanes (tgc_ltile) */
+#define TGC_TILE_TABLE(type)                                                                \
+    static tgc_tile_##type tgc_tile_fn_##type(int path, int vectors, int in_lanes)          \
+    {                                                                                       \
+        static const tgc_tile_##type table[2][TGC_N_PATHS][TGC_MAX_VECTORS] = {             \
+            TGC_TILES_BY_PATH(tgc_tile, type), TGC_TILES_BY_PATH(tgc_ltile, type)};         \
+        return table[in_lanes][path][vectors - 1];                                          \
+    }
+
+TGC_TILE_TABLE(f32)
+TGC_TILE_TABLE(f64)
 
 typedef void (*tgc_unstage_f32)(const float *, int, ptrdiff_t, int, float *, ptrdiff_t,
                                 const float *);

@@ -924,8 +924,7 @@ cdef class WeightGradPlan:
             max(1, min(wg.images, bl.slab_bytes // (wg.band * row_bytes)))
         cdef Py_ssize_t gpad = ceil_div(groups, wg.lanes) * wg.lanes
         cdef Py_ssize_t plane = wg.height * wg.width, out_plane = wg.out_h * wg.out_w
-        if wg.in_lanes:     # staged whole: nothing is packed, a slab is as large as it gets
-            wg.band, wg.per_slab = wg.out_h, wg.images
+        if wg.in_lanes:     # staged whole (nothing is packed), read a slab at a time
             wg.a_image, wg.a_chan, wg.a_pitch = wg.per_group * plane * gpad, plane * gpad, \
                 wg.width * gpad
             wg.a_pix, wg.z_pix = gpad, gpad

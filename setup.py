@@ -95,7 +95,8 @@ def kernel(name, extra_compile_args=(), define_macros=(), **kwargs):
 extensions = [
     kernel("threads"),
     # the C micro-kernels are headers included by conv.pyx: a change to them rebuilds it
-    kernel("conv", depends=["src/microkernels.h", "src/conv_tile.h", "src/kernels.pxd"]),
+    kernel("conv", depends=["src/microkernels.h", "src/conv_tile.h", "src/kernels.pxd",
+                            "src/microkernels.pxd"]),
     kernel("pool"),
     kernel("matmul"),
     kernel("elementwise"),

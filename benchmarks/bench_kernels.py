@@ -32,12 +32,15 @@ from tinygrad_conv.cnn_ops import conv2d, max_pool2d
 from tinygrad_conv.shapes import out_size
 from tinygrad_conv.tensor import Tensor, no_grad
 
-# name: (N, C, H, W, F, k, stride, padding)
+# name: (N, C, H, W, F, k, stride, padding, groups, input gradient)
 CONVS = {
-    "c1": (64, 1, 28, 28, 32, 3, 1, 0),
-    "c2": (64, 32, 26, 26, 64, 3, 1, 0),
-    "c3": (64, 16, 14, 14, 32, 5, 2, 2),
-    "c4": (8, 64, 56, 56, 64, 3, 1, 1),
+    "c1": (64, 1, 28, 28, 32, 3, 1, 0, 1, False),   # a first layer: the images need no gradient
+    "c2": (64, 32, 26, 26, 64, 3, 1, 0, 1, True),
+    "c3": (64, 16, 14, 14, 32, 5, 2, 2, 1, True),
+    "c4": (8, 64, 56, 56, 64, 3, 1, 1, 1, True),
+    "c1dA": (64, 1, 28, 28, 32, 3, 1, 0, 1, True),  # c1 with dL/dA (C = 1: one channel a group)
+    "dw1": (8, 64, 56, 56, 64, 3, 1, 1, 64, True),  # depthwise 3x3 (MobileNet), stride 1
+    "dw2": (8, 64, 56, 56, 64, 3, 2, 1, 64, True),  # ... stride 2
 }
 # name: (N, C, H, W, kernel, stride)
 POOLS = {
@@ -69,14 +72,13 @@ def medians(fns, repeats: int) -> list[float]:
 
 
 def bench_conv(shape, dtype, repeats):
-    n, c, h, w, f, k, s, p = shape
+    n, c, h, w, f, k, s, p, groups, input_grad = shape
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    wt = (rng.standard_normal((f, c, k, k)) * 0.1).astype(dtype)
+    wt = (rng.standard_normal((f, c // groups, k, k)) * 0.1).astype(dtype)
     b = rng.standard_normal(f).astype(dtype)
     oh, ow = out_size(h, k, s, p), out_size(w, k, s, p)
     g = rng.standard_normal((n, f, oh, ow)).astype(dtype)
-    input_grad = c > 1                     # c1 is a first layer: the images need no gradient
 
     ours_x = Tensor(x, requires_grad=input_grad, dtype=dtype)
     ours_w, ours_b = Tensor(wt, requires_grad=True, dtype=dtype), Tensor(b, True, dtype=dtype)
@@ -86,22 +88,22 @@ def bench_conv(shape, dtype, repeats):
 
     def ours_fwd():
         with no_grad():
-            conv2d(ours_x, ours_w, ours_b, stride=s, padding=p)
+            conv2d(ours_x, ours_w, ours_b, stride=s, padding=p, groups=groups)
 
     def torch_fwd():
         with torch.no_grad():
-            torch.nn.functional.conv2d(th_x, th_w, th_b, s, p)
+            torch.nn.functional.conv2d(th_x, th_w, th_b, s, p, 1, groups)
 
     def ours_fwd_bwd():
         ours_x.grad = ours_w.grad = ours_b.grad = None
-        conv2d(ours_x, ours_w, ours_b, stride=s, padding=p).backward(g)
+        conv2d(ours_x, ours_w, ours_b, stride=s, padding=p, groups=groups).backward(g)
 
     def torch_fwd_bwd():
         th_x.grad = th_w.grad = th_b.grad = None
-        torch.nn.functional.conv2d(th_x, th_w, th_b, s, p).backward(th_g)
+        torch.nn.functional.conv2d(th_x, th_w, th_b, s, p, 1, groups).backward(th_g)
 
     times = medians([ours_fwd, torch_fwd, ours_fwd_bwd, torch_fwd_bwd], repeats)
-    flops = 2.0 * n * f * oh * ow * c * k * k
+    flops = 2.0 * n * f * oh * ow * (c // groups) * k * k
     return times, (flops, flops * (3 if input_grad else 2))
 
 

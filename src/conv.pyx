@@ -21,7 +21,13 @@ written as three loops:
   - dL/dW = Z' ⊛ A: the window slides over A with Z' in the role of the weights: vectors of Z'
     over filters, broadcast A, the reduction over the output pixels.
 A and Z' are read where they lie (NCHW), stride and dilation are steps of the loops, and only
-the weights and Z' are repacked, so that a vector of output channels is one load. A tile holds
+the weights and Z' are repacked, so that a vector of output channels is one load.
+
+Groups of one input channel (depthwise) would use one lane of each vector that way. There the
+plan puts the groups side by side in the lanes instead (`groups_in_lanes`): the input is staged
+channels-last (`stage_groups`) and read as vectors, not broadcast, by a variant of the same
+micro-kernel. dL/dA of a single-channel input (C = 1) puts its reduction, the filters, in the
+lanes (`reduction_in_lanes`), and each output adds up its tile's lanes (`fold`). A tile holds
 its pixels' channels side by side (pixel-major); a band of them goes to the NCHW output through
 a 16 x 16 transpose (`unstage`), which writes whole cache lines.
 
@@ -33,10 +39,12 @@ input gradients its taps touch, as in PyTorch.
 
 Threads (OpenMP): Z and dL/dA are split into tasks (a band of rows of an image, or a few small
 images), which never write the same memory. dL/dW and dL/db are sums over images: dL/dW's
-batch is cut into slabs that depend on the shapes only, each summed into its own buffer, and
-the buffers are added in slab order, so the results are bit for bit the same whatever the
-number of threads and whoever ran what. Blocks are sized from the CPU's cache sizes, read at
-run time (tinygrad_conv/cpu.py).
+batch is cut into runs that depend on the shapes only, each summed into its own partial sum,
+and the partials are added in run order. Bands, reduction chunks and slabs are sized from the
+CPU's cache sizes, read at run time (tinygrad_conv/cpu.py), but they only cut a chain of fused
+multiply-adds, which goes on where it stopped: the order of every sum depends on the shapes
+and the SIMD path only, so the results are bit for bit the same whatever the number of threads
+and the cache sizes.
 """
 
 import functools
@@ -54,34 +62,143 @@ from tinygrad_conv.cpu import cache_sizes
 from tinygrad_conv.shapes import out_size
 
 
-cdef extern from "microkernels.h" nogil:
-    ctypedef struct tgc_loops:
-        Py_ssize_t n[3]
-        Py_ssize_t vec_step[3]
-        Py_ssize_t in_step[3]
-    ctypedef void (*tgc_tile_f32)(const float *, const float *, const Py_ssize_t *, int,
-                                  const tgc_loops *, float *, const Py_ssize_t *, int)
-    ctypedef void (*tgc_tile_f64)(const double *, const double *, const Py_ssize_t *, int,
-                                  const tgc_loops *, double *, const Py_ssize_t *, int)
-    enum:
-        TGC_PORTABLE, TGC_AVX2, TGC_AVX512, TGC_MAX_PIX, TGC_TILE_CAPACITY
-    int tgc_best_path()
-    int tgc_lanes(int path, int itemsize)
-    int tgc_max_pixels(int path, int vectors)
-    int tgc_max_vectors(int path)
-    tgc_tile_f32 tgc_tile_fn_f32(int path, int vectors)
-    tgc_tile_f64 tgc_tile_fn_f64(int path, int vectors)
-    double tgc_fma_probe(int path, int is_double, long rounds)
-    ctypedef void (*tgc_unstage_f32)(const float *, int, Py_ssize_t, int, float *, Py_ssize_t,
-                                     const float *)
-    ctypedef void (*tgc_unstage_f64)(const double *, int, Py_ssize_t, int, double *,
-                                     Py_ssize_t, const double *)
-    ctypedef void (*tgc_stage_f32)(const float *, Py_ssize_t, int, Py_ssize_t, float *, int)
-    ctypedef void (*tgc_stage_f64)(const double *, Py_ssize_t, int, Py_ssize_t, double *, int)
-    tgc_unstage_f32 tgc_unstage_fn_f32(int path)
-    tgc_unstage_f64 tgc_unstage_fn_f64(int path)
-    tgc_stage_f32 tgc_stage_fn_f32(int path)
-    tgc_stage_f64 tgc_stage_fn_f64(int path)
+from microkernels cimport *
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry points (arguments already validated by cnn_ops: C-contiguous arrays of one float
+# dtype, shapes that agree, sizes that fit)
+# ---------------------------------------------------------------------------------------------
+
+def conv2d_forward(const floating[:, :, :, ::1] a,   # IN  A: (N, C, H, W)
+                   const floating[:, :, :, ::1] w,   # IN  W: (F, C/groups, KH, KW)
+                   const floating[::1] b,            # IN  b: (F,) or None
+                   stride, padding, dilation,        # IN  (h, w) pairs of ints
+                   Py_ssize_t groups=1):
+    """Z = W ⊛ A + b, shape (N, F, OH, OW), OH = out_size(H, KH, sh, top + bottom, dh).
+    padding is (ph, pw) or ((top, bottom), (left, right)). Its NumPy twin:
+    reference.conv2d_forward."""
+    cdef Py_ssize_t N = a.shape[0], F = w.shape[0]
+    top, bottom, left, right = four_pads(padding)
+    OH = out_size(a.shape[2], w.shape[2], stride[0], (top, bottom), dilation[0])
+    OW = out_size(a.shape[3], w.shape[3], stride[1], (left, right), dilation[1])
+    dtype = np.float32 if floating is float else np.float64
+    out = np.empty((N, F, OH, OW), dtype=dtype)
+    if N == 0:
+        return out
+    cdef Axis rows = forward_axis(OH, a.shape[2], w.shape[2], stride[0], top, dilation[0])
+    cdef Axis cols = forward_axis(OW, a.shape[3], w.shape[3], stride[1], left, dilation[1])
+    # Z = W ⊛ A + b
+    correlate_kernel(a, np.asarray(w), b, groups, rows, cols, out)
+    return out
+
+
+def input_grad(const floating[:, :, :, ::1] dz, const floating[:, :, :, ::1] w, input_shape,
+               stride, pads, dilation, Py_ssize_t groups):
+    """dL/dA = W_180 ⊛ pad(dilate(Z', s), k_eff-1), shape input_shape (N, C, H, W). Its NumPy
+    twin: reference.conv2d_backward's dx."""
+    cdef Py_ssize_t N = dz.shape[0], F = w.shape[0], C = input_shape[1]
+    cdef Py_ssize_t KH = w.shape[2], KW = w.shape[3], per_group = w.shape[1]
+    dtype = np.float32 if floating is float else np.float64
+    dx = np.empty(input_shape, dtype=dtype)
+    if N == 0:
+        return dx
+    # W_180[c, f, i, j] = W[f, c, KH-1-i, KW-1-j] in each group: rotated 180 degrees, with
+    # filters and channels swapped (the channels of A are what dL/dA has one plane each for)
+    w_180 = np.asarray(w)[:, :, ::-1, ::-1].reshape(groups, F // groups, per_group, KH, KW)
+    w_180 = w_180.transpose(0, 2, 1, 3, 4).reshape(C, F // groups, KH, KW)
+    cdef Axis rows = input_grad_axis(input_shape[2], dz.shape[2], KH, stride[0], pads[0],
+                                     dilation[0])
+    cdef Axis cols = input_grad_axis(input_shape[3], dz.shape[3], KW, stride[1], pads[2],
+                                     dilation[1])
+    # dL/dA = W_180 ⊛ pad(dilate(Z', s), k_eff-1)
+    correlate_kernel(dz, w_180, None, groups, rows, cols, dx)
+    return dx
+
+
+def conv2d_backward(const floating[:, :, :, ::1] a,    # IN  A: (N, C, H, W)
+                    const floating[:, :, :, ::1] w,    # IN  W: (F, C/groups, KH, KW)
+                    const floating[:, :, :, ::1] dz,   # IN  Z' = dL/dZ: (N, F, OH, OW)
+                    stride, padding, dilation,         # IN  as for conv2d_forward
+                    bint need_dx, bint need_dw, bint need_db, Py_ssize_t groups=1):
+    """(dL/dA, dL/dW, dL/db), each None unless asked for (reference.conv2d_backward)."""
+    pads = four_pads(padding)
+    dx = None
+    if need_dx:
+        dx = input_grad(dz, w, (a.shape[0], a.shape[1], a.shape[2], a.shape[3]), stride, pads,
+                        dilation, groups)
+    dw, db = None, None
+    if need_dw or need_db:
+        dw, db = weight_and_bias_grad(a, dz, (w.shape[0], w.shape[1], w.shape[2], w.shape[3]),
+                                      stride, pads, dilation, groups, need_dw, need_db)
+    return dx, dw, db
+
+
+def bias_grad(const floating[:, :, :, ::1] dz):
+    """dL/db = Z' summed over every axis but F (in double, image by image; reference:
+    grad_out.sum(axis=(0, 2, 3)))."""
+    cdef Py_ssize_t N = dz.shape[0], F = dz.shape[1], P = dz.shape[2] * dz.shape[3], f, n
+    cdef double total
+    dbias = np.zeros(F)
+    cdef double[::1] db = dbias
+    cdef int threads = get_num_threads()
+    with nogil:
+        for f in prange(F, num_threads=threads, schedule="static"):
+            total = 0       # (summed here, not in db: its neighbours are other threads')
+            for n in range(N):
+                total = total + sum_of(&dz[n, f, 0, 0], P)
+            db[f] = total
+    return dbias.astype(np.float32 if floating is float else np.float64)
+
+
+def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :, ::1] dz,
+                         kernel_shape, stride, pads, dilation, Py_ssize_t groups,
+                         bint need_dw, bint need_db):
+    """(dL/dW = Z' ⊛ A summed over the batch, dL/db = Z' summed over all axes but F), each
+    None unless asked for. Its NumPy twin: reference.conv2d_backward's dw and db.
+
+    The batch's rows (image, output row) are cut into runs, one partial dL/dW each, which
+    depend on the shapes only. A thread takes a run and, slab after slab (a slab fits the L2),
+    packs the slab's Z' and adds every tile's sums to the run's partial: all in its own cache,
+    with no waiting for the other threads. The partials are then added in run order: the same
+    bits whatever the number of threads and the cache sizes."""
+    dtype = np.float32 if floating is float else np.float64
+    dbias = bias_grad(dz) if need_db else None
+    if not need_dw or a.shape[0] == 0:
+        return (np.zeros(kernel_shape, dtype=dtype) if need_dw else None), dbias
+    cdef WeightGradPlan plan = weight_grad_plan(
+        (a.shape[0], a.shape[1], a.shape[2], a.shape[3]),
+        (dz.shape[0], dz.shape[1], dz.shape[2], dz.shape[3]), tuple(kernel_shape), tuple(stride),
+        tuple(pads), tuple(dilation), groups, _path, sizeof(floating), cache_sizes()["L2"])
+    cdef const WeightGrad *wg = &plan.wg
+    cdef int threads = get_num_threads()
+    cdef floating[:, ::1] zt = _workspace("zt", threads, plan.slab_size() + 1, dtype)
+    cdef floating[:, ::1] part = _workspace("dw_parts", wg.runs, wg.part_size, dtype)
+    cdef const floating *a_in = &a[0, 0, 0, 0]
+    cdef const floating *z_in = &dz[0, 0, 0, 0]
+    if wg.in_lanes:     # A and Z' staged whole, with the groups side by side
+        a_in, z_in = stage_for_lanes(a, dz, wg, groups, threads)
+    cdef Py_ssize_t q, rows = wg.images * wg.out_h
+    with nogil, parallel(num_threads=threads):
+        for q in prange(wg.runs, schedule="dynamic"):
+            # partial q = Z' ⊛ A over the run's rows of the batch
+            accumulate_run(a_in, z_in, wg, q * wg.rows_per_run,
+                           min(rows, (q + 1) * wg.rows_per_run), &zt[threadid(), 0], &part[q, 0])
+    dweight = np.empty(kernel_shape, dtype=dtype)
+    cdef floating[::1] dw = dweight.reshape(-1)
+    cdef floating[::1] summed = _workspace("dw_summed", 1, wg.part_size, dtype)[0]
+    cdef const Py_ssize_t[::1] source = plan.source
+    with nogil:     # dL/dW = the partials, added in run order
+        sum_partials(part, source, summed, dw, threads)
+    return dweight, dbias
+
+
+def four_pads(padding):
+    """(top, bottom, left, right) from (ph, pw) or ((top, bottom), (left, right))."""
+    ph, pw = padding
+    top, bottom = (ph, ph) if isinstance(ph, (int, np.integer)) else ph
+    left, right = (pw, pw) if isinstance(pw, (int, np.integer)) else pw
+    return int(top), int(bottom), int(left), int(right)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,12 +248,51 @@ def fma_probe(str path, dtype, long rounds):
     return flops
 
 
+def tile_shapes(str path):
+    """[(vectors, most pixels)] of the tiles `path` uses (the paths' table in microkernels.h),
+    and TGC_MAX_PIX, the most any tile may hold."""
+    cdef int code = PATHS[path]
+    return [(v, tgc_max_pixels(code, v)) for v in range(1, tgc_max_vectors(code) + 1)], \
+        TGC_MAX_PIX
+
+
 _env_path = os.environ.get("TINYGRAD_CONV_SIMD")
 if _env_path:
     try:
         set_simd_path(_env_path)
     except ValueError as e:
         raise ImportError(f"TINYGRAD_CONV_SIMD={_env_path!r}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocking: every size the drivers cut the work by, in one place (show_config prints it)
+# ---------------------------------------------------------------------------------------------
+
+cdef struct Blocking:
+    # from the L2 cache size: they only cut a chain of fused multiply-adds, which goes on where
+    # it stopped, so they never change a result
+    Py_ssize_t stage_bytes      # Z, dL/dA: a task's staging buffer (a quarter of the L2)
+    Py_ssize_t kernel_bytes     # Z, dL/dA: a reduction chunk's packed kernel (half the L2)
+    Py_ssize_t slab_bytes       # dL/dW: a slab's packed Z' and the rows of A it meets (half)
+    Py_ssize_t tasks_per_thread     # Z, dL/dA: bands small enough for this many tasks a thread
+    # constants: with the shapes, they fix the order of dL/dW's sums
+    Py_ssize_t runs             # dL/dW's partial sums: enough to share out over the threads,
+    Py_ssize_t partials_bytes   # unless they would pass this much memory
+    Py_ssize_t sum_piece        # the partials are added in pieces of this many elements
+
+
+cdef Blocking blocking(Py_ssize_t l2) noexcept nogil:
+    """The blocking for a CPU whose L2 (per core) holds l2 bytes."""
+    cdef Blocking b
+    b.stage_bytes, b.kernel_bytes, b.slab_bytes = l2 // 4, l2 // 2, l2 // 2
+    b.tasks_per_thread = 4
+    b.runs, b.partials_bytes, b.sum_piece = 16, 64 << 20, 4096
+    return b
+
+
+def blocking_info():
+    """The blocking on this machine, as a dict (tinygrad_conv.show_config prints it)."""
+    return blocking(cache_sizes()["L2"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,6 +427,95 @@ def pack(kernel, const Py_ssize_t[:, ::1] blocks, Py_ssize_t groups, Py_ssize_t 
     return np.concatenate(parts)
 
 
+@functools.lru_cache(maxsize=256)
+def lane_blocks(Py_ssize_t groups, Py_ssize_t out_per_group, Py_ssize_t lanes, int path):
+    """With the groups in lanes: for each output channel j of a group, the groups in blocks
+    of at most tgc_max_vectors(path) vectors (shared out evenly, as in channel_blocks):
+    read-only rows of (first group g0, j, vectors, groups, 0); lane o is group g0 + o."""
+    vectors = ceil_div(groups, lanes)
+    n_blocks = ceil_div(vectors, tgc_max_vectors(path))
+    rows = []
+    for j in range(out_per_group):
+        g0 = 0
+        for k in range(n_blocks):
+            v = vectors // n_blocks + (k < vectors % n_blocks)
+            rows.append([g0, j, v, min(v * lanes, groups - g0), 0])
+            g0 += v * lanes
+    blocks = np.array(rows, dtype=np.intp).reshape(-1, 5)
+    blocks.setflags(write=False)
+    return blocks
+
+
+cdef enum:     # the columns of a correlation's blocks (correlation_blocks)
+    B_SRC, B_VECS, B_COUNT, B_KERNEL, B_OUT, B_STEP, B_BIAS, B_COLUMNS
+
+
+def groups_in_lanes(Py_ssize_t groups, Py_ssize_t out_per_group, Py_ssize_t lanes):
+    """Whether the groups side by side (channels in vectors) fill more lanes than each group's
+    output channels (filters in vectors): a depthwise convolution has one output channel a
+    group, so with filters in vectors it would use one lane of each vector."""
+    return out_per_group * ceil_div(groups, lanes) < groups * ceil_div(out_per_group, lanes)
+
+
+def reduction_in_lanes(Py_ssize_t groups, Py_ssize_t out_per_group, Py_ssize_t reduce,
+                       Py_ssize_t lanes, int path):
+    """Whether one group's reduction channels side by side fill more lanes than its output
+    channels (the reduction then ends by adding up each output's lanes): dL/dA of a
+    single-channel input sums the filters into one channel, which with filters in vectors
+    would use one lane of each vector."""
+    return (groups == 1 and reduce <= tgc_max_vectors(path) * lanes
+            and out_per_group * ceil_div(reduce, lanes) < reduce * ceil_div(out_per_group, lanes))
+
+
+@functools.lru_cache(maxsize=256)
+def correlation_blocks(Py_ssize_t groups, Py_ssize_t out_per_group, Py_ssize_t reduce,
+                       Py_ssize_t taps, Py_ssize_t plane, Py_ssize_t lanes, int path,
+                       bint in_lanes, bint folds=False):
+    """The blocks of a correlation's output channels, read-only rows of
+      SRC     where the block's input starts (elements),
+      VECS    vectors, COUNT output channels (the lanes past them are zeros),
+      KERNEL  where its packed kernel starts,
+      OUT     the output channel of lane 0, STEP from one lane's output channel to the next,
+      BIAS    where lane 0's bias is in the bias array correlate gets.
+    Filters in vectors: a block is some output channels of one group (channel_blocks), its
+    input that group's `reduce` channels. Groups in lanes: lane o of a block is group g0 + o,
+    all at output channel j of their group; the input is staged with the groups side by side
+    (stage_groups), and the bias permuted to [j][group]. A reduction in lanes (folds) is the
+    latter with the reduction channels as groups of one, each lane block adding up to output
+    channel j (and bias j)."""
+    if not in_lanes:
+        rows = [[g * reduce * plane, v, count, start, g * out_per_group + first, 1,
+                 g * out_per_group + first]
+                for g, first, v, count, start in
+                channel_blocks(out_per_group, groups, lanes, reduce * taps, path)]
+    else:
+        rows, start = [], 0
+        for g0, j, v, count, _ in lane_blocks(groups, out_per_group, lanes, path):
+            rows.append([g0, v, count, start, j if folds else g0 * out_per_group + j,
+                         out_per_group, j if folds else j * groups + g0])
+            start += reduce * taps * v * lanes
+    blocks = np.array(rows, dtype=np.intp).reshape(-1, B_COLUMNS)
+    blocks.setflags(write=False)
+    return blocks
+
+
+def pack_in_lanes(kernel, const Py_ssize_t[:, ::1] blocks, Py_ssize_t groups,
+                  Py_ssize_t lanes):
+    """kernel (groups * out_per_group, R, KH, KW) packed block by block as
+    [R][KH][KW][vectors * lanes]: lane o holds group g0 + o's output channel j (zeros past the
+    last group), so the vector of groups at one reduction index and tap is one load."""
+    out_per_group = kernel.shape[0] // groups
+    by_group = kernel.reshape((groups, out_per_group) + kernel.shape[1:])
+    parts = []
+    for b in range(blocks.shape[0]):
+        g0, count = blocks[b, B_SRC], blocks[b, B_COUNT]
+        part = np.zeros(kernel.shape[1:] + (blocks[b, B_VECS] * lanes,), dtype=kernel.dtype)
+        part[..., :count] = np.moveaxis(
+            by_group[g0:g0 + count, blocks[b, B_OUT] - g0 * out_per_group], 0, -1)
+        parts.append(part.ravel())
+    return np.concatenate(parts)
+
+
 _workspaces = threading.local()
 
 
@@ -291,15 +536,18 @@ def _workspace(str name, Py_ssize_t threads, Py_ssize_t size, dtype):
 # ---------------------------------------------------------------------------------------------
 
 cdef struct Correlation:
-    # what is broadcast (A, or Z'; NCHW): image and plane sizes, row length, and how many of
-    # its channels a group sums over
-    Py_ssize_t image, plane, pitch, per_group
-    # the output (Z, or dL/dA; NCHW): the same, and how many of its channels a group has
-    Py_ssize_t out_image, out_plane, out_pitch, out_per_group
+    # the input (A, or Z'): steps from one image, reduction channel, row and column to the
+    # next (NCHW; or, with the groups in lanes, staged [image][channel][row][column][group]),
+    # and how many channels a group sums over
+    Py_ssize_t image, chan_step, pitch, pix_step, per_group
+    # the output (Z, or dL/dA; NCHW): image and plane sizes, row length
+    Py_ssize_t out_image, out_plane, out_pitch
     Py_ssize_t taps_h, taps_w   # kernel size
     Py_ssize_t band             # output rows a task computes (its staging buffer fits the L2)
     Py_ssize_t chunk            # reduction channels a pass takes (its kernel fits the L2)
     int path, lanes
+    bint in_lanes               # the input's groups, or its reduction, in lanes (else broadcast)
+    bint folds                  # the reduction in lanes: each output is its tile's lanes added
 
 
 cdef struct AxisView:           # an Axis, seen from nogil code
@@ -316,14 +564,16 @@ cdef AxisView view(Axis axis):
     return v
 
 
-cdef inline void run_tile(const floating *vec, const floating *src, const Py_ssize_t *pix,
+cdef inline void run_tile(const floating *vec, const floating *src, const ptrdiff_t *pix,
                           int npix, const tgc_loops *loops, floating *out,
-                          const Py_ssize_t *out_at, bint accumulate, int path,
-                          int vectors) noexcept nogil:
+                          const ptrdiff_t *out_at, bint accumulate, int path,
+                          int vectors, bint in_lanes) noexcept nogil:
     if floating is float:
-        tgc_tile_fn_f32(path, vectors)(vec, src, pix, npix, loops, out, out_at, accumulate)
+        tgc_tile_fn_f32(path, vectors, in_lanes)(vec, src, pix, npix, loops, out, out_at,
+                                                 accumulate)
     else:
-        tgc_tile_fn_f64(path, vectors)(vec, src, pix, npix, loops, out, out_at, accumulate)
+        tgc_tile_fn_f64(path, vectors, in_lanes)(vec, src, pix, npix, loops, out, out_at,
+                                                 accumulate)
 
 
 cdef inline void unstage(const floating *stage, int width, Py_ssize_t npix, int count,
@@ -335,6 +585,16 @@ cdef inline void unstage(const floating *stage, int width, Py_ssize_t npix, int 
         tgc_unstage_fn_f32(path)(stage, width, npix, count, out, plane, bias)
     else:
         tgc_unstage_fn_f64(path)(stage, width, npix, count, out, plane, bias)
+
+
+cdef inline void fold(const floating *stage, int width, Py_ssize_t npix, floating *out,
+                       const floating *bias, int path) noexcept nogil:
+    """out[q] = sum over o < width of stage[q][o] (+ bias[0]): each pixel's lanes added up,
+    when the reduction was in the lanes (in a fixed order, see tgc_fold)."""
+    if floating is float:
+        tgc_fold_fn_f32(path)(stage, width, npix, out, bias)
+    else:
+        tgc_fold_fn_f64(path)(stage, width, npix, out, bias)
 
 
 cdef inline void stage_in(const floating *src, Py_ssize_t plane, int count, Py_ssize_t npix,
@@ -358,20 +618,21 @@ cdef void correlate_class(const Correlation *cor, const floating *kernel,
     stage[(n * (y1 - y0) + y - y0) * out_w + x][channel]."""
     cdef const Py_ssize_t *rc = rows.classes + 4 * row_class
     cdef const Py_ssize_t *cc = cols.classes + 4 * col_class
-    cdef Py_ssize_t width = block[2] * cor.lanes, n, i, j, y, x
-    cdef int npix = 0, most = tgc_max_pixels(cor.path, <int> block[2])
-    cdef Py_ssize_t pix[TGC_MAX_PIX]
-    cdef Py_ssize_t at[TGC_MAX_PIX]
+    cdef Py_ssize_t width = block[B_VECS] * cor.lanes, n, i, j, y, x
+    cdef int npix = 0, vectors = <int> block[B_VECS], most = tgc_max_pixels(cor.path, vectors)
+    cdef ptrdiff_t pix[TGC_MAX_PIX]
+    cdef ptrdiff_t at[TGC_MAX_PIX]
     cdef tgc_loops loops
     loops.n[0] = r1 - r0                                      # reduction channels
-    loops.vec_step[0], loops.in_step[0] = cor.taps_h * cor.taps_w * width, cor.plane
+    loops.vec_step[0], loops.in_step[0] = cor.taps_h * cor.taps_w * width, cor.chan_step
     loops.n[1] = rc[1]                                        # kernel rows that are real
     loops.vec_step[1] = rows.tap_step * cor.taps_w * width
     loops.in_step[1] = rows.source_step * cor.pitch
     loops.n[2] = cc[1]                                        # kernel columns that are real
-    loops.vec_step[2], loops.in_step[2] = cols.tap_step * width, cols.source_step
-    kernel += block[4] + ((r0 * cor.taps_h + rc[0]) * cor.taps_w + cc[0]) * width
-    src += (block[0] * cor.per_group + r0) * cor.plane
+    loops.vec_step[2] = cols.tap_step * width
+    loops.in_step[2] = cols.source_step * cor.pix_step
+    kernel += block[B_KERNEL] + ((r0 * cor.taps_h + rc[0]) * cor.taps_w + cc[0]) * width
+    src += block[B_SRC] + r0 * cor.chan_step
     for n in range(n_images):
         for i in range(rc[3]):
             y = rows.members[rc[2] + i]
@@ -380,15 +641,16 @@ cdef void correlate_class(const Correlation *cor, const floating *kernel,
             for j in range(cc[3]):
                 x = cols.members[cc[2] + j]
                 pix[npix] = n * cor.image + rows.plan[3 * y + 2] * cor.pitch \
-                    + cols.plan[3 * x + 2]
+                    + cols.plan[3 * x + 2] * cor.pix_step
                 at[npix] = ((n * (y1 - y0) + y - y0) * cor.out_pitch + x) * width
                 npix += 1
                 if npix == most:
                     run_tile(kernel, src, pix, npix, &loops, stage, at, r0 > 0, cor.path,
-                             <int> block[2])
+                             vectors, cor.in_lanes)
                     npix = 0
     if npix:
-        run_tile(kernel, src, pix, npix, &loops, stage, at, r0 > 0, cor.path, <int> block[2])
+        run_tile(kernel, src, pix, npix, &loops, stage, at, r0 > 0, cor.path, vectors,
+                 cor.in_lanes)
 
 
 cdef void correlate_band(const Correlation *cor, const floating *kernel,
@@ -398,7 +660,7 @@ cdef void correlate_band(const Correlation *cor, const floating *kernel,
                          Py_ssize_t y1, floating *stage) noexcept nogil:
     """Output rows y0 <= y < y1 of n_images images, every block of output channels: the tiles
     go to the staging buffer, which then goes to `out` transposed (+ bias)."""
-    cdef Py_ssize_t b, rk, ck, r0, r1, n, group, first, width, band = (y1 - y0) * cor.out_pitch
+    cdef Py_ssize_t b, rk, ck, r0, r1, n, width, band = (y1 - y0) * cor.out_pitch
     for b in range(blocks.shape[0]):
         r0 = 0
         while r0 < cor.per_group:           # the reduction in chunks whose kernel fits the L2
@@ -408,13 +670,18 @@ cdef void correlate_band(const Correlation *cor, const floating *kernel,
                     correlate_class(cor, kernel, src, &blocks[b, 0], rows, cols, rk, ck,
                                     n_images, y0, y1, r0, r1, stage)
             r0 = r1
-        group, first, width = blocks[b, 0], blocks[b, 1], blocks[b, 2] * cor.lanes
+        width = blocks[b, B_VECS] * cor.lanes
         for n in range(n_images):
-            unstage(stage + n * band * width, <int> width, band, <int> blocks[b, 3],
-                    out + n * cor.out_image + (group * cor.out_per_group + first) * cor.out_plane
-                    + y0 * cor.out_pitch, cor.out_plane,
-                    NULL if bias == NULL else bias + group * cor.out_per_group + first,
-                    cor.path)
+            if cor.folds:
+                fold(stage + n * band * width, <int> width, band,
+                     out + n * cor.out_image + blocks[b, B_OUT] * cor.out_plane
+                     + y0 * cor.out_pitch, NULL if bias == NULL else bias + blocks[b, B_BIAS],
+                     cor.path)
+                continue
+            unstage(stage + n * band * width, <int> width, band, <int> blocks[b, B_COUNT],
+                    out + n * cor.out_image + blocks[b, B_OUT] * cor.out_plane
+                    + y0 * cor.out_pitch, blocks[b, B_STEP] * cor.out_plane,
+                    NULL if bias == NULL else bias + blocks[b, B_BIAS], cor.path)
 
 
 cdef void correlate(Correlation *cor, const floating *src, const floating *kernel,
@@ -423,23 +690,24 @@ cdef void correlate(Correlation *cor, const floating *src, const floating *kerne
     """out = the correlation `cor` describes, in tasks of (images, band of output rows) shared
     out over the threads: tasks never write the same memory."""
     cdef AxisView rv = view(rows), cv = view(cols)
-    cdef Py_ssize_t out_h = rows.plan.shape[0], l2 = cache_sizes()["L2"], task, n, y0, per_task
+    cdef Py_ssize_t out_h = rows.plan.shape[0], task, n, y0, per_task
     cdef Py_ssize_t b, width = 0
     for b in range(blocks.shape[0]):
-        width = max(width, blocks[b, 2] * cor.lanes)
+        width = max(width, blocks[b, B_VECS] * cor.lanes)
     cdef int threads = get_num_threads()
-    # a task's staging buffer takes at most a quarter of the L2, and there are tasks for all
-    # threads: a band of rows of an image, or (small images) a few whole images
+    cdef Blocking bl = blocking(cache_sizes()["L2"])
+    # a task's staging buffer takes at most stage_bytes, and there are tasks for all threads: a
+    # band of rows of an image, or (small images) a few whole images
     cdef Py_ssize_t row_bytes = cor.out_pitch * width * sizeof(floating)
-    cor.band = max(1, min((l2 // 4) // row_bytes, ceil_div(out_h * n_images, 4 * threads)))
-    cdef Py_ssize_t images = 1
+    cdef Py_ssize_t tasks = bl.tasks_per_thread * threads, images = 1
+    cor.band = max(1, min(bl.stage_bytes // row_bytes, ceil_div(out_h * n_images, tasks)))
     if cor.band >= out_h:
         cor.band = out_h
-        images = max(1, min((l2 // 4) // (out_h * row_bytes), ceil_div(n_images, 4 * threads)))
+        images = max(1, min(bl.stage_bytes // (out_h * row_bytes), ceil_div(n_images, tasks)))
     cdef Py_ssize_t bands = ceil_div(out_h, cor.band), groups = ceil_div(n_images, images)
-    # the reduction in chunks: all of it, unless one block's packed kernel passes half the L2
-    cor.chunk = max(1, min(cor.per_group,
-                           (l2 // 2) // (cor.taps_h * cor.taps_w * width * sizeof(floating))))
+    # the reduction in chunks: all of it, unless one block's packed kernel passes kernel_bytes
+    cor.chunk = max(1, min(cor.per_group, bl.kernel_bytes
+                           // (cor.taps_h * cor.taps_w * width * sizeof(floating))))
     cdef floating[:, ::1] stage = _workspace(
         "stage", threads, images * cor.band * cor.out_pitch * width,
         np.float32 if floating is float else np.float64)
@@ -452,15 +720,92 @@ cdef void correlate(Correlation *cor, const floating *src, const floating *kerne
                            &stage[threadid(), 0])
 
 
+cdef void stage_groups(const floating *src, Py_ssize_t n_images, Py_ssize_t reduce,
+                       Py_ssize_t groups, Py_ssize_t plane, floating *staged, Py_ssize_t width,
+                       int path, int threads) noexcept nogil:
+    """staged[n, r, q, g] = src[n, g * reduce + r, q] (zeros for groups <= g < width): the
+    input with its groups side by side, so that a vector of groups is one load."""
+    cdef Py_ssize_t t
+    for t in prange(n_images * reduce, num_threads=threads, schedule="static"):
+        stage_in(src + (t // reduce * groups * reduce + t % reduce) * plane, reduce * plane,
+                 <int> groups, plane, staged + t * plane * width, <int> width, path)
+
+
+def correlate_kernel(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t groups,
+                     Axis rows, Axis cols, floating[:, :, :, ::1] out):
+    """out = kernel ⊛ src (+ b) in `groups` groups, kernel (groups * O, R, KH, KW), src
+    (N, groups * R, H, W), out (N, groups * O, OH, OW); rows and cols say which taps each
+    output row and column meets. The plan puts each group's output channels in the vectors, or,
+    when that fills more lanes (depthwise), the groups side by side."""
+    cdef Py_ssize_t N = src.shape[0], O = kernel.shape[0] // groups, R = kernel.shape[1]
+    cdef Py_ssize_t plane = src.shape[2] * src.shape[3], width
+    cdef int threads
+    cdef Correlation cor
+    cor.lanes, cor.path = tgc_lanes(_path, sizeof(floating)), _path
+    cor.taps_h, cor.taps_w = kernel.shape[2], kernel.shape[3]
+    cor.folds = reduction_in_lanes(groups, O, R, cor.lanes, _path)
+    if cor.folds:       # the R reduction channels side by side, as R groups of one channel
+        kernel = np.asarray(kernel).transpose(1, 0, 2, 3).reshape(
+            (R * O, 1, cor.taps_h, cor.taps_w))
+        groups, R = R, 1
+    cor.in_lanes, cor.per_group = cor.folds or groups_in_lanes(groups, O, cor.lanes), R
+    cor.out_plane, cor.out_pitch = out.shape[2] * out.shape[3], out.shape[3]
+    cor.out_image = out.shape[1] * cor.out_plane
+    cdef const Py_ssize_t[:, ::1] blocks = correlation_blocks(
+        groups, O, R, cor.taps_h * cor.taps_w, plane, cor.lanes, _path, cor.in_lanes, cor.folds)
+    cdef const floating *source = &src[0, 0, 0, 0]
+    cdef floating[::1] staged, packed
+    if cor.in_lanes:
+        width = ceil_div(groups, cor.lanes) * cor.lanes
+        staged = _workspace("groups_staged", 1, N * R * plane * width,
+                            np.float32 if floating is float else np.float64)[0]
+        threads = get_num_threads()
+        with nogil:
+            stage_groups(source, N, R, groups, plane, &staged[0], width, _path, threads)
+        source = &staged[0]
+        cor.image, cor.chan_step = R * plane * width, plane * width
+        cor.pitch, cor.pix_step = src.shape[3] * width, width
+        packed = pack_in_lanes(kernel, blocks, groups, cor.lanes)
+        if b is not None and not cor.folds:     # [j][group], as the blocks' BIAS reads it
+            b = np.ascontiguousarray(np.asarray(b).reshape(groups, O).T).reshape(-1)
+    else:
+        cor.image, cor.chan_step = src.shape[1] * plane, plane
+        cor.pitch, cor.pix_step = src.shape[3], 1
+        packed = pack(kernel, channel_blocks(O, groups, cor.lanes, R * cor.taps_h * cor.taps_w,
+                                             _path), groups, cor.lanes)
+    cdef const floating[::1] bias = b
+    correlate(&cor, source, &packed[0], NULL if b is None else &bias[0], blocks, rows, cols,
+              N, &out[0, 0, 0, 0])
+
+
 # ---------------------------------------------------------------------------------------------
 # dL/dW = Z' ⊛ A: the window slides over A, with Z' in the role of the weights
 # ---------------------------------------------------------------------------------------------
 
-cdef struct WeightGrad:
-    Py_ssize_t channels, height, width, per_group          # A: (C, H, W), C/groups a group
-    Py_ssize_t out_h, out_w, filters_per_group             # Z': (F, OH, OW)
+cdef Py_ssize_t TILE_ROW = 5 + 2 * TGC_MAX_PIX      # a row of weight_grad_tiles' table
+
+
+cdef struct WeightGrad:         # a WeightGradPlan, seen from nogil code
+    Py_ssize_t images, channels, height, width, per_group      # A: (N, C, H, W)
+    Py_ssize_t filters, out_h, out_w, filters_per_group        # Z': (F, OH, OW)
     Py_ssize_t taps_h, taps_w, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w
     int path, lanes
+    # filters in vectors (blocks from channel_blocks, Z' packed a slab at a time), or the groups
+    # in lanes (blocks from lane_blocks; A and Z' staged with the groups side by side, whole)
+    bint in_lanes
+    Py_ssize_t a_image, a_chan, a_pitch, a_pix    # A: steps to the next image, channel, row,
+    Py_ssize_t z_image, z_chan, z_pitch, z_pix    # column; Z' staged: the same (in lanes)
+    const Py_ssize_t *blocks        # rows of 5 (channel_blocks, or lane_blocks)
+    const Py_ssize_t *lanes_before  # lanes of the blocks before block b, in a packed pixel
+    const Py_ssize_t *tiles         # rows of TILE_ROW (weight_grad_tiles)
+    Py_ssize_t n_blocks, n_tiles, width_all, part_size
+    # runs: flat rows (image n, output row oh) -> n * OH + oh; run q sums the rows
+    # [q * rows_per_run, (q + 1) * rows_per_run) into partial q. Shapes only: the order of
+    # every sum.
+    Py_ssize_t runs, rows_per_run
+    # slabs: how many rows of one image (band), or whole images (per_slab), are packed at a
+    # time; sized by the L2 cache, and they do not change any sum (see accumulate_run)
+    Py_ssize_t band, per_slab
 
 
 cdef void tap_range(Py_ssize_t out_len, Py_ssize_t in_len, Py_ssize_t stride, Py_ssize_t pad,
@@ -473,16 +818,17 @@ cdef void tap_range(Py_ssize_t out_len, Py_ssize_t in_len, Py_ssize_t stride, Py
     hi[0] = max(hi[0], lo[0])
 
 
-@functools.lru_cache(maxsize=256)
 def weight_grad_tiles(Py_ssize_t filters_per_group, Py_ssize_t groups, Py_ssize_t per_group,
-                      row_axis, col_axis, int path, Py_ssize_t lanes):
+                      row_axis, col_axis, int path, Py_ssize_t lanes, bint in_lanes):
     """The tiles of dL/dW, and where their sums go. Each tile is a block of filters by up to a
     tile's worth of (channel, tap) pairs whose taps read A over the same output rows and columns
     (all taps, without padding), so one tile's pairs share their reduction. Returns, read-only:
-      tiles (T, 5 + 2 * TGC_MAX_PIX): (block, i, j, count, at, c_0, tap_0, c_1, tap_1, ...),
+      tiles (T, TILE_ROW): (block, i, j, count, at, c_0, tap_0, c_1, tap_1, ...),
         tap = i*KW + j with (i, j) the first pair's (it fixes the rows and columns); a tile's
-        sums are kept side by side, [pair][filter], from `at` in a partial sum;
-      dest (F * C/groups * KH * KW,): the element of dL/dW each partial-sum element adds to.
+        sums are kept as the micro-kernel leaves them, [pair][the block's lanes], from `at` in
+        a partial sum;
+      source (F * C/groups * KH * KW,): where in a partial sum each element of dL/dW is;
+      the length of a partial sum.
     row_axis and col_axis: (out_len, in_len, taps, stride, pad, dil)."""
     cdef Py_ssize_t lo, hi
     ranges = []
@@ -492,11 +838,19 @@ def weight_grad_tiles(Py_ssize_t filters_per_group, Py_ssize_t groups, Py_ssize_
             tap_range(out_len, in_len, stride, pad, dil, i, &lo, &hi)
             taps_of.setdefault((lo, hi), []).append(i)
         ranges.append(list(taps_of.values()))
-    blocks = channel_blocks(filters_per_group, groups, lanes, 0, path)
+    if in_lanes:        # lane o: filter (g0 + o) * filters_per_group + j
+        blocks = lane_blocks(groups, filters_per_group, lanes, path)
+        first_filter = blocks[:, 0] * filters_per_group + blocks[:, 1]
+        filter_step = filters_per_group
+    else:               # lane o: filter g * filters_per_group + first + o
+        blocks = channel_blocks(filters_per_group, groups, lanes, 0, path)
+        first_filter, filter_step = blocks[:, 0] * filters_per_group + blocks[:, 1], 1
     n_taps = row_axis[2] * col_axis[2]
-    tiles, dest, at = [], [], 0
+    source = np.empty(filters_per_group * groups * per_group * n_taps, dtype=np.intp)
+    tiles, at = [], 0
     for b in range(blocks.shape[0]):
-        g, first, count = blocks[b, 0], blocks[b, 1], blocks[b, 3]
+        width, count = blocks[b, 2] * lanes, blocks[b, 3]
+        f = first_filter[b] + filter_step * np.arange(count)
         most = tgc_max_pixels(path, <int> blocks[b, 2])
         for rows in ranges[0]:
             for cols in ranges[1]:
@@ -507,15 +861,92 @@ def weight_grad_tiles(Py_ssize_t filters_per_group, Py_ssize_t groups, Py_ssize_
                     tiles.append([b, rows[0], cols[0], len(part), at]
                                  + [x for pair in part for x in pair]
                                  + [0] * (2 * (TGC_MAX_PIX - len(part))))
-                    for c, tap in part:      # dL/dW[f, c, tap] for the block's filters f
-                        dest.extend(((g * filters_per_group + first + o) * per_group + c)
-                                    * n_taps + tap for o in range(count))
-                    at += len(part) * count
-    tiles = np.array(tiles, dtype=np.intp).reshape(-1, 5 + 2 * TGC_MAX_PIX)
-    dest = np.array(dest, dtype=np.intp)
+                    for p, (c, tap) in enumerate(part):   # dL/dW[f, c, tap], the block's f
+                        source[(f * per_group + c) * n_taps + tap] = at + p * width \
+                            + np.arange(count)
+                    at += len(part) * width
+    tiles = np.array(tiles, dtype=np.intp).reshape(-1, TILE_ROW)
     tiles.setflags(write=False)
-    dest.setflags(write=False)
-    return tiles, dest
+    source.setflags(write=False)
+    return tiles, source, at
+
+
+cdef class WeightGradPlan:
+    """How dL/dW = Z' ⊛ A is cut up for one shape and SIMD path (weight_grad_plan caches it):
+    the blocks of filters, the tiles and where their sums go, the runs of the batch summed into
+    the partial sums, and the slabs packed at a time."""
+    cdef WeightGrad wg
+    cdef object blocks, lanes_before, tiles, source     # the arrays wg points into
+
+    def __init__(self, a_shape, dz_shape, kernel_shape, stride, pads, dilation,
+                 Py_ssize_t groups, int path, Py_ssize_t itemsize, Py_ssize_t l2):
+        cdef WeightGrad *wg = &self.wg
+        wg.images, wg.channels, wg.height, wg.width = a_shape
+        _, wg.filters, wg.out_h, wg.out_w = dz_shape
+        wg.per_group, wg.filters_per_group = kernel_shape[1], wg.filters // groups
+        wg.taps_h, wg.taps_w = kernel_shape[2], kernel_shape[3]
+        wg.stride_h, wg.stride_w, wg.dil_h, wg.dil_w = stride[0], stride[1], dilation[0], \
+            dilation[1]
+        wg.pad_top, wg.pad_left, wg.path = pads[0], pads[2], path
+        wg.lanes = tgc_lanes(path, itemsize)
+        wg.in_lanes = groups_in_lanes(groups, wg.filters_per_group, wg.lanes)
+        if wg.in_lanes:
+            self.blocks = lane_blocks(groups, wg.filters_per_group, wg.lanes, path)
+        else:
+            self.blocks = channel_blocks(wg.filters_per_group, groups, wg.lanes, 0, path)
+        self.lanes_before = np.concatenate(
+            [[0], np.cumsum(self.blocks[:, 2])]).astype(np.intp) * wg.lanes
+        self.tiles, self.source, wg.part_size = weight_grad_tiles(
+            wg.filters_per_group, groups, wg.per_group,
+            (wg.out_h, wg.height, wg.taps_h, wg.stride_h, wg.pad_top, wg.dil_h),
+            (wg.out_w, wg.width, wg.taps_w, wg.stride_w, wg.pad_left, wg.dil_w), path, wg.lanes,
+            wg.in_lanes)
+        cdef const Py_ssize_t[:, ::1] blocks = self.blocks, tiles = self.tiles
+        cdef const Py_ssize_t[::1] before = self.lanes_before
+        wg.blocks, wg.tiles, wg.lanes_before = &blocks[0, 0], &tiles[0, 0], &before[0]
+        wg.n_blocks, wg.n_tiles = blocks.shape[0], tiles.shape[0]
+        wg.width_all = before[wg.n_blocks]
+        # the runs, from the shapes only: whole images each when there are enough images
+        cdef Py_ssize_t rows = wg.images * wg.out_h, dw_bytes = self.source.size * itemsize
+        cdef Blocking bl = blocking(l2)
+        wg.runs = max(1, min(rows, bl.runs, bl.partials_bytes // dw_bytes))
+        if wg.images >= wg.runs:
+            wg.rows_per_run = ceil_div(wg.images, wg.runs) * wg.out_h
+        else:
+            wg.rows_per_run = ceil_div(rows, wg.runs)
+        wg.runs = ceil_div(rows, wg.rows_per_run)
+        # a slab's Z', packed (all blocks' lanes a pixel), and the rows of A it meets take at
+        # most slab_bytes
+        cdef Py_ssize_t row_bytes = (wg.out_w * wg.width_all
+                                     + wg.channels * wg.stride_h * wg.width) * itemsize
+        wg.band = max(1, min(wg.out_h, bl.slab_bytes // row_bytes))
+        wg.per_slab = 1 if wg.band < wg.out_h else \
+            max(1, min(wg.images, bl.slab_bytes // (wg.band * row_bytes)))
+        cdef Py_ssize_t gpad = ceil_div(groups, wg.lanes) * wg.lanes
+        cdef Py_ssize_t plane = wg.height * wg.width, out_plane = wg.out_h * wg.out_w
+        if wg.in_lanes:     # staged whole (nothing is packed), read a slab at a time
+            wg.a_image, wg.a_chan, wg.a_pitch = wg.per_group * plane * gpad, plane * gpad, \
+                wg.width * gpad
+            wg.a_pix, wg.z_pix = gpad, gpad
+            wg.z_image, wg.z_chan = wg.filters_per_group * out_plane * gpad, out_plane * gpad
+            wg.z_pitch = wg.out_w * gpad
+        else:
+            wg.a_image, wg.a_chan, wg.a_pitch, wg.a_pix = wg.channels * plane, plane, wg.width, 1
+
+    def arrays(self):
+        """(blocks, lanes_before, tiles, source), read-only."""
+        return self.blocks, self.lanes_before, self.tiles, self.source
+
+    def slab_size(self):
+        """Elements of a slab's Z', packed (none with the groups in lanes)."""
+        if self.wg.in_lanes:
+            return 0
+        return self.wg.per_slab * self.wg.band * self.wg.out_w * self.wg.width_all
+
+
+@functools.lru_cache(maxsize=64)
+def weight_grad_plan(*args):
+    return WeightGradPlan(*args)
 
 
 cdef void pack_grad(const floating *dz,      # IN  Z'[n]: (F, OH, OW)
@@ -529,269 +960,106 @@ cdef void pack_grad(const floating *dz,      # IN  Z'[n]: (F, OH, OW)
              <int> block[3], (r1 - r0) * wg.out_w, zt, <int> (block[2] * wg.lanes), wg.path)
 
 
-cdef void weight_grad_tile(const floating *a,       # IN  A[n0]: images n0 <= n < n1
-                           const floating *zt,      # IN  Z'[n0:n1, :, r0:r1] packed by block
+cdef void weight_grad_tile(const floating *a,       # IN  A from image n0 (as wg says)
+                           const floating *z,       # IN  Z' from image n0 (packed or staged)
                            floating *part,          # OUT a partial sum (see weight_grad_tiles)
-                           const WeightGrad *wg, const Py_ssize_t[:, ::1] blocks,
-                           const Py_ssize_t *lanes_before, const Py_ssize_t *tile,
+                           const WeightGrad *wg, const Py_ssize_t *tile,
                            Py_ssize_t n_images, Py_ssize_t r0, Py_ssize_t r1,
                            bint add) noexcept nogil:
     """dL/dW[f, c, i, j] (+)= sum over the images and the output pixels (oh, ow) of rows r0..r1
     whose tap (i, j) is real, of Z'[n, f, oh, ow] * A[n, c, oh*s - pad + i*d, ow*s - pad + j*d]:
-    the block's filters f (vectors) by the tile's (c, i*KW + j) pairs (broadcast), into the
-    tile's place in a partial sum."""
-    cdef floating out[TGC_TILE_CAPACITY]
-    cdef Py_ssize_t pix[TGC_MAX_PIX]
-    cdef Py_ssize_t at[TGC_MAX_PIX]
-    cdef const Py_ssize_t *block = &blocks[tile[0], 0]
-    cdef Py_ssize_t width = block[2] * wg.lanes, taps = wg.taps_h * wg.taps_w
-    cdef Py_ssize_t oh_lo, oh_hi, ow_lo, ow_hi, p, o, c, i, j, npix = tile[3]
+    the block's filters f (vectors) by the tile's (c, i*KW + j) pairs (broadcast, or in lanes),
+    added in registers to the tile's sums in a partial sum (one chain of fused multiply-adds,
+    image by image, row by row: where a slab ends does not change it)."""
+    cdef ptrdiff_t pix[TGC_MAX_PIX]
+    cdef ptrdiff_t at[TGC_MAX_PIX]
+    cdef const Py_ssize_t *block = wg.blocks + 5 * tile[0]
+    cdef Py_ssize_t width = block[2] * wg.lanes, a_base, oh_lo, oh_hi, ow_lo, ow_hi, p, i, j
     tap_range(wg.out_h, wg.height, wg.stride_h, wg.pad_top, wg.dil_h, tile[1], &oh_lo, &oh_hi)
     tap_range(wg.out_w, wg.width, wg.stride_w, wg.pad_left, wg.dil_w, tile[2], &ow_lo, &ow_hi)
     oh_lo, oh_hi = max(oh_lo, r0), min(oh_hi, r1)
     if oh_lo >= oh_hi or ow_lo >= ow_hi:      # these taps never read this slab's rows
         if add:
             return
-        oh_lo = oh_hi = r0
-    for p in range(npix):
-        c, i, j = tile[5 + 2 * p], tile[6 + 2 * p] // wg.taps_w, tile[6 + 2 * p] % wg.taps_w
-        pix[p] = ((block[0] * wg.per_group + c) * wg.height
-                  + oh_lo * wg.stride_h - wg.pad_top + i * wg.dil_h) * wg.width \
-            + ow_lo * wg.stride_w - wg.pad_left + j * wg.dil_w
-        at[p] = p * width
+        oh_lo = oh_hi = r0                    # (a first slab: the sums start at zero)
+    # the block's first input channel (filters in vectors: its group's), or first group (lanes)
+    a_base = block[0] if wg.in_lanes else block[0] * wg.per_group * wg.a_chan
+    for p in range(tile[3]):
+        i, j = tile[6 + 2 * p] // wg.taps_w, tile[6 + 2 * p] % wg.taps_w
+        pix[p] = a_base + tile[5 + 2 * p] * wg.a_chan \
+            + (oh_lo * wg.stride_h - wg.pad_top + i * wg.dil_h) * wg.a_pitch \
+            + (ow_lo * wg.stride_w - wg.pad_left + j * wg.dil_w) * wg.a_pix
+        at[p] = tile[4] + p * width
     cdef tgc_loops loops
-    loops.n[0] = n_images                                     # images
-    loops.vec_step[0] = (r1 - r0) * wg.out_w * width
-    loops.in_step[0] = wg.channels * wg.height * wg.width
-    loops.n[1] = oh_hi - oh_lo                                # output rows
-    loops.vec_step[1], loops.in_step[1] = wg.out_w * width, wg.stride_h * wg.width
-    loops.n[2] = ow_hi - ow_lo                                # output columns
-    loops.vec_step[2], loops.in_step[2] = width, wg.stride_w
-    zt += n_images * (r1 - r0) * wg.out_w * lanes_before[tile[0]]     # the block's part
-    run_tile(zt + ((oh_lo - r0) * wg.out_w + ow_lo) * width, a, pix,
-             <int> npix, &loops, out, at, False, wg.path, <int> block[2])
-    part += tile[4]                 # this tile's sums: [pair][filter], side by side
-    for p in range(npix):
-        if add:
-            for o in range(block[3]):
-                part[p * block[3] + o] += out[p * width + o]
-        else:
-            for o in range(block[3]):
-                part[p * block[3] + o] = out[p * width + o]
+    loops.n[0], loops.in_step[0] = n_images, wg.a_image                       # images
+    loops.n[1], loops.in_step[1] = oh_hi - oh_lo, wg.stride_h * wg.a_pitch    # output rows
+    loops.n[2], loops.in_step[2] = ow_hi - ow_lo, wg.stride_w * wg.a_pix      # output columns
+    if wg.in_lanes:                 # Z' staged: output channel j of the groups from g0
+        z += block[1] * wg.z_chan + block[0] + oh_lo * wg.z_pitch + ow_lo * wg.z_pix
+        loops.vec_step[0], loops.vec_step[1], loops.vec_step[2] = \
+            wg.z_image, wg.z_pitch, wg.z_pix
+    else:                           # the slab's Z' packed: the block's part
+        z += n_images * (r1 - r0) * wg.out_w * wg.lanes_before[tile[0]] \
+            + ((oh_lo - r0) * wg.out_w + ow_lo) * width
+        loops.vec_step[0], loops.vec_step[1], loops.vec_step[2] = \
+            (r1 - r0) * wg.out_w * width, wg.out_w * width, width
+    run_tile(z, a, pix, <int> tile[3], &loops, part, at, add, wg.path, <int> block[2],
+             wg.in_lanes)
 
 
-def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :, ::1] dz,
-                         kernel_shape, stride, pads, dilation, Py_ssize_t groups,
-                         bint need_dw, bint need_db):
-    """(dL/dW = Z' ⊛ A summed over the batch, dL/db = Z' summed over all axes but F), each
-    None unless asked for.
+cdef void accumulate_run(const floating *a, const floating *dz, const WeightGrad *wg,
+                         Py_ssize_t f0, Py_ssize_t f1, floating *zt,
+                         floating *part) noexcept nogil:
+    """part = dL/dW = Z' ⊛ A over the flat rows f0 <= f < f1 of the batch (image f // OH,
+    output row f % OH), in that order, a slab at a time: a band of one image's rows, or whole
+    images. Each slab's Z' is packed into zt (unless it is staged whole, with the groups in
+    lanes), then every tile's sums continue in the partial."""
+    cdef Py_ssize_t f = f0, n0, n1, r0, r1, m, b, t
+    cdef Py_ssize_t out_image = wg.filters * wg.out_h * wg.out_w
+    while f < f1:
+        n0, r0 = f // wg.out_h, f % wg.out_h
+        n1, r1 = n0 + 1, min(wg.out_h, r0 + wg.band, r0 + f1 - f)
+        if r0 == 0 and r1 == wg.out_h:           # whole images
+            n1 = n0 + max(1, min(wg.per_slab, (f1 - f) // wg.out_h))
+        for m in range(0 if wg.in_lanes else n1 - n0):  # Z', packed: [block][image][row][col]
+            for b in range(wg.n_blocks):
+                pack_grad(dz + (n0 + m) * out_image,
+                          zt + ((n1 - n0) * wg.lanes_before[b]
+                                + m * wg.blocks[5 * b + 2] * wg.lanes) * (r1 - r0) * wg.out_w,
+                          wg, wg.blocks + 5 * b, r0, r1)
+        for t in range(wg.n_tiles):
+            weight_grad_tile(a + n0 * wg.a_image, dz + n0 * wg.z_image if wg.in_lanes else zt,
+                             part, wg, wg.tiles + TILE_ROW * t, n1 - n0, r0, r1, f > f0)
+        f += (n1 - n0) * (r1 - r0)
 
-    The batch is cut into slabs (a few images, a band of output rows) small enough that their
-    Z', packed, and the rows of A it meets stay in the L2 cache, and the slabs into runs, one
-    partial dL/dW each. A thread takes a run and, slab after slab, packs the slab's Z' and adds
-    every tile's sums to the run's partial: all in its own cache, with no waiting for the other
-    threads. The partials are then added in run order. Slabs and runs depend on the shapes (and
-    the cache size), never on the threads: the result is the same bits whatever the number of
-    threads.
-    """
-    cdef Py_ssize_t N = a.shape[0], F = dz.shape[1], P = dz.shape[2] * dz.shape[3]
+
+cdef void sum_partials(const floating[:, ::1] part,   # IN  (runs, part_size)
+                       const Py_ssize_t[::1] source,  # IN  where each dL/dW element is
+                       floating[::1] summed,          # scratch (part_size,)
+                       floating[::1] dw, int threads) noexcept nogil:
+    """dw[k] = part[0, source[k]] + part[1, source[k]] + ..., run after run (so the sum is
+    repeatable), in pieces the threads share."""
+    cdef Py_ssize_t k0, k, q, size = part.shape[1], piece = blocking(0).sum_piece
+    for k0 in prange(0, size, piece, num_threads=threads, schedule="static"):
+        for k in range(k0, min(size, k0 + piece)):
+            summed[k] = part[0, k]
+        for q in range(1, part.shape[0]):
+            for k in range(k0, min(size, k0 + piece)):
+                summed[k] = summed[k] + part[q, k]
+    for k in prange(dw.shape[0], num_threads=threads, schedule="static"):
+        dw[k] = summed[source[k]]
+
+
+cdef (const floating *, const floating *) stage_for_lanes(
+        const floating[:, :, :, ::1] a, const floating[:, :, :, ::1] dz, const WeightGrad *wg,
+        Py_ssize_t groups, int threads):
+    """A and Z' staged with their groups side by side (stage_groups), in workspaces."""
     dtype = np.float32 if floating is float else np.float64
-    cdef WeightGrad wg
-    wg.channels, wg.height, wg.width = a.shape[1], a.shape[2], a.shape[3]
-    wg.per_group, wg.filters_per_group = kernel_shape[1], F // groups
-    wg.out_h, wg.out_w = dz.shape[2], dz.shape[3]
-    wg.taps_h, wg.taps_w = kernel_shape[2], kernel_shape[3]
-    wg.stride_h, wg.stride_w, wg.dil_h, wg.dil_w = stride[0], stride[1], dilation[0], dilation[1]
-    wg.pad_top, wg.pad_left, wg.path = pads[0], pads[2], _path
-    wg.lanes = tgc_lanes(_path, sizeof(floating))
-    cdef int threads = get_num_threads()
-    cdef Py_ssize_t f, n, k, t, b, s
-    cdef double total
-    cdef double[::1] db_v
-    dweight = dbias = None
-    if need_db:     # dL/db = Z' summed over every axis but F (in double, image by image)
-        dbias = np.zeros(F)
-        db_v = dbias
-        with nogil:
-            for f in prange(F, num_threads=threads, schedule="static"):
-                total = 0       # (summed here, not in db_v: its neighbours are other threads')
-                for n in range(N):
-                    total = total + sum_of(&dz[n, f, 0, 0], P)
-                db_v[f] = total
-        dbias = dbias.astype(dtype)
-    if not need_dw:
-        return dweight, dbias
-    if N == 0:
-        return np.zeros(kernel_shape, dtype=dtype), dbias
-
-    cdef const Py_ssize_t[:, ::1] blocks = channel_blocks(wg.filters_per_group, groups,
-                                                          wg.lanes, 0, wg.path)
-    tiles_array, dest_array = weight_grad_tiles(
-        wg.filters_per_group, groups, wg.per_group,
-        (wg.out_h, wg.height, wg.taps_h, wg.stride_h, wg.pad_top, wg.dil_h),
-        (wg.out_w, wg.width, wg.taps_w, wg.stride_w, wg.pad_left, wg.dil_w), wg.path, wg.lanes)
-    cdef const Py_ssize_t[:, ::1] tiles = tiles_array
-    cdef const Py_ssize_t[::1] dest = dest_array
-    cdef Py_ssize_t n_blocks = blocks.shape[0], n_tiles = tiles.shape[0]
-    cdef Py_ssize_t[::1] lanes_before = np.concatenate(
-        [[0], np.cumsum(np.asarray(blocks)[:, 2])]).astype(np.intp) * wg.lanes
-    cdef Py_ssize_t width = lanes_before[n_blocks]        # all blocks' lanes
-    # a slab's Z', packed (width lanes a pixel), and the rows of A it meets take half the L2
-    cdef Py_ssize_t l2 = cache_sizes()["L2"], dw_size = F * wg.per_group * wg.taps_h * wg.taps_w
-    cdef Py_ssize_t row_bytes = (wg.out_w * width + wg.channels * wg.stride_h * wg.width) \
-        * sizeof(floating)
-    cdef Py_ssize_t band = max(1, min(wg.out_h, (l2 // 2) // row_bytes))
-    cdef Py_ssize_t per_slab = max(1, min(N, (l2 // 2) // (band * row_bytes)))
-    # at least 8 slabs, for the threads to share: fewer images a slab, then fewer rows
-    while ceil_div(N, per_slab) * ceil_div(wg.out_h, band) < 8 and (per_slab > 1 or band > 1):
-        if per_slab > 1:
-            per_slab = ceil_div(per_slab, 2)
-        else:
-            band = ceil_div(band, 2)
-    cdef Py_ssize_t bands = ceil_div(wg.out_h, band), slabs = ceil_div(N, per_slab) * bands
-    # runs of slabs, one partial sum each: 16 (enough to share out), or fewer if they would pass
-    # 64 MiB; like the slabs, the runs depend on the shapes, never on the threads
-    cdef Py_ssize_t runs = max(1, min(slabs, 16, (64 << 20) // (dw_size * sizeof(floating))))
-    cdef Py_ssize_t per_run = ceil_div(slabs, runs)
-    runs = ceil_div(slabs, per_run)
-    cdef Py_ssize_t slab_size = per_slab * band * wg.out_w * width
-    cdef floating[:, ::1] zt = _workspace("zt", threads, slab_size, dtype)
-    cdef floating[:, ::1] part = _workspace("dw_parts", runs, dw_size, dtype)
-    cdef Py_ssize_t q, n0, n1, r0, r1, m
-    cdef floating *slab_zt
-    with nogil, parallel(num_threads=threads):
-        for q in prange(runs, schedule="dynamic"):
-            slab_zt = &zt[threadid(), 0]
-            for s in range(q * per_run, min(slabs, (q + 1) * per_run)):
-                n0, r0 = s // bands * per_slab, s % bands * band
-                n1, r1 = min(N, n0 + per_slab), min(wg.out_h, r0 + band)
-                for m in range(n1 - n0):      # the slab's Z', packed: [block][image][row][col]
-                    for b in range(n_blocks):
-                        pack_grad(&dz[n0 + m, 0, 0, 0],
-                                  slab_zt + ((n1 - n0) * lanes_before[b]
-                                             + m * blocks[b, 2] * wg.lanes) * (r1 - r0) * wg.out_w,
-                                  &wg, &blocks[b, 0], r0, r1)
-                for t in range(n_tiles):      # its sums, added to the run's partial
-                    weight_grad_tile(&a[n0, 0, 0, 0], slab_zt, &part[q, 0], &wg, blocks,
-                                     &lanes_before[0], &tiles[t, 0], n1 - n0, r0, r1,
-                                     s > q * per_run)
-    dweight = np.empty(kernel_shape, dtype=dtype)
-    cdef floating[::1] dw = dweight.reshape(-1)
-    cdef floating[::1] summed = _workspace("dw_summed", 1, dw_size, dtype)[0]
-    cdef Py_ssize_t k0, k1, per_piece = 4096
+    cdef floating[::1] a_staged = _workspace("dw_a_staged", 1, wg.images * wg.a_image, dtype)[0]
+    cdef floating[::1] z_staged = _workspace("dw_z_staged", 1, wg.images * wg.z_image, dtype)[0]
     with nogil:
-        for k0 in prange(0, dw_size, per_piece, num_threads=threads, schedule="static"):
-            k1 = min(dw_size, k0 + per_piece)
-            for k in range(k0, k1):
-                summed[k] = part[0, k]
-            for q in range(1, runs):     # run after run, so the sum is repeatable
-                for k in range(k0, k1):
-                    summed[k] = summed[k] + part[q, k]
-            for k in range(k0, k1):      # each element to its place in dL/dW
-                dw[dest[k]] = summed[k]
-    return dweight, dbias
-
-
-# ---------------------------------------------------------------------------------------------
-# The entry points (arguments already validated by cnn_ops: C-contiguous arrays of one float
-# dtype, shapes that agree, sizes that fit)
-# ---------------------------------------------------------------------------------------------
-
-def four_pads(padding):
-    """(top, bottom, left, right) from (ph, pw) or ((top, bottom), (left, right))."""
-    ph, pw = padding
-    top, bottom = (ph, ph) if isinstance(ph, (int, np.integer)) else ph
-    left, right = (pw, pw) if isinstance(pw, (int, np.integer)) else pw
-    return int(top), int(bottom), int(left), int(right)
-
-
-cdef Correlation correlation(int path, Py_ssize_t lanes, src_shape, Py_ssize_t per_group,
-                             out_shape, Py_ssize_t out_per_group, kernel_shape):
-    cdef Correlation cor
-    cor.per_group, cor.out_per_group = per_group, out_per_group
-    cor.plane, cor.pitch = src_shape[2] * src_shape[3], src_shape[3]
-    cor.image = src_shape[1] * cor.plane
-    cor.out_plane, cor.out_pitch = out_shape[2] * out_shape[3], out_shape[3]
-    cor.out_image = out_shape[1] * cor.out_plane
-    cor.taps_h, cor.taps_w = kernel_shape[2], kernel_shape[3]
-    cor.path, cor.lanes = path, <int> lanes
-    return cor
-
-
-def conv2d_forward(const floating[:, :, :, ::1] a,   # IN  A: (N, C, H, W)
-                   const floating[:, :, :, ::1] w,   # IN  W: (F, C/groups, KH, KW)
-                   const floating[::1] b,            # IN  b: (F,) or None
-                   stride, padding, dilation,        # IN  (h, w) pairs of ints
-                   Py_ssize_t groups=1):
-    """Z = W ⊛ A + b, shape (N, F, OH, OW), OH = out_size(H, KH, sh, top + bottom, dh).
-    padding is (ph, pw) or ((top, bottom), (left, right))."""
-    cdef Py_ssize_t N = a.shape[0], F = w.shape[0]
-    top, bottom, left, right = four_pads(padding)
-    OH = out_size(a.shape[2], w.shape[2], stride[0], (top, bottom), dilation[0])
-    OW = out_size(a.shape[3], w.shape[3], stride[1], (left, right), dilation[1])
-    dtype = np.float32 if floating is float else np.float64
-    out = np.empty((N, F, OH, OW), dtype=dtype)
-    if N == 0:
-        return out
-    cdef floating[:, :, :, ::1] z = out
-    lanes = tgc_lanes(_path, sizeof(floating))
-    cdef const Py_ssize_t[:, ::1] blocks = channel_blocks(
-        F // groups, groups, lanes, w.shape[1] * w.shape[2] * w.shape[3], _path)
-    cdef floating[::1] kernel = pack(np.asarray(w), blocks, groups, lanes)
-    kernel_shape = (F, w.shape[1], w.shape[2], w.shape[3])
-    cdef Correlation cor = correlation(_path, lanes, (N, a.shape[1], a.shape[2], a.shape[3]),
-                                       w.shape[1], out.shape, F // groups, kernel_shape)
-    cdef const floating *bias = NULL if b is None else &b[0]
-    cdef Axis rows = forward_axis(OH, a.shape[2], w.shape[2], stride[0], top, dilation[0])
-    cdef Axis cols = forward_axis(OW, a.shape[3], w.shape[3], stride[1], left, dilation[1])
-    # Z = W ⊛ A + b
-    correlate(&cor, &a[0, 0, 0, 0], &kernel[0], bias, blocks, rows, cols, N, &z[0, 0, 0, 0])
-    return out
-
-
-def input_grad(const floating[:, :, :, ::1] dz, const floating[:, :, :, ::1] w, input_shape,
-               stride, pads, dilation, Py_ssize_t groups):
-    """dL/dA = W_180 ⊛ pad(dilate(Z', s), k_eff-1), shape input_shape (N, C, H, W)."""
-    cdef Py_ssize_t N = dz.shape[0], F = w.shape[0], C = input_shape[1]
-    cdef Py_ssize_t KH = w.shape[2], KW = w.shape[3], per_group = w.shape[1]
-    dtype = np.float32 if floating is float else np.float64
-    dx = np.empty(input_shape, dtype=dtype)
-    if N == 0:
-        return dx
-    cdef floating[:, :, :, ::1] dx_v = dx
-    # W_180[c, f, i, j] = W[f, c, KH-1-i, KW-1-j] in each group: rotated 180 degrees, with
-    # filters and channels swapped (the channels of A are what dL/dA has one plane each for)
-    w_180 = np.asarray(w)[:, :, ::-1, ::-1].reshape(groups, F // groups, per_group, KH, KW)
-    w_180 = w_180.transpose(0, 2, 1, 3, 4).reshape(C, F // groups, KH, KW)
-    lanes = tgc_lanes(_path, sizeof(floating))
-    cdef const Py_ssize_t[:, ::1] blocks = channel_blocks(per_group, groups, lanes,
-                                                          (F // groups) * KH * KW, _path)
-    cdef floating[::1] kernel = pack(w_180, blocks, groups, lanes)
-    cdef Correlation cor = correlation(
-        _path, lanes, (N, F, dz.shape[2], dz.shape[3]), F // groups, input_shape, per_group,
-        (C, F // groups, KH, KW))
-    cdef Axis rows = input_grad_axis(input_shape[2], dz.shape[2], KH, stride[0], pads[0],
-                                     dilation[0])
-    cdef Axis cols = input_grad_axis(input_shape[3], dz.shape[3], KW, stride[1], pads[2],
-                                     dilation[1])
-    # dL/dA = W_180 ⊛ pad(dilate(Z', s), k_eff-1)
-    correlate(&cor, &dz[0, 0, 0, 0], &kernel[0], NULL, blocks, rows, cols, N, &dx_v[0, 0, 0, 0])
-    return dx
-
-
-def conv2d_backward(const floating[:, :, :, ::1] a,    # IN  A: (N, C, H, W)
-                    const floating[:, :, :, ::1] w,    # IN  W: (F, C/groups, KH, KW)
-                    const floating[:, :, :, ::1] dz,   # IN  Z' = dL/dZ: (N, F, OH, OW)
-                    stride, padding, dilation,         # IN  as for conv2d_forward
-                    bint need_dx, bint need_dw, bint need_db, Py_ssize_t groups=1):
-    """(dL/dA, dL/dW, dL/db), each None unless asked for."""
-    pads = four_pads(padding)
-    dx = None
-    if need_dx:
-        dx = input_grad(dz, w, (a.shape[0], a.shape[1], a.shape[2], a.shape[3]), stride, pads,
-                        dilation, groups)
-    dw, db = None, None
-    if need_dw or need_db:
-        dw, db = weight_and_bias_grad(a, dz, (w.shape[0], w.shape[1], w.shape[2], w.shape[3]),
-                                      stride, pads, dilation, groups, need_dw, need_db)
-    return dx, dw, db
+        stage_groups(&a[0, 0, 0, 0], wg.images, wg.per_group, groups, wg.height * wg.width,
+                     &a_staged[0], wg.a_pix, wg.path, threads)
+        stage_groups(&dz[0, 0, 0, 0], wg.images, wg.filters_per_group, groups,
+                     wg.out_h * wg.out_w, &z_staged[0], wg.z_pix, wg.path, threads)
+    return &a_staged[0], &z_staged[0]

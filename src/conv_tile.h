@@ -6,8 +6,9 @@
  *   TARGET         the attribute that lets a function use the instruction set (or nothing)
  *   VZERO()  VLOAD(p)  VBCAST(p)  VFMA(a, b, acc) = a*b + acc  VSTORE(p, v)  VADD(a, b)
  *   TRANSPOSE(r)   transposes the LANES x LANES block held in the vectors r[0..LANES-1]
- *   TGC_CASES_1..4 the switch cases for 1..n pixels: how many pixels a tile of 1..4 vectors
- *                  may hold (its accumulators must fit in the registers)
+ *   TGC_PIXELS     the path's row of the paths' table (microkernels.h): how many pixels a
+ *                  tile of 1..4 vectors may hold, from which TGC_CASES_1..4 make the switch
+ *                  cases
  *
  * A tile is `npix` pixels by `vectors` vectors of output channels: vectors*LANES outputs each,
  * all kept in registers while they accumulate
@@ -45,9 +46,15 @@
     V acc3_##p = accumulate && p < npix && vectors > 3 ? VLOAD(out + out_at[p] + 3 * LANES) \
                                                           : VZERO();
 
-/* pixel p: its input value broadcast, times each vector of the step, into its accumulators */
+/* pixel p: its input value broadcast, times each vector of the step, into its accumulators;
+ * or, with the input in lanes, the input's vectors (lane by lane) times the step's */
 #define TGC_STEP(p)                                                                         \
-    if (p < npix) {                                                                         \
+    if (p < npix && in_lanes) {                                                             \
+        acc0_##p = VFMA(w0, VLOAD(at##p + off), acc0_##p);                                  \
+        if (vectors > 1) acc1_##p = VFMA(w1, VLOAD(at##p + off + LANES), acc1_##p);         \
+        if (vectors > 2) acc2_##p = VFMA(w2, VLOAD(at##p + off + 2 * LANES), acc2_##p);     \
+        if (vectors > 3) acc3_##p = VFMA(w3, VLOAD(at##p + off + 3 * LANES), acc3_##p);     \
+    } else if (p < npix) {                                                                  \
         V x = VBCAST(at##p + off);                                                          \
         acc0_##p = VFMA(w0, x, acc0_##p);                                                   \
         if (vectors > 1) acc1_##p = VFMA(w1, x, acc1_##p);                                  \
@@ -71,7 +78,8 @@ TGC_FN(tgc_tile_body)(const T *vec,              /* IN  the vectors at the first
                       T *out,                    /* OUT pixel p's vectors at out + at[p] */
                       const ptrdiff_t *out_at,
                       int accumulate,            /* add to what out holds (else overwrite) */
-                      const int vectors, const int npix)
+                      const int vectors, const int npix,
+                      const int in_lanes)        /* `in` in lanes too (else broadcast) */
 {
     TGC_FOR_PIXELS(TGC_START)
     const ptrdiff_t n0 = loops->n[0], n1 = loops->n[1], n2 = loops->n[2];
@@ -97,21 +105,32 @@ TGC_FN(tgc_tile_body)(const T *vec,              /* IN  the vectors at the first
 
 /* One function per vector count; the switch gives the compiler a constant pixel count to
  * unroll for, so the accumulators live in registers. */
-#define TGC_CASE(V_, P_) \
-    case P_: TGC_FN(tgc_tile_body)(vec, in, pix, loops, out, out_at, accumulate, V_, P_); break;
+#define TGC_CASE(V_, P_)                                                                    \
+    case P_:                                                                                \
+        TGC_FN(tgc_tile_body)(vec, in, pix, loops, out, out_at, accumulate, V_, P_, in_lanes); \
+        break;
 
-#define TGC_TILE_FN(V_, CASES)                                                              \
-    TARGET static void TGC_FN(tgc_tile_##V_)(const T *vec, const T *in, const ptrdiff_t *pix, \
-                                             int npix, const tgc_loops *loops, T *out,      \
-                                             const ptrdiff_t *out_at, int accumulate)       \
+/* tgc_tile_<vectors> broadcasts `in`; tgc_ltile_<vectors> reads it in lanes, as `vec` */
+#define TGC_TILE_FN(NAME, V_, CASES, IN_LANES)                                              \
+    TARGET static void TGC_FN(NAME##_##V_)(const T *vec, const T *in, const ptrdiff_t *pix, \
+                                           int npix, const tgc_loops *loops, T *out,        \
+                                           const ptrdiff_t *out_at, int accumulate)         \
     {                                                                                       \
-        switch (npix) { CASES }                                                             \
+        const int in_lanes = IN_LANES;                                                      \
+        switch (npix) {                                                                     \
+            CASES                                                                           \
+            default: tgc_abort("a tile of this many pixels", npix);                         \
+        }                                                                                   \
     }
 
-TGC_TILE_FN(1, TGC_CASES_1)
-TGC_TILE_FN(2, TGC_CASES_2)
-TGC_TILE_FN(3, TGC_CASES_3)
-TGC_TILE_FN(4, TGC_CASES_4)
+TGC_TILE_FN(tgc_tile, 1, TGC_CASES_1, 0)
+TGC_TILE_FN(tgc_tile, 2, TGC_CASES_2, 0)
+TGC_TILE_FN(tgc_tile, 3, TGC_CASES_3, 0)
+TGC_TILE_FN(tgc_tile, 4, TGC_CASES_4, 0)
+TGC_TILE_FN(tgc_ltile, 1, TGC_CASES_1, 1)
+TGC_TILE_FN(tgc_ltile, 2, TGC_CASES_2, 1)
+TGC_TILE_FN(tgc_ltile, 3, TGC_CASES_3, 1)
+TGC_TILE_FN(tgc_ltile, 4, TGC_CASES_4, 1)
 
 /* ---- the tiles' staging buffer and the NCHW layout, both ways ----
  *
@@ -162,6 +181,44 @@ TARGET static void TGC_FN(tgc_stage)(const T *src, ptrdiff_t plane, int count, p
             for (int l = 0; l < LANES; l++)
                 VSTORE(stage + (q0 + l) * width + o0, r[l]);
         }
+    }
+}
+
+/* ---- a tile's lanes added up, when the reduction was in lanes ----
+ *
+ *     fold:  out[q] = sum over o < width of stage[q * width + o]  (+ *bias)   q < npix
+ *
+ * in one fixed order: a pixel's vectors lane by lane, then its lanes 0, 1, ..., LANES-1. A
+ * block of LANES pixels is transposed (TRANSPOSE) so that the last step adds whole vectors;
+ * the pixels past the last block go one at a time, adding in the same order (same bits). */
+
+TARGET static void TGC_FN(tgc_fold)(const T *stage, int width, ptrdiff_t npix, T *out,
+                                    const T *bias)
+{
+    ptrdiff_t q0 = 0;
+    for (; q0 + LANES <= npix; q0 += LANES) {
+        V r[LANES];
+        for (int l = 0; l < LANES; l++) {     /* r[l]: pixel q0 + l's vectors added */
+            r[l] = VLOAD(stage + (q0 + l) * width);
+            for (int o = LANES; o < width; o += LANES)
+                r[l] = VADD(r[l], VLOAD(stage + (q0 + l) * width + o));
+        }
+        TRANSPOSE(r);                         /* r[c]: lane c of pixels q0.. */
+        V sum = r[0];
+        for (int c = 1; c < LANES; c++)
+            sum = VADD(sum, r[c]);
+        VSTORE(out + q0, bias ? VADD(sum, VBCAST(bias)) : sum);
+    }
+    for (ptrdiff_t q = q0; q < npix; q++) {
+        T lane[LANES];
+        V acc = VLOAD(stage + q * width);
+        for (int o = LANES; o < width; o += LANES)
+            acc = VADD(acc, VLOAD(stage + q * width + o));
+        VSTORE(lane, acc);
+        T sum = lane[0];
+        for (int c = 1; c < LANES; c++)
+            sum = sum + lane[c];
+        out[q] = bias ? sum + *bias : sum;
     }
 }
 

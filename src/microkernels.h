@@ -13,6 +13,8 @@
 #define TINYGRAD_CONV_MICROKERNELS_H
 
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
@@ -57,6 +59,53 @@ typedef void (*tgc_tile_f64)(const double *vec, const double *in, const ptrdiff_
 
 static volatile double tgc_probe_sink = 0;
 
+/* A value no table has a case for: a bug in the tables, never the user's. Say so, and stop
+ * rather than compute nothing. */
+static void tgc_abort(const char *what, int value)
+{
+    fprintf(stderr, "tinygrad_conv: internal error: no case for %s (%d)\n", what, value);
+    abort();
+}
+
+/* ---- The paths' one table: per path, the widest tile worth using (vectors) and how many
+ * pixels a tile of 1, 2, 3, 4 vectors holds (its accumulators must fit in the registers).
+ * The tiles' switch cases (TGC_CASES_k, compiled into conv_tile.h), tgc_max_pixels and
+ * tgc_max_vectors are all made from it, so they cannot disagree.
+ *
+ *   portable  4-wide arrays; whatever the compiler makes of them
+ *   avx2      16 registers: at most 12 accumulators (measured on a Zen 4: 3 vectors x 4
+ *             pixels ran at 86% of the peak and 4 x 3 at 78%, so 3 vectors at most)
+ *   avx512    32 registers: up to 28 accumulators (on a Zen 4: 1 x 20 ran at 86% of the peak
+ *             where 1 x 12 ran at 75%; 2 x 14 at 98%, 4 x 6 at 96%) */
+#define TGC_PIXELS_PORTABLE (8, 6, 4, 3)
+#define TGC_PIXELS_AVX2 (12, 6, 4, 3)
+#define TGC_PIXELS_AVX512 (20, 14, 8, 6)
+#define TGC_VECTORS_PORTABLE 4
+#define TGC_VECTORS_AVX2 3
+#define TGC_VECTORS_AVX512 4
+
+#define TGC_APPLY(F, args) F args
+#define TGC_NTH_1(a, b, c, d) a
+#define TGC_NTH_2(a, b, c, d) b
+#define TGC_NTH_3(a, b, c, d) c
+#define TGC_NTH_4(a, b, c, d) d
+#define TGC_ROW(a, b, c, d) {a, b, c, d}
+#define TGC_FITS(a, b, c, d) \
+    ((a) <= TGC_MAX_PIX && (b) <= TGC_MAX_PIX && (c) <= TGC_MAX_PIX && (d) <= TGC_MAX_PIX)
+/* every tile fits the accumulators conv_tile.h declares (TGC_FOR_PIXELS: TGC_MAX_PIX) */
+typedef char tgc_tiles_fit[TGC_APPLY(TGC_FITS, TGC_PIXELS_PORTABLE)
+                           && TGC_APPLY(TGC_FITS, TGC_PIXELS_AVX2)
+                           && TGC_APPLY(TGC_FITS, TGC_PIXELS_AVX512) ? 1 : -1];
+
+/* the switch cases of a tile of V vectors on the path whose list TGC_PIXELS names: npix = 1 to
+ * that path's count (TGC_C<count>) */
+#define TGC_CASES_UPTO_(V, P) TGC_C##P(V)
+#define TGC_CASES_UPTO(V, P) TGC_CASES_UPTO_(V, P)
+#define TGC_CASES_1 TGC_CASES_UPTO(1, TGC_APPLY(TGC_NTH_1, TGC_PIXELS))
+#define TGC_CASES_2 TGC_CASES_UPTO(2, TGC_APPLY(TGC_NTH_2, TGC_PIXELS))
+#define TGC_CASES_3 TGC_CASES_UPTO(3, TGC_APPLY(TGC_NTH_3, TGC_PIXELS))
+#define TGC_CASES_4 TGC_CASES_UPTO(4, TGC_APPLY(TGC_NTH_4, TGC_PIXELS))
+
 #define TGC_C1(V) TGC_CASE(V, 1)
 #define TGC_C2(V) TGC_C1(V) TGC_CASE(V, 2)
 #define TGC_C3(V) TGC_C2(V) TGC_CASE(V, 3)
@@ -96,10 +145,7 @@ TGC_PORTABLE_OPS(float, tgc_v4f)
 TGC_PORTABLE_OPS(double, tgc_v4d)
 
 #define TARGET
-#define TGC_CASES_1 TGC_C8(1)
-#define TGC_CASES_2 TGC_C6(2)
-#define TGC_CASES_3 TGC_C4(3)
-#define TGC_CASES_4 TGC_C3(4)
+#define TGC_PIXELS TGC_PIXELS_PORTABLE
 
 #define T float
 #define V tgc_v4f
@@ -130,10 +176,7 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #include "conv_tile.h"
 
 #undef TARGET
-#undef TGC_CASES_1
-#undef TGC_CASES_2
-#undef TGC_CASES_3
-#undef TGC_CASES_4
+#undef TGC_PIXELS
 
 #if TGC_X86
 /* ---- the transposes of a LANES x LANES block in registers: unpack pairs of rows, shuffle
@@ -214,10 +257,7 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 
 /* ---- AVX2 + FMA: 16 registers, so at most 12 accumulators ---- */
 #define TARGET TGC_TARGET_AVX2
-#define TGC_CASES_1 TGC_C12(1)
-#define TGC_CASES_2 TGC_C6(2)
-#define TGC_CASES_3 TGC_C4(3)
-#define TGC_CASES_4 TGC_C3(4)
+#define TGC_PIXELS TGC_PIXELS_AVX2
 
 #define T float
 #define V __m256
@@ -248,17 +288,11 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #include "conv_tile.h"
 
 #undef TARGET
-#undef TGC_CASES_1
-#undef TGC_CASES_2
-#undef TGC_CASES_3
-#undef TGC_CASES_4
+#undef TGC_PIXELS
 
 /* ---- AVX-512F: 32 registers, so up to 28 accumulators ---- */
 #define TARGET TGC_TARGET_AVX512
-#define TGC_CASES_1 TGC_C20(1)
-#define TGC_CASES_2 TGC_C14(2)
-#define TGC_CASES_3 TGC_C8(3)
-#define TGC_CASES_4 TGC_C6(4)
+#define TGC_PIXELS TGC_PIXELS_AVX512
 
 #define T float
 #define V __m512
@@ -289,10 +323,7 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #include "conv_tile.h"
 
 #undef TARGET
-#undef TGC_CASES_1
-#undef TGC_CASES_2
-#undef TGC_CASES_3
-#undef TGC_CASES_4
+#undef TGC_PIXELS
 #endif /* TGC_X86 */
 
 /* ---- what the CPU can run ---- */
@@ -352,52 +383,50 @@ static int tgc_lanes(int path, int itemsize)
     return bytes / itemsize;
 }
 
-/* How many pixels a tile of `vectors` vectors holds on `path` (the register budget). */
+/* How many pixels a tile of `vectors` vectors holds on `path` (the paths' table above). */
 static int tgc_max_pixels(int path, int vectors)
 {
     static const int limits[TGC_N_PATHS][TGC_MAX_VECTORS] = {
-        {8, 6, 4, 3},       /* portable (the TGC_CASES_k above) */
-        {12, 6, 4, 3},      /* avx2: 16 registers */
-        {20, 14, 8, 6},     /* avx512: 32 registers (measured on a Zen 4: 1 x 20 ran at 86% of
-                               the peak where 1 x 12 ran at 75%; 2 x 14 at 98%) */
+        TGC_APPLY(TGC_ROW, TGC_PIXELS_PORTABLE),
+        TGC_APPLY(TGC_ROW, TGC_PIXELS_AVX2),
+        TGC_APPLY(TGC_ROW, TGC_PIXELS_AVX512),
     };
+    if (path < 0 || path >= TGC_N_PATHS || vectors < 1 || vectors > TGC_MAX_VECTORS)
+        tgc_abort("a tile of this many vectors", vectors);
     return limits[path][vectors - 1];
 }
 
-/* The widest tile (in vectors) worth using on `path`: measured on a Zen 4, AVX2 tiles of
- * 3 vectors x 4 pixels ran at 86% of the peak and 4 x 3 at 78%; AVX-512's 4 x 6, 96%. */
+/* The widest tile (in vectors) worth using on `path` (the paths' table above). */
 static int tgc_max_vectors(int path)
 {
-    return path == TGC_AVX2 ? 3 : TGC_MAX_VECTORS;
+    static const int widest[TGC_N_PATHS] = {
+        TGC_VECTORS_PORTABLE, TGC_VECTORS_AVX2, TGC_VECTORS_AVX512};
+    return widest[path];
 }
 
-static tgc_tile_f32 tgc_tile_fn_f32(int path, int vectors)
-{
-    static const tgc_tile_f32 table[TGC_N_PATHS][TGC_MAX_VECTORS] = {
-        {tgc_tile_1_portable_f32, tgc_tile_2_portable_f32, tgc_tile_3_portable_f32,
-         tgc_tile_4_portable_f32},
-#if TGC_X86
-        {tgc_tile_1_avx2_f32, tgc_tile_2_avx2_f32, tgc_tile_3_avx2_f32, tgc_tile_4_avx2_f32},
-        {tgc_tile_1_avx512_f32, tgc_tile_2_avx512_f32, tgc_tile_3_avx512_f32,
-         tgc_tile_4_avx512_f32},
-#endif
-    };
-    return table[path][vectors - 1];
-}
+#define TGC_BY_VECTORS(name, suffix) \
+    {name##_1_##suffix, name##_2_##suffix, name##_3_##suffix, name##_4_##suffix}
 
-static tgc_tile_f64 tgc_tile_fn_f64(int path, int vectors)
-{
-    static const tgc_tile_f64 table[TGC_N_PATHS][TGC_MAX_VECTORS] = {
-        {tgc_tile_1_portable_f64, tgc_tile_2_portable_f64, tgc_tile_3_portable_f64,
-         tgc_tile_4_portable_f64},
 #if TGC_X86
-        {tgc_tile_1_avx2_f64, tgc_tile_2_avx2_f64, tgc_tile_3_avx2_f64, tgc_tile_4_avx2_f64},
-        {tgc_tile_1_avx512_f64, tgc_tile_2_avx512_f64, tgc_tile_3_avx512_f64,
-         tgc_tile_4_avx512_f64},
+#define TGC_TILES_BY_PATH(name, type)                                                       \
+    {TGC_BY_VECTORS(name, portable_##type), TGC_BY_VECTORS(name, avx2_##type),              \
+     TGC_BY_VECTORS(name, avx512_##type)}
+#else
+#define TGC_TILES_BY_PATH(name, type) {TGC_BY_VECTORS(name, portable_##type)}
 #endif
-    };
-    return table[path][vectors - 1];
-}
+
+/* tgc_tile_fn_<type>(path, vectors, in_lanes): the tile of that many vectors on the path,
+ * broadcasting its input (tgc_tile) or reading it in lanes (tgc_ltile) */
+#define TGC_TILE_TABLE(type)                                                                \
+    static tgc_tile_##type tgc_tile_fn_##type(int path, int vectors, int in_lanes)          \
+    {                                                                                       \
+        static const tgc_tile_##type table[2][TGC_N_PATHS][TGC_MAX_VECTORS] = {             \
+            TGC_TILES_BY_PATH(tgc_tile, type), TGC_TILES_BY_PATH(tgc_ltile, type)};         \
+        return table[in_lanes][path][vectors - 1];                                          \
+    }
+
+TGC_TILE_TABLE(f32)
+TGC_TILE_TABLE(f64)
 
 typedef void (*tgc_unstage_f32)(const float *, int, ptrdiff_t, int, float *, ptrdiff_t,
                                 const float *);
@@ -413,29 +442,23 @@ typedef void (*tgc_stage_f64)(const double *, ptrdiff_t, int, ptrdiff_t, double 
 #define TGC_BY_PATH(name, type) {name##_portable_##type}
 #endif
 
-static tgc_unstage_f32 tgc_unstage_fn_f32(int path)
-{
-    static const tgc_unstage_f32 table[] = TGC_BY_PATH(tgc_unstage, f32);
-    return table[path];
-}
+typedef void (*tgc_fold_f32)(const float *, int, ptrdiff_t, float *, const float *);
+typedef void (*tgc_fold_f64)(const double *, int, ptrdiff_t, double *, const double *);
 
-static tgc_unstage_f64 tgc_unstage_fn_f64(int path)
-{
-    static const tgc_unstage_f64 table[] = TGC_BY_PATH(tgc_unstage, f64);
-    return table[path];
-}
+/* tgc_<name>_fn_<type>(path): the path's function */
+#define TGC_PATH_TABLE(name, type)                                                          \
+    static tgc_##name##_##type tgc_##name##_fn_##type(int path)                             \
+    {                                                                                       \
+        static const tgc_##name##_##type table[] = TGC_BY_PATH(tgc_##name, type);           \
+        return table[path];                                                                 \
+    }
 
-static tgc_stage_f32 tgc_stage_fn_f32(int path)
-{
-    static const tgc_stage_f32 table[] = TGC_BY_PATH(tgc_stage, f32);
-    return table[path];
-}
-
-static tgc_stage_f64 tgc_stage_fn_f64(int path)
-{
-    static const tgc_stage_f64 table[] = TGC_BY_PATH(tgc_stage, f64);
-    return table[path];
-}
+TGC_PATH_TABLE(unstage, f32)
+TGC_PATH_TABLE(unstage, f64)
+TGC_PATH_TABLE(stage, f32)
+TGC_PATH_TABLE(stage, f64)
+TGC_PATH_TABLE(fold, f32)
+TGC_PATH_TABLE(fold, f64)
 
 /* Flops done by `rounds` rounds of the FMA probe of `path`, float32 or float64. */
 static double tgc_fma_probe(int path, int is_double, long rounds)

@@ -104,6 +104,11 @@ def conv_arrays(case, dtype, seed):
 @settings(max_examples=40, deadline=None)
 @given(case=conv_cases(), seed=st.integers(0, 2**32 - 1))
 def test_conv2d_matches_pytorch_on_every_simd_path(path, dtype, case, seed):
+    assert_conv2d_matches_pytorch(path, dtype, case, seed)
+
+
+def assert_conv2d_matches_pytorch(path, dtype, case, seed):
+    """Z, dL/dA, dL/dW, dL/db of conv2d (+ backward) on `path` against PyTorch's float64."""
     _, _, stride, padding, dilation, groups = case
     x, w, b, g = conv_arrays(case, dtype, seed)
     expected = torch_conv(x, w, b, g, stride, padding, dilation, groups)
@@ -117,6 +122,36 @@ def test_conv2d_matches_pytorch_on_every_simd_path(path, dtype, case, seed):
                                [z.data, tx.grad, tw.grad, tb.grad], expected):
         assert got.dtype == dtype, name
         assert rel_err(got, want) < tol, (path, name, rel_err(got, want))
+
+
+@st.composite
+def one_channel_group_cases(draw):
+    """Shapes whose groups have one input channel: depthwise with a channel multiplier
+    (F = m * C), or a single-channel input (C = 1: dL/dA sums over the filters only), with
+    group counts around a vector's lanes (4, 8, 16), strides, paddings and dilations."""
+    if draw(st.booleans()):
+        groups = c = draw(st.sampled_from([1, 3, 4, 7, 8, 15, 16, 17, 33]))
+        f = c * draw(st.integers(1, 3))
+    else:
+        groups, c, f = 1, 1, draw(st.integers(1, 40))
+    n = draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    h = max(1, dilation[0] * (kh - 1) + 1 - 2 * padding[0]) + draw(st.integers(0, 9))
+    w = max(1, dilation[1] * (kw - 1) + 1 - 2 * padding[1]) + draw(st.integers(0, 9))
+    return (n, c, h, w), (f, 1, kh, kw), stride, padding, dilation, groups
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@settings(max_examples=25, deadline=None)
+@given(case=one_channel_group_cases(), seed=st.integers(0, 2**32 - 1))
+def test_one_channel_groups_match_pytorch_on_every_simd_path(path, dtype, case, seed):
+    # depthwise and single-channel convolutions put the groups (or the reduction) in the
+    # vectors' lanes instead of the filters: the same Z, dL/dA, dL/dW, dL/db as PyTorch
+    assert_conv2d_matches_pytorch(path, dtype, case, seed)
 
 
 @settings(max_examples=40, deadline=None)
@@ -166,6 +201,54 @@ def test_blocking_for_a_small_cache_gives_the_same_numbers(monkeypatch, simd_pat
                                        groups)]
         for name, got, want in zip(["Z", "dL/dA", "dL/dW", "dL/db"], ours, expected):
             assert rel_err(got, want) < 1e-12, (name, l2)
+
+
+@pytest.mark.parametrize("case", [
+    ((9, 5, 13, 11), (20, 5, 3, 3), (2, 1), (1, 1), (1, 2), 1),
+    ((33, 1, 12, 12), (32, 1, 3, 3), (1, 1), (0, 0), (1, 1), 1),
+    ((5, 24, 10, 9), (48, 1, 3, 3), (2, 2), (1, 1), (1, 1), 24),
+])
+def test_the_same_bits_whatever_the_cache_sizes_and_the_threads(monkeypatch, simd_path, case):
+    # a CPU with another L2 (or another thread count) cuts the work into other slabs and bands;
+    # the order of every sum depends on the shapes and the SIMD path only, so the bits agree
+    x, w, b, g = conv_arrays(case, np.float32, seed=11)
+    _, _, stride, padding, dilation, groups = case
+    before = _threads.get_num_threads()
+    runs = []
+    try:
+        for l2, threads in [(1 << 20, 2), (4096, 1), (64 * 1024, 3), (32 << 20, 2)]:
+            monkeypatch.setattr(_conv, "cache_sizes",
+                                lambda l2=l2: {"L1d": 4096, "L2": l2, "L3": 1 << 20})
+            _threads.set_num_threads(threads)
+            runs.append([_conv.conv2d_forward(x, w, b, stride, padding, dilation, groups),
+                         *_conv.conv2d_backward(x, w, g, stride, padding, dilation, True, True,
+                                                True, groups)])
+    finally:
+        _threads.set_num_threads(before)
+    for run in runs[1:]:
+        for name, first, again in zip(["Z", "dL/dA", "dL/dW", "dL/db"], runs[0], run):
+            assert first.tobytes() == again.tobytes(), name
+
+
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_every_tile_shape_in_the_paths_table_computes_its_sums(simd_path, depthwise):
+    # one table (microkernels.h) makes both the tiles' switch cases and the sizes the plans ask
+    # for; a tile of every size, 1 to the most, for every vector count: one output row of that
+    # many pixels, as many filters (or depthwise groups) as the vectors hold
+    shapes, max_pixels = _conv.tile_shapes(simd_path)
+    lanes = _conv.vector_lanes(np.float64)
+    rng = np.random.default_rng(4)
+    for vectors, most in shapes:
+        assert 1 <= most <= max_pixels
+        f = vectors * lanes
+        for width in range(1, most + 1):
+            x = rng.standard_normal((1, f if depthwise else 3, 1, width))
+            w = rng.standard_normal((f, 1 if depthwise else 3, 1, 1))
+            groups = f if depthwise else 1
+            z = _conv.conv2d_forward(x, w, None, (1, 1), (0, 0), (1, 1), groups)
+            expected = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w),
+                                                  groups=groups).numpy()
+            assert rel_err(z, expected) < 1e-12, (vectors, width)
 
 
 def test_conv2d_padding_is_never_materialized():
@@ -341,8 +424,9 @@ def test_set_simd_path_refuses_unknown_names():
 def test_show_config_reports_what_a_speed_report_needs(capsys):
     info = tinygrad_conv.show_config()
     out = capsys.readouterr().out
-    for key in ("simd path", "threads", "openmp", "blas", "L1d", "L2", "compiler"):
+    for key in ("simd path", "threads", "openmp", "blas", "L1d", "L2", "compiler", "blocking"):
         assert key in out.lower() or key in out, (key, out)
     assert info["simd_path"] == _conv.get_simd_path()
     assert info["threads"] == _threads.get_num_threads()
     assert info["cache_bytes"]["L2"] > 0
+    assert info["blocking"]["slab_bytes"] == info["cache_bytes"]["L2"] // 2

@@ -27,9 +27,19 @@ def _blas() -> str:
         return f"unknown ({type(e).__name__})"
 
 
+def _blocking_line(b: dict) -> str:
+    """The kernels' blocking (src/conv.pyx's Blocking) in one line."""
+    kib = lambda n: f"{n // 1024} KiB"  # noqa: E731
+    return (f"staging {kib(b['stage_bytes'])}, kernel chunk {kib(b['kernel_bytes'])}, "
+            f"dL/dW slab {kib(b['slab_bytes'])}, {b['tasks_per_thread']} tasks a thread "
+            f"(from the L2: results do not depend on them); dL/dW {b['runs']} partial sums "
+            f"(at most {b['partials_bytes'] >> 20} MiB), added {b['sum_piece']} at a time")
+
+
 def show_config(file=None) -> dict:
     """Print (to `file`, default stdout) and return what a speed problem report needs: the
-    build (compiler, OpenMP), the threads, the SIMD path in use, the BLAS, the cache sizes."""
+    build (compiler, OpenMP), the threads, the SIMD path in use, the BLAS, the cache sizes and
+    the blocking the kernels derive from them."""
     from tinygrad_conv import __version__
 
     build = _threads.BUILD_INFO         # what the compiler saw (src/build_info.h)
@@ -46,6 +56,7 @@ def show_config(file=None) -> dict:
         "blas": _blas(),
         "cache_bytes": {k: v for k, v in cache_sizes().items() if k != "source"},
         "cache_source": cache_sizes()["source"],
+        "blocking": _conv.blocking_info(),
     }
     caches = ", ".join(f"{k} {v // 1024} KiB" for k, v in info["cache_bytes"].items())
     lanes = _conv.vector_lanes(np.float32)
@@ -59,6 +70,7 @@ def show_config(file=None) -> dict:
         f"BLAS           {info['blas']} (matrix products of Linear; the convolutions use "
         f"their own kernels)",
         f"caches         {caches} (from the {info['cache_source']})",
+        f"blocking       {_blocking_line(info['blocking'])}",
     ]
     print("\n".join(lines), file=file)
     return info

@@ -1,0 +1,40 @@
+# cython: language_level=3
+"""The C side of the convolutions, src/microkernels.h (which includes src/conv_tile.h once per
+SIMD path and float type), declared once for Cython. `ptrdiff_t` is the headers' index type;
+Cython sees it as Py_ssize_t (both are the pointer-sized signed integer), so index arrays pass
+between them unchanged."""
+
+ctypedef Py_ssize_t ptrdiff_t "ptrdiff_t"
+
+cdef extern from "microkernels.h" nogil:
+    ctypedef struct tgc_loops:
+        ptrdiff_t n[3]
+        ptrdiff_t vec_step[3]
+        ptrdiff_t in_step[3]
+    ctypedef void (*tgc_tile_f32)(const float *, const float *, const ptrdiff_t *, int,
+                                  const tgc_loops *, float *, const ptrdiff_t *, int)
+    ctypedef void (*tgc_tile_f64)(const double *, const double *, const ptrdiff_t *, int,
+                                  const tgc_loops *, double *, const ptrdiff_t *, int)
+    enum:
+        TGC_PORTABLE, TGC_AVX2, TGC_AVX512, TGC_MAX_PIX, TGC_TILE_CAPACITY
+    int tgc_best_path()
+    int tgc_lanes(int path, int itemsize)
+    int tgc_max_pixels(int path, int vectors)
+    int tgc_max_vectors(int path)
+    tgc_tile_f32 tgc_tile_fn_f32(int path, int vectors, int in_lanes)
+    tgc_tile_f64 tgc_tile_fn_f64(int path, int vectors, int in_lanes)
+    double tgc_fma_probe(int path, int is_double, long rounds)
+    ctypedef void (*tgc_unstage_f32)(const float *, int, ptrdiff_t, int, float *, ptrdiff_t,
+                                     const float *)
+    ctypedef void (*tgc_unstage_f64)(const double *, int, ptrdiff_t, int, double *,
+                                     ptrdiff_t, const double *)
+    ctypedef void (*tgc_stage_f32)(const float *, ptrdiff_t, int, ptrdiff_t, float *, int)
+    ctypedef void (*tgc_stage_f64)(const double *, ptrdiff_t, int, ptrdiff_t, double *, int)
+    ctypedef void (*tgc_fold_f32)(const float *, int, ptrdiff_t, float *, const float *)
+    ctypedef void (*tgc_fold_f64)(const double *, int, ptrdiff_t, double *, const double *)
+    tgc_fold_f32 tgc_fold_fn_f32(int path)
+    tgc_fold_f64 tgc_fold_fn_f64(int path)
+    tgc_unstage_f32 tgc_unstage_fn_f32(int path)
+    tgc_unstage_f64 tgc_unstage_fn_f64(int path)
+    tgc_stage_f32 tgc_stage_fn_f32(int path)
+    tgc_stage_f64 tgc_stage_fn_f64(int path)

@@ -189,8 +189,7 @@ cdef class Value:
         if self._extra is None:
             self._extra = _Extra("", "", ())
         self._extra.backward = fn
-        if not PyObject_GC_IsTracked(<PyObject *>self):  # fn may refer to this Value: a cycle
-            PyObject_GC_Track(<PyObject *>self)
+        _track(self)    # fn may refer to this Value (micrograd's closures do): a cycle
 
     @_backward.deleter
     def _backward(self):        # back to the built-in backward of the op
@@ -408,7 +407,12 @@ cdef str _number_text(double k, bint is_int):
 
 cdef inline Value _node(double data, int code, Value a, Value b, double k, bint k_is_int):
     """A new Value made by op `code` from a (and b, or the number k)."""
-    cdef Value out = Value.__new__(Value)
+    return _fill(Value.__new__(Value), data, code, a, b, k, k_is_int)
+
+
+cdef inline Value _fill(Value out, double data, int code, Value a, Value b, double k,
+                        bint k_is_int):
+    """out, a new Value (or instance of a subclass), made the node of op `code` on a and b."""
     out._made = True
     out.data = data
     out._code = code
@@ -450,6 +454,12 @@ cdef inline void _keep_track(Value v) noexcept:
     PyObject_GC_UnTrack(<PyObject *>v)
 
 
+cdef inline void _track(Value v) noexcept:
+    """Hand v to the cycle collector (it now refers to Python objects that may refer to it)."""
+    if not PyObject_GC_IsTracked(<PyObject *>v):
+        PyObject_GC_Track(<PyObject *>v)
+
+
 def _rebuild(double data, double grad, int code, Value a, Value b, double k, bint k_is_int,
              double inner_grad, _Extra extra, type cls=Value):
     """A Value from what __reduce__ saved (checked: a backward reads the operands blindly)."""
@@ -460,18 +470,12 @@ def _rebuild(double data, double grad, int code, Value a, Value b, double k, bin
         raise ValueError(f"Value: unpickling op {_OP_NAMES[code]!r} with the wrong operands")
     if not issubclass(cls, Value):
         raise ValueError(f"Value: unpickling a {cls.__name__}, which is not a Value")
-    cdef Value out = cls.__new__(cls)
-    out._made = True
-    out.data = data
-    out._code = code
-    out._a = a
-    out._b = b
-    out._k = k
-    out._k_is_int = k_is_int
+    cdef Value out = _fill(cls.__new__(cls), data, code, a, b, k, k_is_int)
     out._grad = grad
     out._inner_grad = inner_grad
     out._extra = extra
-    _keep_track(out)
+    if extra is not None and (extra.backward is not None or extra.more):
+        _track(out)
     return out
 
 

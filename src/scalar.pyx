@@ -102,6 +102,7 @@ cdef class Value:
     cdef int _code              # the op code
     cdef bint _k_is_int         # k was given as an int (how _op prints it)
     cdef bint _made             # __init__ has run, or an op made it
+    cdef bint _tracked          # handed to the cycle collector by _track
     cdef unsigned long long _mark   # last graph walk that reached this node (see _walk)
     cdef _Extra _extra          # label, a user-given op name and children: None for most nodes
 
@@ -222,8 +223,8 @@ cdef class Value:
         so on: one C stack frame per node of a chain, a crash at some 100,000 nodes. Instead,
         the operands this Value holds the last reference to go onto a stack, and the outermost
         __dealloc__ frees them one by one. (Python's trashcan does this for container types,
-        but only for those the cycle collector tracks; most Values are not tracked, which makes
-        building and freeing a graph a third faster: see _keep_track.)
+        but only for those the cycle collector tracks, and most Values are not: see
+        _keep_track.)
         """
         global _freeing
         _defer(<PyObject *>self._a)
@@ -457,15 +458,16 @@ cdef inline void _keep_track(Value v) noexcept:
     """
     if type(v) is not Value:
         return      # a subclass instance: tracked by Python, its __dict__ may hold anything
-    if ((v._a is not None and PyObject_GC_IsTracked(<PyObject *>v._a))
-            or (v._b is not None and PyObject_GC_IsTracked(<PyObject *>v._b))
+    if ((v._a is not None and (v._a._tracked or type(v._a) is not Value))
+            or (v._b is not None and (v._b._tracked or type(v._b) is not Value))
             or (v._extra is not None and (v._extra.backward is not None or v._extra.more))):
         _track(v)   # (children past two are rare: only Value(...) makes them)
 
 
 cdef inline void _track(Value v) noexcept:
     """Hand v to the cycle collector (it now refers to Python objects that may refer to it)."""
-    if not PyObject_GC_IsTracked(<PyObject *>v):
+    v._tracked = True
+    if not PyObject_GC_IsTracked(<PyObject *>v):     # (a subclass's instances are)
         PyObject_GC_Track(<PyObject *>v)
 
 

@@ -393,6 +393,15 @@ def test_only_values_that_can_be_in_a_cycle_are_tracked_by_the_collector():
     assert gc.is_tracked(CubeValue(1.0))
 
 
+def test_values_made_without_init_are_tracked_when_they_need_to_be():
+    bare = Value.__new__(Value)
+    assert not gc.is_tracked(bare) and bare.data == 0.0 and bare._op == ""
+    bare._backward = lambda: None
+    assert gc.is_tracked(bare)
+    sub = CubeValue.__new__(CubeValue)    # a subclass instance, its __init__ never run
+    assert gc.is_tracked(sub) and gc.is_tracked(sub * 2) and gc.is_tracked(Value(1.0) + sub)
+
+
 def test_a_custom_node_whose_closure_refers_to_it_is_collected():
     class Witness:
         pass

@@ -11,7 +11,12 @@ as a small integer, and its one or two operands. Where micrograd stores a Python
 node, here every op has a forward (which builds the node) and a backward (a C function reading
 the node's fields); `backward()` orders the graph with an iterative depth-first search that
 marks nodes with a per-walk number instead of filling a Python set, then calls each node's
-backward through a table indexed by the op code. No Python code runs during backward.
+backward through a table indexed by the op code. No Python code runs during backward, unless
+you put some there, micrograd style: a node made by `Value(data, (x,), 'cube')` whose
+`_backward` you set to a function of no arguments (or a node of a `Value` subclass that
+defines `_backward`) is backpropagated by calling that function, in topological order, while
+the built-in nodes around it stay in C. `Value` can be subclassed (to add methods such as
+`cube`); the built-in ops of a subclass instance return plain Values, as micrograd's do.
 
 The numbers are micrograd's, bit for bit: every op computes what micrograd computes, in the
 same order (a / b is a * b**-1, a - b is a + b*(-1), and so on), and gradients add up with
@@ -32,6 +37,7 @@ from cpython.long cimport PyLong_AsDouble
 from cpython.ref cimport PyObject
 from libc.math cimport exp, floor, isfinite, isinf, log, pow, tanh
 from libc.stdlib cimport free, realloc
+from libc.string cimport memset
 
 import numbers
 
@@ -39,6 +45,20 @@ cdef extern from "Python.h":
     Py_ssize_t Py_REFCNT(PyObject *o)
     void _incref "Py_INCREF"(PyObject *o)
     void _decref "Py_DECREF"(PyObject *o)
+    int PyObject_GC_IsTracked(PyObject *o)
+    void PyObject_GC_Track(PyObject *o)
+    ctypedef struct PyTypeObject:
+        Py_ssize_t tp_basicsize
+    ctypedef PyObject *(*allocfunc)(PyTypeObject *t, Py_ssize_t n) noexcept
+    ctypedef void (*freefunc)(void *o) noexcept
+    ctypedef struct _Slots "PyTypeObject":     # the slots set at the end of this file
+        allocfunc tp_alloc
+        freefunc tp_free
+    PyObject *_PyObject_GC_New(PyTypeObject *t)
+    PyObject *PyObject_Init(PyObject *o, PyTypeObject *t)
+    PyObject *PyType_GenericAlloc(PyTypeObject *t, Py_ssize_t n)
+    void PyObject_GC_Del(void *o)
+    PyTypeObject *Py_TYPE(PyObject *o)
 
 __all__ = ["Value", "topological_order"]
 
@@ -62,15 +82,15 @@ cdef enum:
     N_OPS
 
 
-@cython.final
-@cython.freelist(4096)
-@cython.no_gc  # Values never form reference cycles: see __dealloc__
+@cython.no_gc_clear  # the collector breaks a cycle at its Python objects: see _keep_track
 cdef class Value:
     """One scalar and its gradient: micrograd's `Value(data, _children=(), _op='', label='')`.
 
     `data` and `grad` are floats (C doubles). `_prev` is the set of Values this one was made
     from and `_op` names the op; `label` is a name for pictures (`viz.draw`). Values passed as
-    `_children` show in the graph but, as in micrograd, receive no gradient through this node.
+    `_children` receive a gradient through this node only from the `_backward` you give it
+    (as in micrograd: a custom op's node is a Value with children and a `_backward`).
+    Subclasses may add methods; the built-in ops return plain Values.
     """
 
     cdef public double data
@@ -82,6 +102,7 @@ cdef class Value:
     cdef int _code              # the op code
     cdef bint _k_is_int         # k was given as an int (how _op prints it)
     cdef bint _made             # __init__ has run, or an op made it
+    cdef bint _tracked          # handed to the cycle collector by _track
     cdef unsigned long long _mark   # last graph walk that reached this node (see _walk)
     cdef _Extra _extra          # label, a user-given op name and children: None for most nodes
 
@@ -105,7 +126,9 @@ cdef class Value:
         if len(children) > 1:
             self._b = children[1]
         if len(children) > 2 or _op or label:
-            self._extra = _Extra(label, _op, children[2:])
+            backward = self._extra.backward if self._extra is not None else None
+            self._extra = _Extra(label, _op, children[2:], backward)
+        _keep_track(self)
 
     # ---- what micrograd's Value shows --------------------------------------------------------
 
@@ -144,7 +167,8 @@ cdef class Value:
     @grad.setter
     def grad(self, double grad):
         self._grad = grad
-        self._inner_grad = 0.0  # micrograd's inner node (of a - b, a / b) is zeroed with it
+        if grad == 0.0:     # zeroing a - b or a / b zeroes micrograd's inner node too (below);
+            self._inner_grad = 0.0  # a `_backward` adding to it (x.grad += ...) does not
 
     @property
     def label(self):
@@ -159,6 +183,35 @@ cdef class Value:
         else:
             self._extra.label = label
 
+    @property
+    def _backward(self):
+        """What backward() calls at this node, micrograd's `_backward`: the function you set,
+        else one step of the built-in backward (this node's grad times its local derivatives,
+        added to its operands' grads; nothing for a leaf), which backward() runs in C."""
+        if self._extra is not None and self._extra.backward is not None:
+            return self._extra.backward
+        return self._builtin_backward
+
+    @_backward.setter
+    def _backward(self, fn):
+        if not callable(fn):
+            raise TypeError(f"Value._backward must be a function of no arguments that adds "
+                            f"to the operands' .grad (as in micrograd), got "
+                            f"{type(fn).__name__}: {fn!r}")
+        if self._extra is None:
+            self._extra = _Extra("", "", ())
+        self._extra.backward = fn
+        _track(self)    # fn may refer to this Value (micrograd's closures do): a cycle
+
+    @_backward.deleter
+    def _backward(self):        # back to the built-in backward of the op
+        if self._extra is not None:
+            self._extra.backward = None
+
+    def _builtin_backward(self):
+        """One step of the built-in backward at this node (what `_backward` is by default)."""
+        _BACKWARD[self._code](self)
+
     def __repr__(self):
         return f"Value(data={self.data}, grad={self._grad})"
 
@@ -170,9 +223,8 @@ cdef class Value:
         so on: one C stack frame per node of a chain, a crash at some 100,000 nodes. Instead,
         the operands this Value holds the last reference to go onto a stack, and the outermost
         __dealloc__ frees them one by one. (Python's trashcan does this for container types,
-        but only for those the cycle collector tracks; Values need no cycle collection, since
-        a Value refers only to Values made before it, and leaving it out makes building and
-        freeing a graph a third faster.)
+        but only for those the cycle collector tracks, and most Values are not: see
+        _keep_track.)
         """
         global _freeing
         _defer(<PyObject *>self._a)
@@ -188,8 +240,9 @@ cdef class Value:
         _freeing = False
 
     def __reduce__(self):   # pickle and copy: everything but _mark, which only this process reads
+        state = getattr(self, "__dict__", None) or None     # a subclass instance's attributes
         return (_rebuild, (self.data, self._grad, self._code, self._a, self._b, self._k,
-                           self._k_is_int, self._inner_grad, self._extra))
+                           self._k_is_int, self._inner_grad, self._extra, type(self)), state)
 
     # ---- ops with another Value or a Python number ------------------------------------------
     # Each builds one node; the backward of every op is in the section below, in the same order.
@@ -197,7 +250,7 @@ cdef class Value:
     def __add__(self, other):
         cdef double k
         cdef bint is_int
-        if type(other) is Value:
+        if _is_value(other):
             return _node(self.data + (<Value>other).data, ADD, self, other, 0.0, False)
         if _as_double(other, &k, &is_int):
             return _node(self.data + k, ADD_K, self, None, k, is_int)
@@ -213,7 +266,7 @@ cdef class Value:
     def __sub__(self, other):       # micrograd: self + (-other); the same number as a - b
         cdef double k
         cdef bint is_int
-        if type(other) is Value:
+        if _is_value(other):
             return _node(self.data - (<Value>other).data, SUB, self, other, 0.0, False)
         if _as_double(other, &k, &is_int):
             return _node(self.data + (-k), ADD_K, self, None, -k, is_int)
@@ -229,7 +282,7 @@ cdef class Value:
     def __mul__(self, other):
         cdef double k
         cdef bint is_int
-        if type(other) is Value:
+        if _is_value(other):
             return _node(self.data * (<Value>other).data, MUL, self, other, 0.0, False)
         if _as_double(other, &k, &is_int):
             return _node(self.data * k, MUL_K, self, None, k, is_int)
@@ -245,7 +298,7 @@ cdef class Value:
     def __truediv__(self, other):   # micrograd: self * other**-1
         cdef double k, inverse
         cdef bint is_int
-        if type(other) is Value:
+        if _is_value(other):
             inverse = _pow((<Value>other).data, -1.0, "Value.__truediv__", other)
             return _node(self.data * inverse, DIV, self, other, 0.0, False)
         if _as_double(other, &k, &is_int):
@@ -317,36 +370,41 @@ cdef class Value:
 
     def backward(self):
         """Set self.grad = 1, then add every Value's contribution to the grads of its operands,
-        outputs before inputs (micrograd's order and rule: grads add up; zero them yourself)."""
+        outputs before inputs (micrograd's order and rule: grads add up; zero them yourself).
+        Each node's step is its `_backward`: in C for the built-in ones, a call for yours."""
         cdef _Buffer order = _Buffer(NULL, 0, 0)
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, n_python
         cdef Value node
         try:
-            _walk(self, &order)
+            n_python = _walk(self, &order)
             self._grad = 1.0
+            if n_python > 0:
+                _backward_calling_python(&order)
+                return
             for i in range(order.size - 1, -1, -1):
                 node = <Value>order.items[i]
                 _BACKWARD[node._code](node)
         finally:
             free(order.items)
 
-    def _backward(self):
-        """Add this Value's grad times its local derivatives to its operands' grads (one step
-        of backward(), micrograd's `_backward`)."""
-        _BACKWARD[self._code](self)
-
 
 @cython.final
 cdef class _Extra:
-    """What few Values carry: a label, an op name given to Value(...), children past two."""
+    """What few Values carry: a label, an op name given to Value(...), children past two, and
+    the function set as `_backward` (None: the op's built-in backward)."""
     cdef str label
     cdef str op
     cdef tuple more
+    cdef object backward
 
-    def __init__(self, str label, str op, tuple more):
+    def __init__(self, str label, str op, tuple more, backward=None):
         self.label = label
         self.op = op
         self.more = more
+        self.backward = backward
+
+    def __reduce__(self):
+        return (_Extra, (self.label, self.op, self.more, self.backward))
 
 
 _OP_NAMES = {LEAF: "", ADD: "+", SUB: "-", MUL: "*", DIV: "/", ADD_K: "+{k}", MUL_K: "*{k}",
@@ -361,7 +419,12 @@ cdef str _number_text(double k, bint is_int):
 
 cdef inline Value _node(double data, int code, Value a, Value b, double k, bint k_is_int):
     """A new Value made by op `code` from a (and b, or the number k)."""
-    cdef Value out = Value.__new__(Value)
+    return _fill(Value.__new__(Value), data, code, a, b, k, k_is_int)
+
+
+cdef inline Value _fill(Value out, double data, int code, Value a, Value b, double k,
+                        bint k_is_int):
+    """out, a new Value (or instance of a subclass), made the node of op `code` on a and b."""
     out._made = True
     out.data = data
     out._code = code
@@ -369,21 +432,61 @@ cdef inline Value _node(double data, int code, Value a, Value b, double k, bint 
     out._b = b
     out._k = k
     out._k_is_int = k_is_int
+    _keep_track(out)
     return out
 
 
+cdef inline bint _is_value(object x):
+    """x is a Value or a Value subclass instance (the exact type first: the common case)."""
+    return type(x) is Value or isinstance(x, Value)
+
+
+cdef inline void _keep_track(Value v) noexcept:
+    """Hand the new Value v to the cycle collector only if it can be part of a reference cycle.
+
+    A Value refers to Values made before it, so Values alone form no cycle: one needs Python
+    objects that can refer to anything (a function set as `_backward`, often a closure over
+    its own node, or a subclass instance's __dict__). Like a tuple of untracked items, a
+    Value is born untracked (see _alloc) and tracked only if it is such a Value or one of its
+    operands is tracked (then a cycle may run through it); untracked, it costs the collector
+    nothing. A Value given a `_backward` later is tracked from then on; Values made from it
+    before stay untracked.
+    NOTE: so a cycle through those (a `_backward` that refers to a Value made from its own
+    node before it was set) is never collected. Nothing can crash: Values have no tp_clear
+    (the collector breaks a cycle at its Python objects), so a Value is freed only once
+    unreachable, and backward() reads its operands blindly.
+    """
+    if type(v) is not Value:
+        return      # a subclass instance: tracked by Python, its __dict__ may hold anything
+    if ((v._a is not None and (v._a._tracked or type(v._a) is not Value))
+            or (v._b is not None and (v._b._tracked or type(v._b) is not Value))
+            or (v._extra is not None and (v._extra.backward is not None or v._extra.more))):
+        _track(v)   # (children past two are rare: only Value(...) makes them)
+
+
+cdef inline void _track(Value v) noexcept:
+    """Hand v to the cycle collector (it now refers to Python objects that may refer to it)."""
+    v._tracked = True
+    if not PyObject_GC_IsTracked(<PyObject *>v):     # (a subclass's instances are)
+        PyObject_GC_Track(<PyObject *>v)
+
+
 def _rebuild(double data, double grad, int code, Value a, Value b, double k, bint k_is_int,
-             double inner_grad, _Extra extra):
+             double inner_grad, _Extra extra, type cls=Value):
     """A Value from what __reduce__ saved (checked: a backward reads the operands blindly)."""
     if not 0 <= code < N_OPS:
         raise ValueError(f"Value: unpickling an unknown op code {code}")
     binary = code in (ADD, SUB, MUL, DIV)
     if code != LEAF and (a is None or binary != (b is not None)):
         raise ValueError(f"Value: unpickling op {_OP_NAMES[code]!r} with the wrong operands")
-    cdef Value out = _node(data, code, a, b, k, k_is_int)
+    if not issubclass(cls, Value):
+        raise ValueError(f"Value: unpickling a {cls.__name__}, which is not a Value")
+    cdef Value out = _fill(cls.__new__(cls), data, code, a, b, k, k_is_int)
     out._grad = grad
     out._inner_grad = inner_grad
     out._extra = extra
+    if extra is not None and (extra.backward is not None or extra.more):
+        _track(out)
     return out
 
 
@@ -556,9 +659,10 @@ cdef inline void _defer(PyObject *operand) noexcept:
 cdef unsigned long long _walks = 0   # how many graph walks have started: each marks its nodes
 
 
-cdef int _walk(Value root, _Buffer *order) except -1:
+cdef Py_ssize_t _walk(Value root, _Buffer *order) except -1:
     """Append every Value reachable from root to `order`, each after all the Values it was made
     from (a post-order depth-first search, operands in order; iterative, so any depth works).
+    Returns how many of them may have a `_backward` in Python (see _python_backward).
 
     A node's _mark says how far this walk got with it: below `entered` not reached yet,
     `entered` while its operands are being visited, `done` once it is in `order`. No Python
@@ -569,7 +673,7 @@ cdef int _walk(Value root, _Buffer *order) except -1:
     cdef unsigned long long entered = _walks, done = _walks + 1
     cdef _Buffer stack = _Buffer(NULL, 0, 0)
     cdef Value node, child
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, n_python = 0
     try:
         _push(&stack, <PyObject *>root)
         while stack.size > 0:
@@ -590,9 +694,42 @@ cdef int _walk(Value root, _Buffer *order) except -1:
                 if node._mark == entered:
                     node._mark = done
                     _push(order, <PyObject *>node)
+                    if type(node) is not Value or (node._extra is not None
+                                                   and node._extra.backward is not None):
+                        n_python += 1
     finally:
         free(stack.items)
+    return n_python
+
+
+cdef int _backward_calling_python(_Buffer *order) except -1:
+    """backward()'s loop over `order` (from _walk) when some nodes' `_backward` is Python: call
+    those, run the others in C. An exception in a `_backward` stops the loop and propagates,
+    leaving the grads added so far (as in micrograd); the next backward() starts afresh."""
+    cdef Py_ssize_t i
+    # Python code may drop the last outside reference to a node: own one to each first
+    cdef list nodes = [<Value>order.items[i] for i in range(order.size)]
+    cdef Value node
+    for node in reversed(nodes):
+        fn = _python_backward(node)
+        if fn is None:
+            _BACKWARD[node._code](node)
+        else:
+            fn()
     return 0
+
+
+_BUILTIN = Value.__dict__["_backward"]  # the property, which a subclass may override
+
+
+cdef object _python_backward(Value node):
+    """The function backward() calls at `node`: the one set as its `_backward`, or the
+    `_backward` its subclass defines; None where the built-in backward (in C) applies."""
+    if node._extra is not None and node._extra.backward is not None:
+        return node._extra.backward
+    if type(node) is not Value and getattr(type(node), "_backward") is not _BUILTIN:
+        return node._backward
+    return None
 
 
 def topological_order(Value root not None):
@@ -618,7 +755,7 @@ def _neuron_sum(list w, x, Value start not None):
     for i in range(n):
         wi = w[i]
         xi = x[i]
-        if type(xi) is Value:
+        if _is_value(xi):
             product = _node(wi.data * (<Value>xi).data, MUL, wi, xi, 0.0, False)
         elif _as_double(xi, &k, &is_int):
             product = _node(wi.data * k, MUL_K, wi, None, k, is_int)
@@ -627,3 +764,44 @@ def _neuron_sum(list w, x, Value start not None):
                             f"{type(xi).__name__}: {xi!r}")
         acc = _node(acc.data + product.data, ADD, acc, product, 0.0, False)
     return acc
+
+
+# ---- where Values live: born untracked, freed onto a free list --------------------------------
+# Python's generic allocator hands every new object of a type with a cycle-collector header to
+# the collector; a Value is born untracked instead (_keep_track tracks the few that need it),
+# which keeps building a graph as fast as when Values had no such header. Up to 16,384 freed
+# Values wait in _spare for the next ones. (A subclass's instances use Python's allocator.)
+
+cdef enum:
+    N_SPARE = 16384     # a graph of that many Values is rebuilt from the list each step
+cdef PyObject *_spare[N_SPARE]
+cdef int _n_spare = 0
+
+
+cdef PyObject *_alloc(PyTypeObject *t, Py_ssize_t n) noexcept:
+    global _n_spare
+    cdef PyObject *o
+    if t != <PyTypeObject *>Value:
+        return PyType_GenericAlloc(t, n)
+    if _n_spare > 0:
+        _n_spare -= 1
+        o = _spare[_n_spare]
+    else:
+        o = _PyObject_GC_New(t)
+        if o == NULL:
+            return NULL
+    memset(<char *>o, 0, t.tp_basicsize)    # tp_new expects zeros, as from PyType_GenericAlloc
+    return PyObject_Init(o, t)
+
+
+cdef void _free(void *o) noexcept:
+    global _n_spare
+    if Py_TYPE(<PyObject *>o) == <PyTypeObject *>Value and _n_spare < N_SPARE:
+        _spare[_n_spare] = <PyObject *>o
+        _n_spare += 1
+    else:
+        PyObject_GC_Del(o)
+
+
+(<_Slots *>Value).tp_alloc = _alloc
+(<_Slots *>Value).tp_free = _free

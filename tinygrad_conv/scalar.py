@@ -25,7 +25,10 @@ times faster (benchmarks/bench_scalar.py). What differs, on purpose:
 - bad input raises a TypeError or ValueError naming the op (micrograd asserts, or returns a
   complex number for a negative number to a fractional power); a Neuron given the wrong number
   of inputs raises ValueError (micrograd's zip quietly drops the extra ones);
-- Values take no new attributes (no `__dict__`), and `_backward` is a method, not a closure.
+- Values take no new attributes (no `__dict__`) and `Value` no new methods: subclass it (a
+  subclass's instances take both; built-in ops on them return plain Values, as micrograd's
+  do). `_backward` is a property: a built-in node's step (run in C by backward()) unless you
+  set your own function, micrograd style, which backward() then calls (docs/scalar.md).
 
 The nn classes use Python's `random` module as micrograd's do, so after `random.seed(s)` both
 libraries make the same weights.

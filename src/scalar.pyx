@@ -35,11 +35,25 @@ cimport cython
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_AsDouble
 from cpython.ref cimport PyObject
-from libc.math cimport exp, floor, isfinite, isinf, log, pow, tanh
+from libc.math cimport exp, floor, isfinite, isinf, log, tanh
 from libc.stdlib cimport free, realloc
 from libc.string cimport memset
 
 import numbers
+
+cdef extern from *:
+    """
+    #include <math.h>
+    /* libm's pow(), never replaced by the compiler: GCC turns pow(x, -1.0) into 1.0 / x, which
+       can differ in the last bit from the pow() that CPython's float ** calls (micrograd's
+       numbers); an exponent the compiler cannot see keeps the call. */
+    static double tgc_libm_pow(double base, double exponent) {
+        volatile double unseen = exponent;
+        return pow(base, unseen);
+    }
+    """
+    double pow "tgc_libm_pow"(double base, double exponent) noexcept nogil
+
 
 cdef extern from "Python.h":
     Py_ssize_t Py_REFCNT(PyObject *o)

@@ -40,7 +40,6 @@ class Parameter(Tensor):
     attribute registers it (so it appears in `parameters()` and `state_dict()`)."""
 
     __slots__ = ()
-    _is_weight = True  # backward checks its version even when it is frozen (no grad)
 
     def __init__(self, data, requires_grad: bool = True, dtype=None) -> None:
         super().__init__(data, requires_grad=requires_grad, dtype=dtype)

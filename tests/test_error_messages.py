@@ -151,3 +151,10 @@ def test_the_shared_checkers_name_the_op_the_argument_and_the_bound(call, error,
     with pytest.raises(error) as info:
         call()
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("input", [np.ones(3), Tensor(np.arange(3))], ids=["array", "int64"])
+def test_mse_loss_input_must_be_a_float_tensor_naming_mse_loss(input):
+    # an array used to go through as numpy arithmetic and return an array, silently
+    with pytest.raises(TypeError, match=r"mse_loss: input must be"):
+        F.mse_loss(input, np.ones(3))

@@ -14,6 +14,7 @@ the op (`args = conv2d_args(...)`).
 from __future__ import annotations
 
 import math
+import warnings
 from numbers import Integral, Real
 from typing import Any, NamedTuple
 
@@ -380,3 +381,47 @@ def dropout_args(input, p) -> float:
     """The drop probability p."""
     float_tensor("dropout", "input", input)
     return real("dropout", "p", p, 0, 1)
+
+
+def class_targets(op: str, logits: Tensor, targets) -> np.ndarray:
+    """Check integer class targets for logits of shape (N, C) (targets (N,)) or (C,) (one
+    target); return them as an int64 array."""
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"{op}: input must be a Tensor, got {type(logits).__name__}")
+    if logits.ndim not in (1, 2):
+        raise ValueError(f"{op}: input must have shape (N, C) or (C,), got {logits.shape}")
+    t = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
+    if t.dtype.kind not in "iu":
+        raise TypeError(
+            f"{op}: targets must be integer class indices, got dtype {t.dtype}"
+            + (" (float targets: use .astype(np.int64) if they are class numbers)"
+               if t.dtype.kind == "f" else ""))
+    c = logits.shape[-1]
+    expected = (logits.shape[0],) if logits.ndim == 2 else ()
+    if t.shape != expected:  # PyTorch's forward takes (1,) for a 1-D input, its backward not
+        raise ValueError(
+            f"{op}: targets must have shape {expected} to match input {logits.shape}, got "
+            f"{t.shape}")
+    if t.size and (t.min() < 0 or t.max() >= c):
+        bad = t[(t < 0) | (t >= c)].reshape(-1)
+        raise ValueError(
+            f"{op}: targets must lie in [0, {c - 1}] for {c} classes, found {bad[:5].tolist()}")
+    return t.astype(np.int64, copy=False)
+
+
+def mse_loss_args(input, target) -> None:
+    """mse_loss's shapes: equal, or broadcastable with PyTorch's warning (seldom what was
+    meant); shapes that do not broadcast are an error."""
+    float_tensor("mse_loss", "input", input)
+    target_shape = np.shape(target.data if isinstance(target, Tensor) else target)
+    if input.shape != target_shape:
+        try:
+            np.broadcast_shapes(input.shape, target_shape)
+        except ValueError:
+            raise ValueError(
+                f"mse_loss: input shape {input.shape} and target shape {target_shape} differ "
+                "and do not broadcast") from None
+        warnings.warn(
+            f"mse_loss: using a target size {target_shape} that is different to the input size "
+            f"{input.shape}. This will likely lead to incorrect results due to broadcasting. "
+            "Please ensure they have the same size.", UserWarning, stacklevel=3)

@@ -7,12 +7,10 @@ compositions of others.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from tinygrad_conv import rng as _rng
-from tinygrad_conv._args import dropout_args, linear_args
+from tinygrad_conv._args import class_targets, dropout_args, linear_args, mse_loss_args
 from tinygrad_conv.cnn_ops import adaptive_avg_pool2d, avg_pool2d, conv2d, max_pool2d
 from tinygrad_conv.norm_ops import batch_norm
 from tinygrad_conv.ops import Linear, NLLLoss
@@ -71,56 +69,19 @@ def softmax(x: Tensor, axis: int = -1, *, dim=None) -> Tensor:
 def nll_loss(logp: Tensor, targets) -> Tensor:
     """Mean negative log-likelihood of integer `targets` (N,) under log-probabilities (N, C);
     or of one target under log-probabilities (C,). An empty batch gives NaN, as in PyTorch."""
-    return NLLLoss.apply(logp, targets=_class_targets("nll_loss", logp, targets))
+    return NLLLoss.apply(logp, targets=class_targets("nll_loss", logp, targets))
 
 
 def cross_entropy(logits: Tensor, targets) -> Tensor:
     """Mean cross-entropy of integer class `targets` (N,) for raw scores `logits` (N, C); or of
     one target for scores (C,). An empty batch gives NaN, as in PyTorch."""
-    targets = _class_targets("cross_entropy", logits, targets)
+    targets = class_targets("cross_entropy", logits, targets)
     return NLLLoss.apply(logits.log_softmax(axis=-1), targets=targets)
 
 
 def mse_loss(input: Tensor, target) -> Tensor:
     """Mean of (input - target)^2. Shapes that differ but broadcast give a value and PyTorch's
     warning (it is seldom what was meant); shapes that do not broadcast are an error."""
-    target_shape = np.shape(target.data if isinstance(target, Tensor) else target)
-    if input.shape != target_shape:
-        try:
-            np.broadcast_shapes(input.shape, target_shape)
-        except ValueError:
-            raise ValueError(
-                f"mse_loss: input shape {input.shape} and target shape {target_shape} differ "
-                "and do not broadcast") from None
-        warnings.warn(
-            f"mse_loss: using a target size {target_shape} that is different to the input size "
-            f"{input.shape}. This will likely lead to incorrect results due to broadcasting. "
-            "Please ensure they have the same size.", UserWarning, stacklevel=2)
+    mse_loss_args(input, target)
     diff = input - target
     return (diff * diff).mean()
-
-
-def _class_targets(op: str, logits: Tensor, targets) -> np.ndarray:
-    """Check integer class targets for logits of shape (N, C) (targets (N,)) or (C,) (one
-    target); return them as an int64 array."""
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"{op}: input must be a Tensor, got {type(logits).__name__}")
-    if logits.ndim not in (1, 2):
-        raise ValueError(f"{op}: input must have shape (N, C) or (C,), got {logits.shape}")
-    t = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
-    if t.dtype.kind not in "iu":
-        raise TypeError(
-            f"{op}: targets must be integer class indices, got dtype {t.dtype}"
-            + (" (float targets: use .astype(np.int64) if they are class numbers)"
-               if t.dtype.kind == "f" else ""))
-    c = logits.shape[-1]
-    expected = (logits.shape[0],) if logits.ndim == 2 else ()
-    if t.shape != expected:  # PyTorch's forward takes (1,) for a 1-D input, its backward not
-        raise ValueError(
-            f"{op}: targets must have shape {expected} to match input {logits.shape}, got "
-            f"{t.shape}")
-    if t.size and (t.min() < 0 or t.max() >= c):
-        bad = t[(t < 0) | (t >= c)].reshape(-1)
-        raise ValueError(
-            f"{op}: targets must lie in [0, {c - 1}] for {c} classes, found {bad[:5].tolist()}")
-    return t.astype(np.int64, copy=False)

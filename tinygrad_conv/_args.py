@@ -412,7 +412,9 @@ def class_targets(op: str, logits: Tensor, targets) -> np.ndarray:
 def mse_loss_args(input, target) -> None:
     """mse_loss's shapes: equal, or broadcastable with PyTorch's warning (seldom what was
     meant); shapes that do not broadcast are an error."""
-    float_tensor("mse_loss", "input", input)
+    if not isinstance(input, Tensor) or input.dtype not in _FLOAT_DTYPES:   # 0-d included
+        raise TypeError(f"mse_loss: input must be a float32 or float64 Tensor, got "
+                        f"{getattr(input, 'dtype', type(input).__name__)}")
     target_shape = np.shape(target.data if isinstance(target, Tensor) else target)
     if input.shape != target_shape:
         try:

@@ -158,3 +158,11 @@ def test_mse_loss_input_must_be_a_float_tensor_naming_mse_loss(input):
     # an array used to go through as numpy arithmetic and return an array, silently
     with pytest.raises(TypeError, match=r"mse_loss: input must be"):
         F.mse_loss(input, np.ones(3))
+
+
+def test_a_reductions_0d_result_is_a_float_tensor_to_the_checkers():
+    # a sum's 0-d result holds a numpy scalar, not an array: still a float tensor
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    loss = F.mse_loss(F.dropout(x.sum(), 0.0), 1.0)
+    loss.backward()
+    assert float(loss.data) == 4.0 and x.grad.tolist() == [4.0, 4.0]

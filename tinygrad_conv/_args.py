@@ -98,8 +98,8 @@ def float_tensor(where: str, name: str, value) -> np.ndarray:
     """The float32/float64 array inside a Tensor argument."""
     if not isinstance(value, Tensor):
         raise TypeError(f"{where}: {name} must be a Tensor, got {type(value).__name__}")
-    data = value.data
-    if not isinstance(data, np.ndarray) or data.dtype not in _FLOAT_DTYPES:
+    data = value.data   # an ndarray, or a numpy scalar for a reduction's 0-d result
+    if getattr(data, "dtype", None) not in _FLOAT_DTYPES:
         dtype = getattr(data, "dtype", type(data).__name__)
         raise TypeError(
             f"{where}: {name} must be float32 or float64, got {dtype} (shape "
@@ -412,9 +412,7 @@ def class_targets(op: str, logits: Tensor, targets) -> np.ndarray:
 def mse_loss_args(input, target) -> None:
     """mse_loss's shapes: equal, or broadcastable with PyTorch's warning (seldom what was
     meant); shapes that do not broadcast are an error."""
-    if not isinstance(input, Tensor) or input.dtype not in _FLOAT_DTYPES:   # 0-d included
-        raise TypeError(f"mse_loss: input must be a float32 or float64 Tensor, got "
-                        f"{getattr(input, 'dtype', type(input).__name__)}")
+    float_tensor("mse_loss", "input", input)
     target_shape = np.shape(target.data if isinstance(target, Tensor) else target)
     if input.shape != target_shape:
         try:

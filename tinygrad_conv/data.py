@@ -206,6 +206,40 @@ class MNIST:
         return f"MNIST(root={os.fspath(self.root)!r}, split={split!r}, n={len(self)})"
 
 
+
+def _dataset_arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
+    """DataLoader's dataset: uint8 images (N, H, W) or (N, C, H, W), N integer labels."""
+    images, labels = getattr(dataset, "images", None), getattr(dataset, "labels", None)
+    if not isinstance(images, np.ndarray) or not isinstance(labels, np.ndarray):
+        raise TypeError(f"DataLoader: dataset must have numpy arrays .images and .labels, "
+                        f"got {type(dataset).__name__}")
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+        raise ValueError(f"DataLoader: dataset.images must be uint8 (N, H, W) or "
+                         f"(N, C, H, W), got {images.dtype} {images.shape}")
+    if labels.shape != images.shape[:1]:
+        raise ValueError(f"DataLoader: dataset.labels must have shape {images.shape[:1]}, "
+                         f"got {labels.shape}")
+    if labels.dtype.kind not in "iu":  # int64 batches of float labels would truncate them
+        raise TypeError(f"DataLoader: dataset.labels must be integer class indices, got "
+                        f"dtype {labels.dtype}")
+    return images, labels
+
+
+def _normalize_pair(normalize) -> tuple[float, float] | None:
+    """DataLoader's normalize: None, or (mean, std) as two floats with std > 0."""
+    if normalize is None:
+        return None
+    if not isinstance(normalize, (tuple, list, np.ndarray)) or not all(
+            isinstance(v, Real) and not isinstance(v, bool) for v in normalize):
+        raise TypeError(f"DataLoader: normalize must be a pair of numbers (mean, std), "
+                        f"got {normalize!r}")
+    if len(normalize) != 2 or not (math.isfinite(normalize[0])
+                                   and math.isfinite(normalize[1]) and normalize[1] > 0):
+        raise ValueError(f"DataLoader: normalize must be (mean, std) with std > 0, "
+                         f"got {normalize!r}")
+    return (float(normalize[0]), float(normalize[1]))
+
+
 class DataLoader:
     """Batches of ``(images float32 (B, C, H, W), labels int64 (B,))`` as numpy arrays.
 
@@ -221,19 +255,7 @@ class DataLoader:
     def __init__(self, dataset, batch_size: int, shuffle: bool = False,
                  seed: int | None = None, drop_last: bool = False,
                  normalize: tuple[float, float] | None = None) -> None:
-        images, labels = getattr(dataset, "images", None), getattr(dataset, "labels", None)
-        if not isinstance(images, np.ndarray) or not isinstance(labels, np.ndarray):
-            raise TypeError(f"DataLoader: dataset must have numpy arrays .images and .labels, "
-                            f"got {type(dataset).__name__}")
-        if images.dtype != np.uint8 or images.ndim not in (3, 4):
-            raise ValueError(f"DataLoader: dataset.images must be uint8 (N, H, W) or "
-                             f"(N, C, H, W), got {images.dtype} {images.shape}")
-        if labels.shape != images.shape[:1]:
-            raise ValueError(f"DataLoader: dataset.labels must have shape {images.shape[:1]}, "
-                             f"got {labels.shape}")
-        if labels.dtype.kind not in "iu":  # int64 batches of float labels would truncate them
-            raise TypeError(f"DataLoader: dataset.labels must be integer class indices, got "
-                            f"dtype {labels.dtype}")
+        images, labels = _dataset_arrays(dataset)
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
             raise TypeError(f"DataLoader: batch_size must be an int, got {batch_size!r}")
         if batch_size < 1:
@@ -241,16 +263,7 @@ class DataLoader:
         if seed is not None and (isinstance(seed, bool)
                                  or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ValueError(f"DataLoader: seed must be a non-negative int or None, got {seed!r}")
-        if normalize is not None:
-            if not isinstance(normalize, (tuple, list, np.ndarray)) or not all(
-                    isinstance(v, Real) and not isinstance(v, bool) for v in normalize):
-                raise TypeError(f"DataLoader: normalize must be a pair of numbers (mean, std), "
-                                f"got {normalize!r}")
-            if len(normalize) != 2 or not (math.isfinite(normalize[0])
-                                           and math.isfinite(normalize[1]) and normalize[1] > 0):
-                raise ValueError(f"DataLoader: normalize must be (mean, std) with std > 0, "
-                                 f"got {normalize!r}")
-            normalize = (float(normalize[0]), float(normalize[1]))
+        normalize = _normalize_pair(normalize)
         self.images = images if images.ndim == 4 else images[:, None]
         self.labels = labels
         self.batch_size = int(batch_size)

@@ -42,15 +42,8 @@ def _float64_leaf(x) -> Tensor | object:
     return x
 
 
-def gradcheck(
-    fn: Callable[..., Tensor],
-    inputs: Sequence,
-    eps: float = 1e-6,
-    atol: float = 1e-5,
-    rtol: float = 1e-3,
-    seed: int = 0,
-    raise_exception: bool = True,
-) -> bool:
+def gradcheck(fn: Callable[..., Tensor], inputs: Sequence, eps: float = 1e-6, atol: float = 1e-5,
+              rtol: float = 1e-3, seed: int = 0, raise_exception: bool = True) -> bool:
     """True when every float input's gradient matches central differences to atol + rtol*|num|.
 
     Only inputs that are Tensors with requires_grad=True are checked; others are passed through.
@@ -70,52 +63,71 @@ def gradcheck(
         raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
     weights = np.random.default_rng(seed).standard_normal(out.shape)
 
-    def scalar_loss(args) -> float:
+    def loss() -> float:  # L = sum(fn(inputs) * weights) at the inputs as they are now
         with no_grad():
-            return float(np.sum(fn(*args).data * weights))
-
-    def close(a, b):
-        return np.abs(a - b) <= atol + rtol * np.abs(b)
+            return float(np.sum(fn(*inputs).data * weights))
 
     out.backward(weights)
-    at_loss = scalar_loss(inputs)
+    at_loss = loss()
     kinks_accepted = []
-
     for i in checked:
         x = inputs[i]
         analytic = np.zeros_like(x.data) if x.grad is None else x.grad
-        numerical, right, left = (np.zeros_like(x.data) for _ in range(3))
-        for idx in np.ndindex(*x.shape):
-            original = x.data[idx]
-            x.data[idx] = original + eps  # inputs[i] is our float64 copy: safe to nudge
-            plus = scalar_loss(inputs)
-            x.data[idx] = original - eps
-            minus = scalar_loss(inputs)
-            x.data[idx] = original
-            numerical[idx] = (plus - minus) / (2 * eps)
-            right[idx], left[idx] = (plus - at_loss) / eps, (at_loss - minus) / eps
-
-        wrong = ~close(analytic, numerical)
-        kink = ~close(right, left) & ~close(left, right)
-        one_sided = close(analytic, right) | close(analytic, left)
-        mismatch, at_kink = wrong & ~kink, wrong & kink & ~one_sided
-        if mismatch.any() or at_kink.any():
+        numerical, right, left = _differences(x, loss, at_loss, eps)
+        problem, kinks = _compare(i, x.shape, analytic, numerical, right, left, atol, rtol)
+        if problem is not None:
             if raise_exception:
-                raise GradcheckError(_mismatch_message(i, x.shape, analytic, numerical, right,
-                                                       left, mismatch, at_kink, atol, rtol))
+                raise GradcheckError(problem)
             return False
-        kinks_accepted += [(i, idx, float(right[idx]), float(left[idx]))
-                           for idx in np.ndindex(*x.shape) if wrong[idx] and kink[idx]]
+        kinks_accepted += kinks
     if kinks_accepted:
-        i, idx, r, l = kinks_accepted[0]
-        warnings.warn(
-            f"gradcheck: {len(kinks_accepted)} element(s) sit on a kink of the loss, where it "
-            f"has no derivative (first: input {i}, index {_index(idx)}: the one-sided "
-            f"differences are {r!r} from the right and {l!r} from the left; a tie in max or "
-            f"max_pool, or relu at 0). Their analytic values equal a one-sided derivative, so "
-            f"they were accepted; break the ties (add small distinct noise to the inputs) to "
-            f"check them strictly", GradcheckKinkWarning, stacklevel=2)
+        _warn_kinks(kinks_accepted)
     return True
+
+
+def _differences(x: Tensor, loss: Callable[[], float], at_loss: float, eps: float):
+    """For each element i of x: the central difference (L(x + eps*e_i) - L(x - eps*e_i)) /
+    (2 eps), and the one-sided ones from the right and from the left."""
+    numerical, right, left = (np.zeros_like(x.data) for _ in range(3))
+    for idx in np.ndindex(*x.shape):
+        original = x.data[idx]
+        x.data[idx] = original + eps  # x is gradcheck's float64 copy: safe to nudge
+        plus = loss()
+        x.data[idx] = original - eps
+        minus = loss()
+        x.data[idx] = original
+        numerical[idx] = (plus - minus) / (2 * eps)
+        right[idx], left[idx] = (plus - at_loss) / eps, (at_loss - minus) / eps
+    return numerical, right, left
+
+
+def _compare(i, shape, analytic, numerical, right, left, atol, rtol):
+    """(the error message or None, the kinks accepted) for input i: each element's analytic
+    value must be within atol + rtol*|numerical| of the central difference, or, where the
+    one-sided differences disagree (a kink), of one of them."""
+    def close(a, b):
+        return np.abs(a - b) <= atol + rtol * np.abs(b)
+
+    wrong = ~close(analytic, numerical)
+    kink = ~close(right, left) & ~close(left, right)
+    one_sided = close(analytic, right) | close(analytic, left)
+    mismatch, at_kink = wrong & ~kink, wrong & kink & ~one_sided
+    if mismatch.any() or at_kink.any():
+        return _mismatch_message(i, shape, analytic, numerical, right, left, mismatch, at_kink,
+                                 atol, rtol), []
+    return None, [(i, idx, float(right[idx]), float(left[idx]))
+                  for idx in np.ndindex(*shape) if wrong[idx] and kink[idx]]
+
+
+def _warn_kinks(kinks_accepted: list) -> None:
+    i, idx, r, l = kinks_accepted[0]
+    warnings.warn(
+        f"gradcheck: {len(kinks_accepted)} element(s) sit on a kink of the loss, where it "
+        f"has no derivative (first: input {i}, index {_index(idx)}: the one-sided "
+        f"differences are {r!r} from the right and {l!r} from the left; a tie in max or "
+        f"max_pool, or relu at 0). Their analytic values equal a one-sided derivative, so "
+        f"they were accepted; break the ties (add small distinct noise to the inputs) to "
+        f"check them strictly", GradcheckKinkWarning, stacklevel=3)
 
 
 def _index(idx) -> tuple[int, ...]:

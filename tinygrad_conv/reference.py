@@ -78,43 +78,52 @@ def conv2d_backward(x, w, grad_out, stride, padding, dilation,
         dx, dw, db = (None if part[0] is None else np.concatenate(part, axis=axis)
                       for part, axis in zip(zip(*parts), (1, 0, 0)))
         return dx, dw, db
-    dx = dw = db = None
+    dx = conv2d_input_grad(x.shape, w, grad_out, stride, padding, dilation) if need_dx else None
+    dw = conv2d_weight_grad(x, w.shape, grad_out, stride, padding, dilation) if need_dw else None
+    # dL/db = Z' summed over every axis but F
+    db = grad_out.sum(axis=(0, 2, 3)) if need_db else None
+    return dx, dw, db
+
+
+def conv2d_weight_grad(x, w_shape, grad_out, stride, padding, dilation) -> np.ndarray:
+    """dL/dW = Z' ⊛ A, summed over the batch, for one group (conv2d_backward's dw)."""
     (top, bottom), (left, right) = _pads(padding)
-    (sh, sw), (dil_h, dil_w), (_, _, kh, kw) = stride, dilation, w.shape
+    (sh, sw), (dil_h, dil_w), (_, _, kh, kw) = stride, dilation, w_shape
     oh, ow = grad_out.shape[2:]
     a_pad = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    if need_dw:
-        # dL/dW = Z' ⊛ A, summed over the batch: pad(A) correlated with Z' as the kernel. Z'
-        # holds every s-th output, so its taps sit s apart (dilation s, the same as dilating
-        # Z' by s); W's taps sat d apart, so Z' moves d cells at a time (stride d). The batch
-        # is the summed axis (the correlation's channels), A's channels and Z''s filters the
-        # two others: (C, N, H, W) ⊛ (F, N, OH, OW) -> (C, F, KH, KW). Only the rows and
-        # columns the forward read, s*(OH-1) + d*(KH-1) + 1, so the result is KH x KW.
-        rows, cols = sh * (oh - 1) + dil_h * (kh - 1) + 1, sw * (ow - 1) + dil_w * (kw - 1) + 1
-        a_read = a_pad[:, :, :rows, :cols].transpose(1, 0, 2, 3)
-        z_kernel = np.ascontiguousarray(grad_out.transpose(1, 0, 2, 3))
-        dw_cf = conv2d_forward(a_read, z_kernel, None, dilation, (0, 0), stride)
-        dw = np.ascontiguousarray(dw_cf.transpose(1, 0, 2, 3))
-    if need_db:
-        # dL/db = Z' summed over every axis but F
-        db = grad_out.sum(axis=(0, 2, 3))
-    if need_dx:
-        # dL/dA = W_180 ⊛ pad(dilate(Z', s), d(k-1)), then crop the forward's padding off.
-        # dilate: Z' back where its outputs sit in the stride-1 output of pad(A), zeros elsewhere
-        # (s-1 between neighbours, and after the last jump, so rows of pad(A) no window reached
-        # get 0); pad by the dilated kernel's extent minus one, d(k-1) = k_eff - 1
-        n, f = grad_out.shape[:2]
-        ext_h, ext_w = dil_h * (kh - 1), dil_w * (kw - 1)
-        z_dil = np.zeros((n, f, a_pad.shape[2] - ext_h, a_pad.shape[3] - ext_w), grad_out.dtype)
-        z_dil[:, :, ::sh, ::sw] = grad_out
-        z_pad = np.pad(z_dil, ((0, 0), (0, 0), (ext_h, ext_h), (ext_w, ext_w)))
-        # W_180 is W turned by 180° with filters and channels swapped: dL/dA has A's C channels,
-        # so here A's channels are the filters and Z''s F channels are summed over
-        w_180 = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)                 # (C, F, KH, KW)
-        da_pad = conv2d_forward(z_pad, np.ascontiguousarray(w_180), None, (1, 1), (0, 0),
-                                dilation)                                  # the shape of pad(A)
-        dx = da_pad[:, :, top: top + x.shape[2], left: left + x.shape[3]]
-    return dx, dw, db
+    # pad(A) correlated with Z' as the kernel. Z' holds every s-th output, so its taps sit s
+    # apart (dilation s, the same as dilating Z' by s); W's taps sat d apart, so Z' moves d
+    # cells at a time (stride d). The batch is the summed axis (the correlation's channels),
+    # A's channels and Z''s filters the two others: (C, N, H, W) ⊛ (F, N, OH, OW) ->
+    # (C, F, KH, KW). Only the rows and columns the forward read, s*(OH-1) + d*(KH-1) + 1, so
+    # the result is KH x KW.
+    rows, cols = sh * (oh - 1) + dil_h * (kh - 1) + 1, sw * (ow - 1) + dil_w * (kw - 1) + 1
+    a_read = a_pad[:, :, :rows, :cols].transpose(1, 0, 2, 3)
+    z_kernel = np.ascontiguousarray(grad_out.transpose(1, 0, 2, 3))
+    dw_cf = conv2d_forward(a_read, z_kernel, None, dilation, (0, 0), stride)
+    return np.ascontiguousarray(dw_cf.transpose(1, 0, 2, 3))
+
+
+def conv2d_input_grad(x_shape, w, grad_out, stride, padding, dilation) -> np.ndarray:
+    """dL/dA = W_180 ⊛ pad(dilate(Z', s), d(k-1)), then the forward's padding cropped off, for
+    one group (conv2d_backward's dx)."""
+    (top, bottom), (left, right) = _pads(padding)
+    (sh, sw), (dil_h, dil_w), (_, _, kh, kw) = stride, dilation, w.shape
+    n, f = grad_out.shape[:2]
+    # dilate: Z' back where its outputs sit in the stride-1 output of pad(A), zeros elsewhere
+    # (s-1 between neighbours, and after the last jump, so rows of pad(A) no window reached
+    # get 0); pad by the dilated kernel's extent minus one, d(k-1) = k_eff - 1
+    ext_h, ext_w = dil_h * (kh - 1), dil_w * (kw - 1)
+    padded_hw = (x_shape[2] + top + bottom, x_shape[3] + left + right)
+    z_dil = np.zeros((n, f, padded_hw[0] - ext_h, padded_hw[1] - ext_w), grad_out.dtype)
+    z_dil[:, :, ::sh, ::sw] = grad_out
+    z_pad = np.pad(z_dil, ((0, 0), (0, 0), (ext_h, ext_h), (ext_w, ext_w)))
+    # W_180 is W turned by 180° with filters and channels swapped: dL/dA has A's C channels,
+    # so here A's channels are the filters and Z''s F channels are summed over
+    w_180 = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)                 # (C, F, KH, KW)
+    da_pad = conv2d_forward(z_pad, np.ascontiguousarray(w_180), None, (1, 1), (0, 0),
+                            dilation)                                  # the shape of pad(A)
+    return da_pad[:, :, top: top + x_shape[2], left: left + x_shape[3]]
 
 
 def max_pool2d_forward(x, kernel_size, stride, padding):

@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mnist  # noqa: E402
 
 import tinygrad_conv  # noqa: E402
-import tinygrad_conv.functional as F  # noqa: E402
 from tinygrad_conv import Tensor, nn  # noqa: E402
 from tinygrad_conv.data import MNIST  # noqa: E402
 from tinygrad_conv.optim import Adam  # noqa: E402
@@ -64,53 +63,45 @@ def normalized(images: np.ndarray) -> np.ndarray:
     return ((images.astype(np.float32) / 255 - mean) / std)[:, None]
 
 
+class HistoryRun(mnist.Run):
+    """mnist.fit's record of a run, which also keeps, every `eval_every` steps, the mean training
+    loss and accuracy since the last record and the test loss and accuracy."""
+
+    def __init__(self, epochs: int, model: nn.Module, test_loader, eval_every: int) -> None:
+        super().__init__(epochs)
+        self.model, self.test_loader, self.eval_every = model, test_loader, eval_every
+        self.history = {name: [] for name in
+                        ("step", "train_loss", "train_accuracy", "test_loss", "test_accuracy")}
+        self.since = [0.0, 0, 0]  # loss sum, correct, seen since the last record
+
+    def after_step(self, loss: float, logits: np.ndarray, y: np.ndarray) -> None:
+        super().after_step(loss, logits, y)
+        since = self.since
+        since[0] += loss * len(y)
+        since[1] += int((logits.argmax(axis=1) == y).sum())
+        since[2] += len(y)
+        if self.step % self.eval_every == 0:
+            test_loss, test_acc = mnist.evaluate(self.model, self.test_loader)
+            for name, value in zip(self.history, (self.step, since[0] / since[2],
+                                                  100.0 * since[1] / since[2], test_loss,
+                                                  test_acc)):
+                self.history[name].append(value)
+            self.since = [0.0, 0, 0]
+
+
 def train_with_history(limit: int, epochs: int, seed: int = 1, batch_size: int = 64,
                        eval_every: int = 20, test_limit: int = 1000,
                        data_dir: Path = mnist.DEFAULT_DATA_DIR):
-    """Train mnist.py's small net on the first `limit` training images with Adam, recording
-    every `eval_every` steps the mean training loss and accuracy since the last record and the
-    test loss and accuracy. Returns (model, history: dict of equal-length lists)."""
-    train_set, test_set = MNIST(data_dir, train=True), MNIST(data_dir, train=False)
-    x_train, y_train = train_set.images[:limit], train_set.labels[:limit]
-    x_test = normalized(test_set.images[:test_limit])
-    y_test = test_set.labels[:test_limit]
+    """Train mnist.py's small net with mnist.fit on the first `limit` training images with
+    Adam, recording a HistoryRun. Returns (model, history: dict of equal-length lists)."""
+    loader, test_loader = mnist.make_loaders(argparse.Namespace(
+        data_dir=data_dir, limit=limit, test_limit=test_limit, batch_size=batch_size, seed=seed))
     tinygrad_conv.manual_seed(seed)
     model = mnist.make_model("small")
     optimizer = Adam(model.parameters(), lr=1e-3)
-    order_rng = np.random.default_rng(seed)
-    history = {name: [] for name in
-               ("step", "train_loss", "train_accuracy", "test_loss", "test_accuracy")}
-    step, loss_sum, correct, seen = 0, 0.0, 0, 0
-    for _ in range(epochs):
-        order = order_rng.permutation(len(y_train))
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            logits = model(Tensor(normalized(x_train[idx])))
-            loss = F.cross_entropy(logits, y_train[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            step += 1
-            loss_sum += loss.item() * len(idx)
-            correct += int((logits.numpy().argmax(axis=1) == y_train[idx]).sum())
-            seen += len(idx)
-            if step % eval_every == 0:
-                test_loss, test_acc = evaluate(model, x_test, y_test)
-                for name, value in zip(history, (step, loss_sum / seen, 100.0 * correct / seen,
-                                                 test_loss, test_acc)):
-                    history[name].append(value)
-                loss_sum, correct, seen = 0.0, 0, 0
-    return model, history
-
-
-def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy in %) of model on normalised images x and labels y."""
-    model.eval()
-    with tinygrad_conv.no_grad():
-        logits = model(Tensor(x))
-        loss = F.cross_entropy(logits, y).item()
-    model.train()
-    return loss, 100.0 * float((logits.numpy().argmax(axis=1) == y).mean())
+    run = HistoryRun(epochs, model, test_loader, eval_every)
+    mnist.fit(model, optimizer, None, loader, test_loader, epochs, run)
+    return model, run.history
 
 
 def load_model(path: Path) -> nn.Sequential:

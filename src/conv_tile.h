@@ -6,6 +6,10 @@
  *   TARGET         the attribute that lets a function use the instruction set (or nothing)
  *   VZERO()  VLOAD(p)  VBCAST(p)  VFMA(a, b, acc) = a*b + acc  VSTORE(p, v)  VADD(a, b)
  *   TRANSPOSE(r)   transposes the LANES x LANES block held in the vectors r[0..LANES-1]
+ *   SFMA(a, b, acc)  VFMA on one value (the same rounding: fused where VFMA is)
+ *   VLOAD_PART(p, n)  the n < LANES values from p, zeros in the other lanes (reads no further)
+ *   DEAL2(lo, hi, even, odd), WEAVE2(even, odd, first, second)  (optional) the even and odd
+ *                  lanes of two vectors apart, and back together
  *   TGC_PIXELS     the path's row of the paths' table (microkernels.h): how many pixels a
  *                  tile of 1..4 vectors may hold, from which TGC_CASES_1..4 make the switch
  *                  cases
@@ -222,6 +226,146 @@ TARGET static void TGC_FN(tgc_fold)(const T *stage, int width, ptrdiff_t npix, T
     }
 }
 
+/* ---- a plane's pixels in the lanes (depthwise): a run of one output row is the vector ----
+ *
+ *     terms:  out[u] = (sum over t < nterms of k[koff[t]] * in[ioff[t] + u])  (+ *bias)
+ *                                                                       0 <= u < count
+ *
+ * one chain of fused multiply-adds per output, in the terms' order (the caller lists them by
+ * channel, kernel row, kernel column: the micro-kernel's order). Four vectors of outputs at a
+ * time share each broadcast weight; the last vector may overlap the one before (its outputs
+ * are computed again, the same way: the same bits); a run shorter than a vector goes one
+ * output at a time, SFMA being VFMA's one-lane twin (the same rounding). */
+
+TARGET static void TGC_FN(tgc_terms)(const T *k, const ptrdiff_t *koff, const T *in,
+                                     const ptrdiff_t *ioff, int nterms, ptrdiff_t count,
+                                     T *out, const T *bias)
+{
+    if (count < LANES) {
+        for (ptrdiff_t u = 0; u < count; u++) {
+            T acc = 0;
+            for (int t = 0; t < nterms; t++)
+                acc = SFMA(k[koff[t]], in[ioff[t] + u], acc);
+            out[u] = bias ? acc + *bias : acc;
+        }
+        return;
+    }
+    /* vector v starts at min(v * LANES, count - LANES); four at a time, the last group
+     * repeating its last vector when it has fewer */
+    const ptrdiff_t nvec = (count + LANES - 1) / LANES, last = count - LANES;
+    V b = bias ? VBCAST(bias) : VZERO();
+    for (ptrdiff_t v = 0; v < nvec; v += 4) {
+        ptrdiff_t u0 = v * LANES, u1 = (v + 1 < nvec ? v + 1 : nvec - 1) * LANES;
+        ptrdiff_t u2 = (v + 2 < nvec ? v + 2 : nvec - 1) * LANES;
+        ptrdiff_t u3 = (v + 3 < nvec ? v + 3 : nvec - 1) * LANES;
+        u0 = u0 < last ? u0 : last;
+        u1 = u1 < last ? u1 : last;
+        u2 = u2 < last ? u2 : last;
+        u3 = u3 < last ? u3 : last;
+        V a0 = VZERO(), a1 = VZERO(), a2 = VZERO(), a3 = VZERO();
+        for (int t = 0; t < nterms; t++) {
+            V w = VBCAST(k + koff[t]);
+            const T *p = in + ioff[t];
+            a0 = VFMA(w, VLOAD(p + u0), a0);
+            a1 = VFMA(w, VLOAD(p + u1), a1);
+            a2 = VFMA(w, VLOAD(p + u2), a2);
+            a3 = VFMA(w, VLOAD(p + u3), a3);
+        }
+        VSTORE(out + u0, bias ? VADD(a0, b) : a0);
+        VSTORE(out + u1, bias ? VADD(a1, b) : a1);
+        VSTORE(out + u2, bias ? VADD(a2, b) : a2);
+        VSTORE(out + u3, bias ? VADD(a3, b) : a3);
+    }
+}
+
+/*     dot:  acc[y % 4] += z[y * zs + x] * in[y * is + x]   (lane (x - lo) % LANES)
+ *                                                    rows y < ny, columns lo <= x < hi
+ *
+ * dL/dW of a plane, one tap: four vector sums take the rows in turn (so that the CPU runs four
+ * chains at once), each row's vectors in order, its last part-vector with zeros in the lanes
+ * past hi (VLOAD_PART: 0 * 0 adds nothing); the caller adds the sums up, lane by lane. */
+
+#define TGC_DOT_ROW(a, y)                                                                   \
+    do {                                                                                    \
+        for (ptrdiff_t x = lo; x < end; x += LANES)                                         \
+            a = VFMA(VLOAD(z + (y) * zs + x), VLOAD(in + (y) * is + x), a);                 \
+        if (rest > 0)                                                                       \
+            a = VFMA(VLOAD_PART(z + (y) * zs + end, rest), VLOAD_PART(in + (y) * is + end,  \
+                                                                      rest), a);            \
+    } while (0)
+
+TARGET static void TGC_FN(tgc_dot)(const T *z, ptrdiff_t zs, const T *in, ptrdiff_t is,
+                                   ptrdiff_t ny, ptrdiff_t lo, ptrdiff_t hi, T *acc)
+{
+    if (hi <= lo)
+        return;
+    V a0 = VLOAD(acc), a1 = VLOAD(acc + LANES), a2 = VLOAD(acc + 2 * LANES);
+    V a3 = VLOAD(acc + 3 * LANES);
+    const ptrdiff_t end = lo + (hi - lo) / LANES * LANES;
+    const int rest = (int)(hi - end);
+    ptrdiff_t y = 0;
+    for (; y + 4 <= ny; y += 4) {
+        TGC_DOT_ROW(a0, y);
+        TGC_DOT_ROW(a1, y + 1);
+        TGC_DOT_ROW(a2, y + 2);
+        TGC_DOT_ROW(a3, y + 3);
+    }
+    if (y < ny)
+        TGC_DOT_ROW(a0, y);
+    if (y + 1 < ny)
+        TGC_DOT_ROW(a1, y + 1);
+    if (y + 2 < ny)
+        TGC_DOT_ROW(a2, y + 2);
+    VSTORE(acc, a0);
+    VSTORE(acc + LANES, a1);
+    VSTORE(acc + 2 * LANES, a2);
+    VSTORE(acc + 3 * LANES, a3);
+}
+
+#undef TGC_DOT_ROW
+
+/*     deal:   out[q * pitch + v] = in[v * s + q]     v * s + q < n   (a row into s phases)
+ *     weave:  out[v * s + q] = in[q * pitch + v]     v * s + q < n   (s phases into a row)
+ *
+ * so that a strided read (forward stride s) or write (dL/dA, stride s) is a unit-stride one;
+ * for s = 2 a vector pair at a time (DEAL2, WEAVE2: two registers' even and odd lanes). */
+
+TARGET static void TGC_FN(tgc_deal)(const T *in, ptrdiff_t n, ptrdiff_t s, T *out,
+                                    ptrdiff_t pitch)
+{
+    ptrdiff_t i = 0;
+#ifdef DEAL2
+    if (s == 2)
+        for (; i + 2 * LANES <= n; i += 2 * LANES) {
+            V even, odd;
+            DEAL2(VLOAD(in + i), VLOAD(in + i + LANES), even, odd);
+            VSTORE(out + i / 2, even);
+            VSTORE(out + pitch + i / 2, odd);
+        }
+#endif
+    for (ptrdiff_t q = 0; q < s; q++)         /* the rest (i is a multiple of s) */
+        for (ptrdiff_t v = i / s; v * s + q < n; v++)
+            out[q * pitch + v] = in[v * s + q];
+}
+
+TARGET static void TGC_FN(tgc_weave)(const T *in, ptrdiff_t n, ptrdiff_t s, T *out,
+                                     ptrdiff_t pitch)
+{
+    ptrdiff_t i = 0;
+#ifdef WEAVE2
+    if (s == 2)
+        for (; i + 2 * LANES <= n; i += 2 * LANES) {
+            V first, second;
+            WEAVE2(VLOAD(in + i / 2), VLOAD(in + pitch + i / 2), first, second);
+            VSTORE(out + i, first);
+            VSTORE(out + i + LANES, second);
+        }
+#endif
+    for (ptrdiff_t q = 0; q < s; q++)         /* the rest (i is a multiple of s) */
+        for (ptrdiff_t v = i / s; v * s + q < n; v++)
+            out[v * s + q] = in[q * pitch + v];
+}
+
 /* The machine's peak, measured rather than looked up: 12 independent chains of FMAs on
  * registers (no memory traffic; 12 leave room in AVX2's 16 registers), `rounds` times; returns
  * the flops done. The chains are written out one by one, so each stays in a register. */
@@ -261,3 +405,7 @@ TARGET static double TGC_FN(tgc_fma_probe)(long rounds)
 #undef VSTORE
 #undef VADD
 #undef TRANSPOSE
+#undef SFMA
+#undef VLOAD_PART
+#undef DEAL2
+#undef WEAVE2

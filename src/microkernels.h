@@ -12,6 +12,7 @@
 #ifndef TINYGRAD_CONV_MICROKERNELS_H
 #define TINYGRAD_CONV_MICROKERNELS_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,6 +128,8 @@ typedef char tgc_tiles_fit[TGC_APPLY(TGC_FITS, TGC_PIXELS_PORTABLE)
     typedef struct { TYPE v[4]; } VT;                                                         \
     static TGC_INLINE VT VT##_zero(void) { VT r = {{0, 0, 0, 0}}; return r; }                 \
     static TGC_INLINE VT VT##_load(const TYPE *p) { VT r; memcpy(r.v, p, sizeof r.v); return r; } \
+    static TGC_INLINE VT VT##_load_part(const TYPE *p, int n)                                 \
+    { VT r = {{0, 0, 0, 0}}; memcpy(r.v, p, (size_t)n * sizeof(TYPE)); return r; }            \
     static TGC_INLINE VT VT##_bcast(TYPE x) { VT r = {{x, x, x, x}}; return r; }              \
     static TGC_INLINE VT VT##_fma(VT a, VT b, VT c)                                           \
     { for (int l = 0; l < 4; l++) c.v[l] += a.v[l] * b.v[l]; return c; }                      \
@@ -159,6 +162,8 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #define VSTORE(p, v) tgc_v4f_store(p, v)
 #define VADD(a, b) tgc_v4f_add(a, b)
 #define TRANSPOSE(r) tgc_v4f_transpose(r)
+#define SFMA(a, b, c) ((c) + (a) * (b))
+#define VLOAD_PART(p, n) tgc_v4f_load_part(p, n)
 #include "conv_tile.h"
 
 #define T double
@@ -173,6 +178,8 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #define VSTORE(p, v) tgc_v4d_store(p, v)
 #define VADD(a, b) tgc_v4d_add(a, b)
 #define TRANSPOSE(r) tgc_v4d_transpose(r)
+#define SFMA(a, b, c) ((c) + (a) * (b))
+#define VLOAD_PART(p, n) tgc_v4d_load_part(p, n)
 #include "conv_tile.h"
 
 #undef TARGET
@@ -271,6 +278,20 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define VSTORE(p, v) _mm256_storeu_ps(p, v)
 #define VADD(a, b) _mm256_add_ps(a, b)
 #define TRANSPOSE(r) tgc_transpose_avx2_f32(r)
+#define SFMA(a, b, c) fmaf(a, b, c)
+#define VLOAD_PART(p, n) _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), \
+    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)))
+#define DEAL2(lo, hi, even, odd) do {     /* [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6], reordered */ \
+        even = _mm256_castpd_ps(_mm256_permute4x64_pd(                                    \
+            _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8));                     \
+        odd = _mm256_castpd_ps(_mm256_permute4x64_pd(                                     \
+            _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0xDD)), 0xD8));                     \
+    } while (0)
+#define WEAVE2(even, odd, first, second) do {                                              \
+        __m256 lo_ = _mm256_unpacklo_ps(even, odd), hi_ = _mm256_unpackhi_ps(even, odd);   \
+        first = _mm256_permute2f128_ps(lo_, hi_, 0x20);                                   \
+        second = _mm256_permute2f128_ps(lo_, hi_, 0x31);                                  \
+    } while (0)
 #include "conv_tile.h"
 
 #define T double
@@ -285,6 +306,18 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define VSTORE(p, v) _mm256_storeu_pd(p, v)
 #define VADD(a, b) _mm256_add_pd(a, b)
 #define TRANSPOSE(r) tgc_transpose_avx2_f64(r)
+#define SFMA(a, b, c) fma(a, b, c)
+#define VLOAD_PART(p, n) _mm256_maskload_pd(p, _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), \
+    _mm256_setr_epi64x(0, 1, 2, 3)))
+#define DEAL2(lo, hi, even, odd) do {     /* [lo0 hi0 | lo2 hi2], reordered */               \
+        even = _mm256_permute4x64_pd(_mm256_unpacklo_pd(lo, hi), 0xD8);                   \
+        odd = _mm256_permute4x64_pd(_mm256_unpackhi_pd(lo, hi), 0xD8);                    \
+    } while (0)
+#define WEAVE2(even, odd, first, second) do {                                              \
+        __m256d lo_ = _mm256_unpacklo_pd(even, odd), hi_ = _mm256_unpackhi_pd(even, odd);  \
+        first = _mm256_permute2f128_pd(lo_, hi_, 0x20);                                   \
+        second = _mm256_permute2f128_pd(lo_, hi_, 0x31);                                  \
+    } while (0)
 #include "conv_tile.h"
 
 #undef TARGET
@@ -306,6 +339,20 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define VSTORE(p, v) _mm512_storeu_ps(p, v)
 #define VADD(a, b) _mm512_add_ps(a, b)
 #define TRANSPOSE(r) tgc_transpose_avx512_f32(r)
+#define SFMA(a, b, c) fmaf(a, b, c)
+#define VLOAD_PART(p, n) _mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1), p)
+#define DEAL2(lo, hi, even, odd) do {                                                      \
+        even = _mm512_permutex2var_ps(lo, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, \
+                                      18, 20, 22, 24, 26, 28, 30), hi);                     \
+        odd = _mm512_permutex2var_ps(lo, _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17,  \
+                                     19, 21, 23, 25, 27, 29, 31), hi);                      \
+    } while (0)
+#define WEAVE2(even, odd, first, second) do {                                              \
+        first = _mm512_permutex2var_ps(even, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, \
+                                       4, 20, 5, 21, 6, 22, 7, 23), odd);                   \
+        second = _mm512_permutex2var_ps(even, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11,  \
+                                        27, 12, 28, 13, 29, 14, 30, 15, 31), odd);          \
+    } while (0)
 #include "conv_tile.h"
 
 #define T double
@@ -320,6 +367,17 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define VSTORE(p, v) _mm512_storeu_pd(p, v)
 #define VADD(a, b) _mm512_add_pd(a, b)
 #define TRANSPOSE(r) tgc_transpose_avx512_f64(r)
+#define SFMA(a, b, c) fma(a, b, c)
+#define VLOAD_PART(p, n) _mm512_maskz_loadu_pd((__mmask8)((1u << (n)) - 1), p)
+#define DEAL2(lo, hi, even, odd) do {                                                      \
+        even = _mm512_permutex2var_pd(lo, _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), hi); \
+        odd = _mm512_permutex2var_pd(lo, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), hi);  \
+    } while (0)
+#define WEAVE2(even, odd, first, second) do {                                              \
+        first = _mm512_permutex2var_pd(even, _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), odd); \
+        second = _mm512_permutex2var_pd(even, _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15), \
+                                        odd);                                               \
+    } while (0)
 #include "conv_tile.h"
 
 #undef TARGET
@@ -459,6 +517,28 @@ TGC_PATH_TABLE(stage, f32)
 TGC_PATH_TABLE(stage, f64)
 TGC_PATH_TABLE(fold, f32)
 TGC_PATH_TABLE(fold, f64)
+
+typedef void (*tgc_terms_f32)(const float *, const ptrdiff_t *, const float *, const ptrdiff_t *,
+                              int, ptrdiff_t, float *, const float *);
+typedef void (*tgc_terms_f64)(const double *, const ptrdiff_t *, const double *,
+                              const ptrdiff_t *, int, ptrdiff_t, double *, const double *);
+typedef void (*tgc_dot_f32)(const float *, ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t,
+                            ptrdiff_t, ptrdiff_t, float *);
+typedef void (*tgc_dot_f64)(const double *, ptrdiff_t, const double *, ptrdiff_t, ptrdiff_t,
+                            ptrdiff_t, ptrdiff_t, double *);
+typedef void (*tgc_deal_f32)(const float *, ptrdiff_t, ptrdiff_t, float *, ptrdiff_t);
+typedef void (*tgc_deal_f64)(const double *, ptrdiff_t, ptrdiff_t, double *, ptrdiff_t);
+typedef tgc_deal_f32 tgc_weave_f32;
+typedef tgc_deal_f64 tgc_weave_f64;
+
+TGC_PATH_TABLE(terms, f32)
+TGC_PATH_TABLE(terms, f64)
+TGC_PATH_TABLE(dot, f32)
+TGC_PATH_TABLE(dot, f64)
+TGC_PATH_TABLE(deal, f32)
+TGC_PATH_TABLE(deal, f64)
+TGC_PATH_TABLE(weave, f32)
+TGC_PATH_TABLE(weave, f64)
 
 /* Flops done by `rounds` rounds of the FMA probe of `path`, float32 or float64. */
 static double tgc_fma_probe(int path, int is_double, long rounds)

@@ -237,6 +237,31 @@ TARGET static void TGC_FN(tgc_fold)(const T *stage, int width, ptrdiff_t npix, T
  * are computed again, the same way: the same bits); a run shorter than a vector goes one
  * output at a time, SFMA being VFMA's one-lane twin (the same rounding). */
 
+/* `vectors` (1, 2 or 4) vectors of outputs, at u[0..vectors-1] */
+TARGET static TGC_INLINE void TGC_FN(tgc_terms_run)(const T *k, const ptrdiff_t *koff,
+                                                    const T *in, const ptrdiff_t *ioff,
+                                                    int nterms, T *out, const T *bias,
+                                                    const ptrdiff_t *u, const int vectors)
+{
+    V a0 = VZERO(), a1 = VZERO(), a2 = VZERO(), a3 = VZERO();
+    for (int t = 0; t < nterms; t++) {
+        V w = VBCAST(k + koff[t]);
+        const T *p = in + ioff[t];
+        a0 = VFMA(w, VLOAD(p + u[0]), a0);
+        if (vectors > 1) a1 = VFMA(w, VLOAD(p + u[1]), a1);
+        if (vectors > 2) a2 = VFMA(w, VLOAD(p + u[2]), a2);
+        if (vectors > 2) a3 = VFMA(w, VLOAD(p + u[3]), a3);
+    }
+    if (bias) {
+        V b = VBCAST(bias);
+        a0 = VADD(a0, b); a1 = VADD(a1, b); a2 = VADD(a2, b); a3 = VADD(a3, b);
+    }
+    VSTORE(out + u[0], a0);
+    if (vectors > 1) VSTORE(out + u[1], a1);
+    if (vectors > 2) VSTORE(out + u[2], a2);
+    if (vectors > 2) VSTORE(out + u[3], a3);
+}
+
 TARGET static void TGC_FN(tgc_terms)(const T *k, const ptrdiff_t *koff, const T *in,
                                      const ptrdiff_t *ioff, int nterms, ptrdiff_t count,
                                      T *out, const T *bias)
@@ -250,31 +275,20 @@ TARGET static void TGC_FN(tgc_terms)(const T *k, const ptrdiff_t *koff, const T 
         }
         return;
     }
-    /* vector v starts at min(v * LANES, count - LANES); four at a time, the last group
-     * repeating its last vector when it has fewer */
+    /* vector v starts at min(v * LANES, count - LANES): four at a time, then two, then one */
     const ptrdiff_t nvec = (count + LANES - 1) / LANES, last = count - LANES;
-    V b = bias ? VBCAST(bias) : VZERO();
-    for (ptrdiff_t v = 0; v < nvec; v += 4) {
-        ptrdiff_t u0 = v * LANES, u1 = (v + 1 < nvec ? v + 1 : nvec - 1) * LANES;
-        ptrdiff_t u2 = (v + 2 < nvec ? v + 2 : nvec - 1) * LANES;
-        ptrdiff_t u3 = (v + 3 < nvec ? v + 3 : nvec - 1) * LANES;
-        u0 = u0 < last ? u0 : last;
-        u1 = u1 < last ? u1 : last;
-        u2 = u2 < last ? u2 : last;
-        u3 = u3 < last ? u3 : last;
-        V a0 = VZERO(), a1 = VZERO(), a2 = VZERO(), a3 = VZERO();
-        for (int t = 0; t < nterms; t++) {
-            V w = VBCAST(k + koff[t]);
-            const T *p = in + ioff[t];
-            a0 = VFMA(w, VLOAD(p + u0), a0);
-            a1 = VFMA(w, VLOAD(p + u1), a1);
-            a2 = VFMA(w, VLOAD(p + u2), a2);
-            a3 = VFMA(w, VLOAD(p + u3), a3);
-        }
-        VSTORE(out + u0, bias ? VADD(a0, b) : a0);
-        VSTORE(out + u1, bias ? VADD(a1, b) : a1);
-        VSTORE(out + u2, bias ? VADD(a2, b) : a2);
-        VSTORE(out + u3, bias ? VADD(a3, b) : a3);
+    ptrdiff_t u[4], v = 0;
+    for (; v < nvec; v += 4) {
+        for (int i = 0; i < 4; i++)
+            u[i] = (v + i) * LANES < last ? (v + i) * LANES : last;
+        if (v + 4 <= nvec)
+            TGC_FN(tgc_terms_run)(k, koff, in, ioff, nterms, out, bias, u, 4);
+        else if (v + 2 <= nvec) {
+            TGC_FN(tgc_terms_run)(k, koff, in, ioff, nterms, out, bias, u, 2);
+            if (v + 3 == nvec)
+                TGC_FN(tgc_terms_run)(k, koff, in, ioff, nterms, out, bias, u + 2, 1);
+        } else
+            TGC_FN(tgc_terms_run)(k, koff, in, ioff, nterms, out, bias, u, 1);
     }
 }
 
@@ -335,13 +349,26 @@ TARGET static void TGC_FN(tgc_deal)(const T *in, ptrdiff_t n, ptrdiff_t s, T *ou
 {
     ptrdiff_t i = 0;
 #ifdef DEAL2
-    if (s == 2)
+    if (s == 2) {
         for (; i + 2 * LANES <= n; i += 2 * LANES) {
             V even, odd;
             DEAL2(VLOAD(in + i), VLOAD(in + i + LANES), even, odd);
             VSTORE(out + i / 2, even);
             VSTORE(out + pitch + i / 2, odd);
         }
+        if (i < n) {                /* the rest: part-vectors, through a buffer */
+            int rest = (int)(n - i);
+            T buf[2 * LANES];
+            V even, odd;
+            DEAL2(VLOAD_PART(in + i, rest < LANES ? rest : LANES),
+                  VLOAD_PART(in + i + LANES, rest < LANES ? 0 : rest - LANES), even, odd);
+            VSTORE(buf, even);
+            VSTORE(buf + LANES, odd);
+            memcpy(out + i / 2, buf, (size_t)((rest + 1) / 2) * sizeof(T));
+            memcpy(out + pitch + i / 2, buf + LANES, (size_t)(rest / 2) * sizeof(T));
+            return;
+        }
+    }
 #endif
     for (ptrdiff_t q = 0; q < s; q++)         /* the rest (i is a multiple of s) */
         for (ptrdiff_t v = i / s; v * s + q < n; v++)
@@ -353,13 +380,25 @@ TARGET static void TGC_FN(tgc_weave)(const T *in, ptrdiff_t n, ptrdiff_t s, T *o
 {
     ptrdiff_t i = 0;
 #ifdef WEAVE2
-    if (s == 2)
+    if (s == 2) {
         for (; i + 2 * LANES <= n; i += 2 * LANES) {
             V first, second;
             WEAVE2(VLOAD(in + i / 2), VLOAD(in + pitch + i / 2), first, second);
             VSTORE(out + i, first);
             VSTORE(out + i + LANES, second);
         }
+        if (i < n) {                /* the rest: part-vectors, through a buffer */
+            int rest = (int)(n - i);
+            T buf[2 * LANES];
+            V first, second;
+            WEAVE2(VLOAD_PART(in + i / 2, (rest + 1) / 2), VLOAD_PART(in + pitch + i / 2,
+                                                                       rest / 2), first, second);
+            VSTORE(buf, first);
+            VSTORE(buf + LANES, second);
+            memcpy(out + i, buf, (size_t)rest * sizeof(T));
+            return;
+        }
+    }
 #endif
     for (ptrdiff_t q = 0; q < s; q++)         /* the rest (i is a multiple of s) */
         for (ptrdiff_t v = i / s; v * s + q < n; v++)

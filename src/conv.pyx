@@ -1288,7 +1288,7 @@ def correlate_planes(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t gro
     cdef const floating[::1] bias = b
     cdef const floating *base
     with nogil, parallel(num_threads=threads):
-        for task in prange(N * F, schedule="static"):
+        for task in prange(N * F, schedule="dynamic"):
             n, o = task // F, task % F
             base = dealt(&pl, &src[n, (o // O) * pl.R, 0, 0], &ibuf[threadid(), 0])
             for y in range(pl.out_h):
@@ -1360,7 +1360,7 @@ def weight_grad_planes(const floating[:, :, :, ::1] a, const floating[:, :, :, :
     dweight = np.empty(kernel_shape, dtype=dtype)
     cdef floating[:, :, :, ::1] dw = dweight
     with nogil, parallel(num_threads=threads):
-        for f in prange(F, schedule="static"):
+        for f in prange(F, schedule="dynamic"):
             plane_weight_grad(&pl, &row_taps[0], a.shape[0], &a[0, f // m, 0, 0],
                               a.shape[1] * pl.in_plane, &dz[0, f, 0, 0],
                               dz.shape[1] * dz.shape[2] * dz.shape[3], &acc[threadid(), 0],

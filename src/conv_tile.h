@@ -7,7 +7,8 @@
  *   VZERO()  VLOAD(p)  VBCAST(p)  VFMA(a, b, acc) = a*b + acc  VSTORE(p, v)  VADD(a, b)
  *   TRANSPOSE(r)   transposes the LANES x LANES block held in the vectors r[0..LANES-1]
  *   SFMA(a, b, acc)  VFMA on one value (the same rounding: fused where VFMA is)
- *   VLOAD_PART(p, n)  the n < LANES values from p, zeros in the other lanes (reads no further)
+ *   VLOAD_PART(p, n)  the n <= LANES values from p, zeros in the other lanes (reads no further)
+ *   VSTORE_PART(p, v, n)  the first n <= LANES lanes of v to p (writes no further)
  *   DEAL2(lo, hi, even, odd), WEAVE2(even, odd, first, second)  (optional) the even and odd
  *                  lanes of two vectors apart, and back together
  *   TGC_PIXELS     the path's row of the paths' table (microkernels.h): how many pixels a
@@ -356,16 +357,13 @@ TARGET static void TGC_FN(tgc_deal)(const T *in, ptrdiff_t n, ptrdiff_t s, T *ou
             VSTORE(out + i / 2, even);
             VSTORE(out + pitch + i / 2, odd);
         }
-        if (i < n) {                /* the rest: part-vectors, through a buffer */
+        if (i < n) {                /* the rest: part-vectors */
             int rest = (int)(n - i);
-            T buf[2 * LANES];
             V even, odd;
             DEAL2(VLOAD_PART(in + i, rest < LANES ? rest : LANES),
                   VLOAD_PART(in + i + LANES, rest < LANES ? 0 : rest - LANES), even, odd);
-            VSTORE(buf, even);
-            VSTORE(buf + LANES, odd);
-            memcpy(out + i / 2, buf, (size_t)((rest + 1) / 2) * sizeof(T));
-            memcpy(out + pitch + i / 2, buf + LANES, (size_t)(rest / 2) * sizeof(T));
+            VSTORE_PART(out + i / 2, even, (rest + 1) / 2);
+            VSTORE_PART(out + pitch + i / 2, odd, rest / 2);
             return;
         }
     }
@@ -387,15 +385,13 @@ TARGET static void TGC_FN(tgc_weave)(const T *in, ptrdiff_t n, ptrdiff_t s, T *o
             VSTORE(out + i, first);
             VSTORE(out + i + LANES, second);
         }
-        if (i < n) {                /* the rest: part-vectors, through a buffer */
+        if (i < n) {                /* the rest: part-vectors */
             int rest = (int)(n - i);
-            T buf[2 * LANES];
             V first, second;
             WEAVE2(VLOAD_PART(in + i / 2, (rest + 1) / 2), VLOAD_PART(in + pitch + i / 2,
                                                                        rest / 2), first, second);
-            VSTORE(buf, first);
-            VSTORE(buf + LANES, second);
-            memcpy(out + i, buf, (size_t)rest * sizeof(T));
+            VSTORE_PART(out + i, first, rest < LANES ? rest : LANES);
+            VSTORE_PART(out + i + LANES, second, rest < LANES ? 0 : rest - LANES);
             return;
         }
     }
@@ -446,5 +442,6 @@ TARGET static double TGC_FN(tgc_fma_probe)(long rounds)
 #undef TRANSPOSE
 #undef SFMA
 #undef VLOAD_PART
+#undef VSTORE_PART
 #undef DEAL2
 #undef WEAVE2

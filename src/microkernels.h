@@ -130,6 +130,8 @@ typedef char tgc_tiles_fit[TGC_APPLY(TGC_FITS, TGC_PIXELS_PORTABLE)
     static TGC_INLINE VT VT##_load(const TYPE *p) { VT r; memcpy(r.v, p, sizeof r.v); return r; } \
     static TGC_INLINE VT VT##_load_part(const TYPE *p, int n)                                 \
     { VT r = {{0, 0, 0, 0}}; memcpy(r.v, p, (size_t)n * sizeof(TYPE)); return r; }            \
+    static TGC_INLINE void VT##_store_part(TYPE *p, VT a, int n)                              \
+    { memcpy(p, a.v, (size_t)n * sizeof(TYPE)); }                                             \
     static TGC_INLINE VT VT##_bcast(TYPE x) { VT r = {{x, x, x, x}}; return r; }              \
     static TGC_INLINE VT VT##_fma(VT a, VT b, VT c)                                           \
     { for (int l = 0; l < 4; l++) c.v[l] += a.v[l] * b.v[l]; return c; }                      \
@@ -164,6 +166,7 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #define TRANSPOSE(r) tgc_v4f_transpose(r)
 #define SFMA(a, b, c) ((c) + (a) * (b))
 #define VLOAD_PART(p, n) tgc_v4f_load_part(p, n)
+#define VSTORE_PART(p, v, n) tgc_v4f_store_part(p, v, n)
 #include "conv_tile.h"
 
 #define T double
@@ -180,6 +183,7 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #define TRANSPOSE(r) tgc_v4d_transpose(r)
 #define SFMA(a, b, c) ((c) + (a) * (b))
 #define VLOAD_PART(p, n) tgc_v4d_load_part(p, n)
+#define VSTORE_PART(p, v, n) tgc_v4d_store_part(p, v, n)
 #include "conv_tile.h"
 
 #undef TARGET
@@ -279,8 +283,10 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define VADD(a, b) _mm256_add_ps(a, b)
 #define TRANSPOSE(r) tgc_transpose_avx2_f32(r)
 #define SFMA(a, b, c) fmaf(a, b, c)
-#define VLOAD_PART(p, n) _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), \
-    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)))
+#define TGC_MASK8(n) _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, \
+                                                                               5, 6, 7))
+#define VLOAD_PART(p, n) _mm256_maskload_ps(p, TGC_MASK8(n))
+#define VSTORE_PART(p, v, n) _mm256_maskstore_ps(p, TGC_MASK8(n), v)
 #define DEAL2(lo, hi, even, odd) do {     /* [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6], reordered */ \
         even = _mm256_castpd_ps(_mm256_permute4x64_pd(                                    \
             _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8));                     \
@@ -307,8 +313,9 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define VADD(a, b) _mm256_add_pd(a, b)
 #define TRANSPOSE(r) tgc_transpose_avx2_f64(r)
 #define SFMA(a, b, c) fma(a, b, c)
-#define VLOAD_PART(p, n) _mm256_maskload_pd(p, _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), \
-    _mm256_setr_epi64x(0, 1, 2, 3)))
+#define TGC_MASK4(n) _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3))
+#define VLOAD_PART(p, n) _mm256_maskload_pd(p, TGC_MASK4(n))
+#define VSTORE_PART(p, v, n) _mm256_maskstore_pd(p, TGC_MASK4(n), v)
 #define DEAL2(lo, hi, even, odd) do {     /* [lo0 hi0 | lo2 hi2], reordered */               \
         even = _mm256_permute4x64_pd(_mm256_unpacklo_pd(lo, hi), 0xD8);                   \
         odd = _mm256_permute4x64_pd(_mm256_unpackhi_pd(lo, hi), 0xD8);                    \
@@ -341,6 +348,7 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define TRANSPOSE(r) tgc_transpose_avx512_f32(r)
 #define SFMA(a, b, c) fmaf(a, b, c)
 #define VLOAD_PART(p, n) _mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1), p)
+#define VSTORE_PART(p, v, n) _mm512_mask_storeu_ps(p, (__mmask16)((1u << (n)) - 1), v)
 #define DEAL2(lo, hi, even, odd) do {                                                      \
         even = _mm512_permutex2var_ps(lo, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, \
                                       18, 20, 22, 24, 26, 28, 30), hi);                     \
@@ -369,6 +377,7 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define TRANSPOSE(r) tgc_transpose_avx512_f64(r)
 #define SFMA(a, b, c) fma(a, b, c)
 #define VLOAD_PART(p, n) _mm512_maskz_loadu_pd((__mmask8)((1u << (n)) - 1), p)
+#define VSTORE_PART(p, v, n) _mm512_mask_storeu_pd(p, (__mmask8)((1u << (n)) - 1), v)
 #define DEAL2(lo, hi, even, odd) do {                                                      \
         even = _mm512_permutex2var_pd(lo, _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), hi); \
         odd = _mm512_permutex2var_pd(lo, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), hi);  \

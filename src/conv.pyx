@@ -163,13 +163,14 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
     with no waiting for the other threads. The partials are then added in run order: the same
     bits whatever the number of threads and the cache sizes."""
     dtype = np.float32 if floating is float else np.float64
+    cdef Py_ssize_t F = kernel_shape[0], lanes = tgc_lanes(_path, sizeof(floating))
+    if need_dw and a.shape[0] and kernel_shape[1] == 1 and planes_fit(
+            1, kernel_shape[2] * kernel_shape[3], dz.shape[3], lanes) and groups_in_lanes(
+            groups, F // groups, lanes):      # depthwise: dL/db on the way (the same sums)
+        return weight_grad_planes(a, dz, kernel_shape, stride, pads, dilation, groups, need_db)
     dbias = bias_grad(dz) if need_db else None
     if not need_dw or a.shape[0] == 0:
         return (np.zeros(kernel_shape, dtype=dtype) if need_dw else None), dbias
-    cdef Py_ssize_t F = kernel_shape[0], lanes = tgc_lanes(_path, sizeof(floating))
-    if kernel_shape[1] == 1 and groups_in_lanes(groups, F // groups, lanes) and planes_fit(
-            1, kernel_shape[2] * kernel_shape[3], dz.shape[3], lanes):
-        return weight_grad_planes(a, dz, kernel_shape, stride, pads, dilation, groups), dbias
     cdef WeightGradPlan plan = weight_grad_plan(
         (a.shape[0], a.shape[1], a.shape[2], a.shape[3]),
         (dz.shape[0], dz.shape[1], dz.shape[2], dz.shape[3]), tuple(kernel_shape), tuple(stride),
@@ -1298,22 +1299,26 @@ def correlate_planes(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t gro
 
 cdef void plane_weight_grad(const Planes *pl, const Py_ssize_t *row_taps, Py_ssize_t images,
                             const floating *a, Py_ssize_t a_image, const floating *dz,
-                            Py_ssize_t z_image, floating *acc, floating *ibuf,
-                            floating *dw) noexcept nogil:
+                            Py_ssize_t z_image, floating *acc, floating *ibuf, floating *dw,
+                            double *db) noexcept nogil:
     """dL/dW[f, 0, i, j] = sum over images n, output rows y, columns x of Z'[n, f, y, x] *
     A[n, c, y*sh - pt + i*dh, x*sw - pl + j*dw] for one filter f (dz: its plane in image 0,
     a: its channel's): a tap's four vector sums (`dot`) go on image after image; then their
-    lanes are added up in order. row_taps (KH, 3) + (sh,): the output
-    rows [lo, hi) where kernel row i is real, and i*dh - pt."""
+    lanes are added up in order. row_taps (KH, 3) + (sh,): the output rows [lo, hi) where
+    kernel row i is real, and i*dh - pt. db (unless NULL): dL/db[f] as bias_grad sums it, image
+    by image, while Z' is in the cache."""
     cdef Py_ssize_t lanes = tgc_lanes(pl.path, sizeof(floating)), per_tap = 4 * lanes
     cdef Py_ssize_t sh = row_taps[3 * pl.KH], n, i, c, t, l, lo
     cdef const Py_ssize_t *tap
     cdef const floating *base
     cdef floating *sums
     cdef floating total
+    cdef double bias_total = 0
     for t in range(pl.KH * pl.KW * per_tap):
         acc[t] = 0
     for n in range(images):
+        if db != NULL:
+            bias_total = bias_total + sum_of(dz + n * z_image, pl.out_h * pl.out_w)
         base = dealt(pl, a + n * a_image, ibuf)
         for i in range(pl.KH):
             lo = row_taps[3 * i]
@@ -1331,13 +1336,15 @@ cdef void plane_weight_grad(const Planes *pl, const Py_ssize_t *row_taps, Py_ssi
             total = total + (((sums[l] + sums[lanes + l]) + sums[2 * lanes + l])
                              + sums[3 * lanes + l])
         dw[t] = total
+    if db != NULL:
+        db[0] = bias_total
 
 
 def weight_grad_planes(const floating[:, :, :, ::1] a, const floating[:, :, :, ::1] dz,
-                       kernel_shape, stride, pads, dilation, Py_ssize_t groups):
-    """dL/dW = Z' ⊛ A summed over the batch for a depthwise convolution (one input channel a
-    group) with the pixels in the lanes: one filter a task (plane_weight_grad), its sums in
-    an order set by the shapes and the SIMD path only."""
+                       kernel_shape, stride, pads, dilation, Py_ssize_t groups, bint need_db):
+    """(dL/dW = Z' ⊛ A summed over the batch, dL/db or None) for a depthwise convolution (one
+    input channel a group) with the pixels in the lanes: one filter a task
+    (plane_weight_grad), its sums in an order set by the shapes and the SIMD path only."""
     dtype = np.float32 if floating is float else np.float64
     cdef Py_ssize_t F = kernel_shape[0], KH = kernel_shape[2], f, m = F // groups, i
     cdef Axis cols = forward_axis(dz.shape[3], a.shape[3], kernel_shape[3], stride[1], pads[2],
@@ -1357,12 +1364,14 @@ def weight_grad_planes(const floating[:, :, :, ::1] a, const floating[:, :, :, :
     cdef int threads = get_num_threads()
     cdef floating[:, ::1] acc = _workspace("planes_acc", threads, KH * pl.KW * per_tap, dtype)
     cdef floating[:, ::1] ibuf = _workspace("planes_in", threads, pl.chan, dtype)
-    dweight = np.empty(kernel_shape, dtype=dtype)
+    dweight, dbias = np.empty(kernel_shape, dtype=dtype), np.empty(F)
     cdef floating[:, :, :, ::1] dw = dweight
+    cdef double[::1] db = dbias
     with nogil, parallel(num_threads=threads):
         for f in prange(F, schedule="dynamic"):
             plane_weight_grad(&pl, &row_taps[0], a.shape[0], &a[0, f // m, 0, 0],
                               a.shape[1] * pl.in_plane, &dz[0, f, 0, 0],
                               dz.shape[1] * dz.shape[2] * dz.shape[3], &acc[threadid(), 0],
-                              &ibuf[threadid(), 0], &dw[f, 0, 0, 0])
-    return dweight
+                              &ibuf[threadid(), 0], &dw[f, 0, 0, 0],
+                              &db[f] if need_db else NULL)
+    return dweight, (dbias.astype(dtype) if need_db else None)

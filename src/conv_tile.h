@@ -34,6 +34,9 @@
 #define TGC_CAT(a, b) TGC_CAT_(a, b)
 #define TGC_FN(name) TGC_CAT(name, SUFFIX)
 
+/* the table's lanes are this copy's vector: a drift would read and write past the vectors */
+typedef char TGC_FN(tgc_lanes_match)[sizeof(V) == LANES * sizeof(T) ? 1 : -1];
+
 /* The accumulators are named variables, acc<v>_<p> for vector v and pixel p, not an array:
  * compilers keep named variables in registers, while an array of vectors may be kept in memory
  * (GCC does so for AVX2, at half the speed). Those a tile does not use are never touched, and

@@ -68,16 +68,37 @@ static void tgc_abort(const char *what, int value)
     abort();
 }
 
-/* ---- The paths' one table: per path, the widest tile worth using (vectors) and how many
- * pixels a tile of 1, 2, 3, 4 vectors holds (its accumulators must fit in the registers).
- * The tiles' switch cases (TGC_CASES_k, compiled into conv_tile.h), tgc_max_pixels and
- * tgc_max_vectors are all made from it, so they cannot disagree.
+/* ---- The paths' one table: per path, the lanes of a float32 and of a float64 vector, its
+ * vector registers, the widest tile worth using (vectors) and how many pixels a tile of 1, 2,
+ * 3, 4 vectors holds. The copies of conv_tile.h (LANES), tgc_lanes, the tiles' switch cases
+ * (TGC_CASES_k), tgc_max_pixels and tgc_max_vectors are all made from it, so they cannot
+ * disagree; the checks below hold every row to the register budget.
  *
- *   portable  4-wide arrays; whatever the compiler makes of them
- *   avx2      16 registers: at most 12 accumulators (measured on a Zen 4: 3 vectors x 4
- *             pixels ran at 86% of the peak and 4 x 3 at 78%, so 3 vectors at most)
- *   avx512    32 registers: up to 28 accumulators (on a Zen 4: 1 x 20 ran at 86% of the peak
- *             where 1 x 12 ran at 75%; 2 x 14 at 98%, 4 x 6 at 96%) */
+ * The budget of a V x P tile (V vectors of filters by P pixels), per step of the reduction:
+ *   registers   V*P accumulators + V weight vectors + 1 broadcast <= the path's registers
+ *   ports       V vector loads + P broadcast loads, against V*P fused multiply-adds
+ * A core with two full-width FMA units and two load ports (Intel's AVX-512 and AVX2 cores,
+ * Zen 4's AVX2) does V*P/2 cycles of FMAs and (V + P)/2 of loads a step: FMA-bound, the goal,
+ * when V*P >= V + P, i.e. V >= 2 and P >= 2. A one-vector tile is load-bound there whatever P
+ * (P/(P + 1) of the peak at best: 95% at P = 20), and is used only when a block of filters
+ * (or groups) fills one vector. Zen 4 runs a 512-bit FMA as two 256-bit halves, one a cycle:
+ * FMA-bound for every row below (V*P cycles against (V + P)/2). So the same rows suit both;
+ * the widest tiles come first where the filters allow (channel_blocks: 4 vectors, then 3 ...).
+ * FMA latency (4 cycles, two units): at least 8 independent accumulators, which every
+ * row but portable's has.
+ *
+ *   portable  4-wide arrays; whatever the compiler makes of them (no budget checked)
+ *   avx2      16 registers: 1 x 12, 2 x 6, 3 x 4 (12 accumulators + V + 1 = 14, 15, 16);
+ *             4 x 3 needs 17 (measured on a Zen 4: 3 x 4 ran at 86% of the peak, 4 x 3 at
+ *             78%: spills), so 3 vectors at most
+ *   avx512    32 registers: 1 x 20, 2 x 14, 3 x 8, 4 x 6 (22, 31, 28, 29 registers); on a
+ *             Zen 4 1 x 20 ran at 86% of the peak where 1 x 12 ran at 75%, 2 x 14 at 98%,
+ *             4 x 6 at 96% */
+#define TGC_LANES_PORTABLE (4, 4)
+#define TGC_LANES_AVX2 (8, 4)
+#define TGC_LANES_AVX512 (16, 8)
+#define TGC_REGISTERS_AVX2 16
+#define TGC_REGISTERS_AVX512 32
 #define TGC_PIXELS_PORTABLE (8, 6, 4, 3)
 #define TGC_PIXELS_AVX2 (12, 6, 4, 3)
 #define TGC_PIXELS_AVX512 (20, 14, 8, 6)
@@ -97,6 +118,19 @@ static void tgc_abort(const char *what, int value)
 typedef char tgc_tiles_fit[TGC_APPLY(TGC_FITS, TGC_PIXELS_PORTABLE)
                            && TGC_APPLY(TGC_FITS, TGC_PIXELS_AVX2)
                            && TGC_APPLY(TGC_FITS, TGC_PIXELS_AVX512) ? 1 : -1];
+/* every tile a path uses (up to its widest) fits its registers: V*P + V + 1 */
+#define TGC_BUDGET(regs, widest, a, b, c, d)                                                \
+    ((a) + 2 <= (regs) && ((widest) < 2 || 2 * (b) + 3 <= (regs))                          \
+     && ((widest) < 3 || 3 * (c) + 4 <= (regs)) && ((widest) < 4 || 4 * (d) + 5 <= (regs)))
+#define TGC_BUDGET_OF(regs, widest, pixels) TGC_BUDGET_(regs, widest, TGC_APPLY(TGC_ROW4, pixels))
+#define TGC_ROW4(a, b, c, d) a, b, c, d
+#define TGC_BUDGET_(regs, widest, ...) TGC_BUDGET(regs, widest, __VA_ARGS__)
+typedef char tgc_tiles_fit_registers[
+    TGC_BUDGET_OF(TGC_REGISTERS_AVX2, TGC_VECTORS_AVX2, TGC_PIXELS_AVX2)
+    && TGC_BUDGET_OF(TGC_REGISTERS_AVX512, TGC_VECTORS_AVX512, TGC_PIXELS_AVX512) ? 1 : -1];
+#define TGC_F32_LANES(f32, f64) f32
+#define TGC_ROW4_2(f32, f64) f32, f64
+#define TGC_F64_LANES(f32, f64) f64
 
 /* the switch cases of a tile of V vectors on the path whose list TGC_PIXELS names: npix = 1 to
  * that path's count (TGC_C<count>) */
@@ -154,7 +188,7 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 
 #define T float
 #define V tgc_v4f
-#define LANES 4
+#define LANES TGC_APPLY(TGC_F32_LANES, TGC_LANES_PORTABLE)
 #define SUFFIX portable_f32
 #define VZERO() tgc_v4f_zero()
 #define VLOAD(p) tgc_v4f_load(p)
@@ -171,7 +205,7 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 
 #define T double
 #define V tgc_v4d
-#define LANES 4
+#define LANES TGC_APPLY(TGC_F64_LANES, TGC_LANES_PORTABLE)
 #define SUFFIX portable_f64
 #define VZERO() tgc_v4d_zero()
 #define VLOAD(p) tgc_v4d_load(p)
@@ -272,7 +306,7 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 
 #define T float
 #define V __m256
-#define LANES 8
+#define LANES TGC_APPLY(TGC_F32_LANES, TGC_LANES_AVX2)
 #define SUFFIX avx2_f32
 #define VZERO() _mm256_setzero_ps()
 #define VLOAD(p) _mm256_loadu_ps(p)
@@ -302,7 +336,7 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 
 #define T double
 #define V __m256d
-#define LANES 4
+#define LANES TGC_APPLY(TGC_F64_LANES, TGC_LANES_AVX2)
 #define SUFFIX avx2_f64
 #define VZERO() _mm256_setzero_pd()
 #define VLOAD(p) _mm256_loadu_pd(p)
@@ -336,7 +370,7 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 
 #define T float
 #define V __m512
-#define LANES 16
+#define LANES TGC_APPLY(TGC_F32_LANES, TGC_LANES_AVX512)
 #define SUFFIX avx512_f32
 #define VZERO() _mm512_setzero_ps()
 #define VLOAD(p) _mm512_loadu_ps(p)
@@ -365,7 +399,7 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 
 #define T double
 #define V __m512d
-#define LANES 8
+#define LANES TGC_APPLY(TGC_F64_LANES, TGC_LANES_AVX512)
 #define SUFFIX avx512_f64
 #define VZERO() _mm512_setzero_pd()
 #define VLOAD(p) _mm512_loadu_pd(p)
@@ -443,11 +477,17 @@ static int tgc_best_path(void)
     return TGC_PORTABLE;
 }
 
-/* Lanes in a vector of `path` for floats of `itemsize` bytes. */
+/* Lanes in a vector of `path` for floats of `itemsize` bytes (the paths' table above). */
 static int tgc_lanes(int path, int itemsize)
 {
-    int bytes = path == TGC_AVX512 ? 64 : path == TGC_AVX2 ? 32 : 4 * itemsize;
-    return bytes / itemsize;
+    static const int lanes[TGC_N_PATHS][2] = {
+        {TGC_APPLY(TGC_ROW4_2, TGC_LANES_PORTABLE)},
+        {TGC_APPLY(TGC_ROW4_2, TGC_LANES_AVX2)},
+        {TGC_APPLY(TGC_ROW4_2, TGC_LANES_AVX512)},
+    };
+    if (path < 0 || path >= TGC_N_PATHS || (itemsize != 4 && itemsize != 8))
+        tgc_abort("lanes of a path and item size", path * 100 + itemsize);
+    return lanes[path][itemsize == 8];
 }
 
 /* How many pixels a tile of `vectors` vectors holds on `path` (the paths' table above). */

@@ -23,10 +23,14 @@ written as three loops:
 A and Z' are read where they lie (NCHW), stride and dilation are steps of the loops, and only
 the weights and Z' are repacked, so that a vector of output channels is one load.
 
-Groups of one input channel (depthwise) would use one lane of each vector that way. There the
-plan puts the groups side by side in the lanes instead (`groups_in_lanes`): the input is staged
-channels-last (`stage_groups`) and read as vectors, not broadcast, by a variant of the same
-micro-kernel. dL/dA of a single-channel input (C = 1) puts its reduction, the filters, in the
+Groups of one input channel (depthwise) would use one lane of each vector that way. When its
+output rows are a vector or more wide, each plane's pixels go in the lanes instead (`planes_fit`,
+the "Planes" section at the end): an output row is a run of vectors, out[x] = sum of weight *
+input[x + offset] over the real taps, read and written in NCHW where they lie (a stride along
+the rows deals them into phases first), and dL/dW sums Z' * A along the rows, four vectors a
+tap. Narrower planes put the groups side by side in the lanes (`groups_in_lanes`): the input is
+staged channels-last (`stage_groups`) and read as vectors, not broadcast, by a variant of the
+same micro-kernel. dL/dA of a single-channel input (C = 1) puts its reduction, the filters, in the
 lanes (`reduction_in_lanes`), and each output adds up its tile's lanes (`fold`). A tile holds
 its pixels' channels side by side (pixel-major); a band of them goes to the NCHW output through
 a 16 x 16 transpose (`unstage`), which writes whole cache lines.
@@ -157,8 +161,9 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
     """(dL/dW = Z' ⊛ A summed over the batch, dL/db = Z' summed over all axes but F), each
     None unless asked for. Its NumPy twin: reference.conv2d_backward's dw and db.
 
-    The batch's rows (image, output row) are cut into runs, one partial dL/dW each, which
-    depend on the shapes only. A thread takes a run and, slab after slab (a slab fits the L2),
+    Depthwise with wide rows: weight_grad_planes (one filter a task, dL/db on the way).
+    Otherwise the batch's rows (image, output row) are cut into runs, one partial dL/dW each,
+    which depend on the shapes only. A thread takes a run and, slab after slab (a slab fits the L2),
     packs the slab's Z' and adds every tile's sums to the run's partial: all in its own cache,
     with no waiting for the other threads. The partials are then added in run order: the same
     bits whatever the number of threads and the cache sizes."""

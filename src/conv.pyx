@@ -1145,8 +1145,9 @@ cdef struct Planes:             # a plane correlation's shapes, seen from nogil 
     Py_ssize_t chan, pitch, qstep   # the input as the terms read it: next channel, row, phase
     const Py_ssize_t *taps      # phase 0's taps (phase_columns), n_taps of them
     Py_ssize_t n_taps
-    const Py_ssize_t *row_segs  # (out_h, 3): first segment, how many, input row * pitch
-    const Py_ssize_t *segs      # (S, 5): phase, first column u, columns, first term, terms
+    const Py_ssize_t *runs      # (n_runs, 7) and (S, 5): see plane_segments
+    Py_ssize_t n_runs
+    const Py_ssize_t *segs
     const ptrdiff_t *koff       # the terms: weight in the (R, KH, KW) kernel, input offset
     const ptrdiff_t *ioff
     int path
@@ -1154,12 +1155,16 @@ cdef struct Planes:             # a plane correlation's shapes, seen from nogil 
 
 cdef inline void terms(const floating *k, const ptrdiff_t *koff, const floating *src,
                        const ptrdiff_t *ioff, Py_ssize_t n, Py_ssize_t count, floating *out,
-                       const floating *bias, int path) noexcept nogil:
-    """out[u] = sum over t < n of k[koff[t]] * src[ioff[t] + u] (+ bias), u < count."""
+                       const floating *bias, Py_ssize_t rows, Py_ssize_t src_step,
+                       Py_ssize_t out_step, int path) noexcept nogil:
+    """out[r*out_step + u] = sum over t < n of k[koff[t]] * src[r*src_step + ioff[t] + u]
+    (+ bias), u < count, r < rows."""
     if floating is float:
-        tgc_terms_fn_f32(path)(k, koff, src, ioff, <int> n, count, out, bias)
+        tgc_terms_fn_f32(path)(k, koff, src, ioff, <int> n, count, out, bias, rows, src_step,
+                               out_step)
     else:
-        tgc_terms_fn_f64(path)(k, koff, src, ioff, <int> n, count, out, bias)
+        tgc_terms_fn_f64(path)(k, koff, src, ioff, <int> n, count, out, bias, rows, src_step,
+                               out_step)
 
 
 cdef inline void dot(const floating *z, Py_ssize_t zs, const floating *src, Py_ssize_t step,
@@ -1205,43 +1210,66 @@ cdef Planes planes_shape(Py_ssize_t R, Py_ssize_t KH, Py_ssize_t KW, Axis rows, 
     else:                           # dealt: [channel][phase][row][v]
         pl.qstep, pl.pitch = pl.in_h * pl.v_pitch, pl.v_pitch
         pl.chan = pl.Q * pl.qstep
-    pl.taps, pl.n_taps, pl.row_segs, pl.segs, pl.koff, pl.ioff = NULL, 0, NULL, NULL, NULL, NULL
+    pl.taps, pl.n_taps, pl.runs, pl.n_runs, pl.segs = NULL, 0, NULL, 0, NULL
+    pl.koff, pl.ioff = NULL, NULL
     return pl
 
 
 @functools.lru_cache(maxsize=64)
 def plane_segments(Axis rows, Axis cols, Py_ssize_t R, Py_ssize_t KH, Py_ssize_t KW):
-    """Every output row's work, as the terms read it (see Planes): segments of columns that
-    share their terms (a phase's interior, and each column whose taps meet padding), their
-    terms listed in the micro-kernel's order (reduction channel, real kernel row, real tap),
-    rows with the same real kernel rows sharing them. Read-only (row_segs, segs, koff, ioff)."""
+    """The work of a plane, as the terms read it (see Planes). Output rows with the same real
+    kernel rows share their segments: columns that share their terms (a phase's interior, and
+    each column whose taps meet padding), the terms listed in the micro-kernel's order
+    (reduction channel, real kernel row, real tap). Read-only arrays:
+      runs (M, 7): first output row, rows, step between them, first segment, segments, the
+        first row's input (source row * pitch), step between the rows' inputs;
+      segs (S, 5): phase, first column u, columns, first term, terms; koff, ioff: the terms."""
     cdef Planes pl = planes_shape(R, KH, KW, rows, cols, 0)
     phases, taps = phase_columns(*cols.params)
-    seg_of, row_segs, segs, koff, ioff = {}, [], [], [], []
-    for y in range(pl.out_h):
-        first, count = rows.plan[y, 0], rows.plan[y, 1]
-        if (first, count) not in seg_of:
-            start = len(segs)
-            for p, (n_out, lo_all, hi_all, t0, nt) in enumerate(phases):
-                runs = [(lo_all, hi_all - lo_all, -1)] if hi_all > lo_all else []
-                runs += [(u, 1, u) for u in range(n_out) if not lo_all <= u < hi_all]
-                for u0, n, at in runs:
-                    k0 = len(koff)
-                    for r, k in [(r, k) for r in range(R) for k in range(count)]:
-                        for j, q, shift, lo, hi in taps[t0:t0 + nt]:
-                            if at < 0 or lo <= at < hi:     # (else tap j reads padding)
-                                koff.append((r * KH + first + k * rows.tap_step) * KW + j)
-                                ioff.append(r * pl.chan + k * rows.source_step * pl.pitch
-                                            + q * pl.qstep + shift)
-                    segs.append([p, u0, n, k0, len(koff) - k0])
-            seg_of[first, count] = (start, len(segs) - start)
-        row_segs.append([*seg_of[first, count], rows.plan[y, 2] * pl.pitch])
-    arrays = [np.array(row_segs, dtype=np.intp).reshape(-1, 3),
+    rows_of, runs, segs, koff, ioff = {}, [], [], [], []
+    for y in range(pl.out_h):           # the rows of each (first real row, count), in order
+        rows_of.setdefault((rows.plan[y, 0], rows.plan[y, 1]), []).append(y)
+    for (first, count), ys in rows_of.items():
+        start = len(segs)
+        for p, (n_out, lo_all, hi_all, t0, nt) in enumerate(phases):
+            parts = [(lo_all, hi_all - lo_all, -1)] if hi_all > lo_all else []
+            parts += [(u, 1, u) for u in range(n_out) if not lo_all <= u < hi_all]
+            for u0, n, at in parts:
+                k0 = len(koff)
+                for r, k in [(r, k) for r in range(R) for k in range(count)]:
+                    for j, q, shift, lo, hi in taps[t0:t0 + nt]:
+                        if at < 0 or lo <= at < hi:     # (else tap j reads padding)
+                            koff.append((r * KH + first + k * rows.tap_step) * KW + j)
+                            ioff.append(r * pl.chan + k * rows.source_step * pl.pitch
+                                        + q * pl.qstep + shift)
+                segs.append([p, u0, n, k0, len(koff) - k0])
+        for run in arithmetic_runs(ys, [rows.plan[y, 2] for y in ys]):
+            runs.append([run[0], run[1], run[2], start, len(segs) - start, run[3] * pl.pitch,
+                         run[4] * pl.pitch])
+    arrays = [np.array(runs, dtype=np.intp).reshape(-1, 7),
               np.array(segs, dtype=np.intp).reshape(-1, 5),
               np.array(koff + [0], dtype=np.intp), np.array(ioff + [0], dtype=np.intp)]
     for array in arrays:
         array.setflags(write=False)
     return arrays
+
+
+def arithmetic_runs(ys, sources):
+    """ys (increasing) and their sources cut into runs where both step evenly: a list of
+    (first y, how many, y step, first source, source step)."""
+    runs, k = [], 0
+    while k < len(ys):
+        n = 1
+        if k + 1 < len(ys):
+            dy, ds = ys[k + 1] - ys[k], sources[k + 1] - sources[k]
+            while k + n < len(ys) and ys[k + n] - ys[k + n - 1] == dy \
+                    and sources[k + n] - sources[k + n - 1] == ds:
+                n += 1
+        else:
+            dy = ds = 0
+        runs.append((ys[k], n, dy if n > 1 else 0, sources[k], ds if n > 1 else 0))
+        k += n
+    return runs
 
 
 cdef const floating *dealt(const Planes *pl, const floating *src,
@@ -1258,48 +1286,55 @@ cdef const floating *dealt(const Planes *pl, const floating *src,
     return buf
 
 
-cdef void plane_row(const Planes *pl, Py_ssize_t y, const floating *kernel,
-                    const floating *base, const floating *bias, floating *out,
-                    floating *obuf) noexcept nogil:
-    """Output row y of one plane, out[x] = its terms' sum (+ bias), segment by segment: a
-    phase's interior a run of vectors, the columns whose taps meet padding one by one (into
-    obuf, then woven into out, when the output has several phases)."""
-    cdef const Py_ssize_t *rs = pl.row_segs + 3 * y
+cdef void plane_task(const Planes *pl, const floating *kernel, const floating *base,
+                     const floating *bias, floating *out, floating *obuf) noexcept nogil:
+    """One output plane, out[y, x] = its terms' sum (+ bias): run by run (rows that share
+    their terms), segment by segment (a phase's interior a run of vectors, the columns whose
+    taps meet padding one by one). With several output phases (dL/dA's stride), into obuf,
+    [phase][row][u], then woven into out row by row."""
+    cdef const Py_ssize_t *run
     cdef const Py_ssize_t *seg
-    cdef Py_ssize_t k
-    for k in range(rs[0], rs[0] + rs[1]):
-        seg = pl.segs + 5 * k                   # phase, u0, columns, first term, terms
-        terms(kernel, pl.koff + seg[3], base + rs[2] + seg[1], pl.ioff + seg[3], seg[4],
-              seg[2], (obuf + seg[0] * pl.u_pitch if pl.P > 1 else out) + seg[1], bias,
-              pl.path)
+    cdef Py_ssize_t m, k, y, row = pl.out_w, phase = 0
+    cdef floating *dst = out
     if pl.P > 1:
-        weave(obuf, pl.out_w, pl.P, out, pl.u_pitch, pl.path)
+        dst, row, phase = obuf, pl.u_pitch, pl.out_h * pl.u_pitch
+    for m in range(pl.n_runs):
+        run = pl.runs + 7 * m       # y0, rows, y step, first segment, segments, input, step
+        for k in range(run[3], run[3] + run[4]):
+            seg = pl.segs + 5 * k   # phase, u0, columns, first term, terms
+            terms(kernel, pl.koff + seg[3], base + run[5] + seg[1], pl.ioff + seg[3], seg[4],
+                  seg[2], dst + seg[0] * phase + run[0] * row + seg[1], bias, run[1], run[6],
+                  run[2] * row, pl.path)
+    if pl.P > 1:
+        for y in range(pl.out_h):
+            weave(obuf + y * pl.u_pitch, pl.out_w, pl.P, out + y * pl.out_w, phase, pl.path)
 
 
 def correlate_planes(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t groups,
                      Axis rows, Axis cols, floating[:, :, :, ::1] out):
     """out = kernel ⊛ src (+ b), as correlate_kernel, one output plane (image n, channel o)
-    a task: its rows in turn (plane_row), the pixels in the lanes."""
+    a task (plane_task), the pixels in the lanes."""
     dtype = np.float32 if floating is float else np.float64
     cdef const floating[:, :, :, ::1] k = np.ascontiguousarray(kernel, dtype=dtype)
-    cdef Py_ssize_t N = out.shape[0], F = out.shape[1], O = F // groups, task, n, o, y
+    cdef Py_ssize_t N = out.shape[0], F = out.shape[1], O = F // groups, task, n, o
     cdef Planes pl = planes_shape(k.shape[1], k.shape[2], k.shape[3], rows, cols, _path)
     arrays = plane_segments(rows, cols, pl.R, pl.KH, pl.KW)
-    cdef const Py_ssize_t[:, ::1] row_segs = arrays[0], segs = arrays[1]
+    cdef const Py_ssize_t[:, ::1] runs = arrays[0], segs = arrays[1]
     cdef const ptrdiff_t[::1] koff = arrays[2], ioff = arrays[3]
-    pl.row_segs, pl.segs, pl.koff, pl.ioff = &row_segs[0, 0], &segs[0, 0], &koff[0], &ioff[0]
+    pl.runs, pl.n_runs, pl.segs = &runs[0, 0], runs.shape[0], &segs[0, 0]
+    pl.koff, pl.ioff = &koff[0], &ioff[0]
     cdef int threads = get_num_threads()
     cdef floating[:, ::1] ibuf = _workspace("planes_in", threads, pl.R * pl.chan, dtype)
-    cdef floating[:, ::1] obuf = _workspace("planes_out", threads, pl.P * pl.u_pitch, dtype)
+    cdef floating[:, ::1] obuf = _workspace("planes_out", threads,
+                                            pl.P * pl.out_h * pl.u_pitch, dtype)
     cdef const floating[::1] bias = b
     cdef const floating *base
     with nogil, parallel(num_threads=threads):
         for task in prange(N * F, schedule="dynamic"):
             n, o = task // F, task % F
             base = dealt(&pl, &src[n, (o // O) * pl.R, 0, 0], &ibuf[threadid(), 0])
-            for y in range(pl.out_h):
-                plane_row(&pl, y, &k[o, 0, 0, 0], base, NULL if b is None else &bias[o],
-                          &out[n, o, y, 0], &obuf[threadid(), 0])
+            plane_task(&pl, &k[o, 0, 0, 0], base, NULL if b is None else &bias[o],
+                       &out[n, o, 0, 0], &obuf[threadid(), 0])
 
 
 cdef void plane_weight_grad(const Planes *pl, const Py_ssize_t *row_taps, Py_ssize_t images,

@@ -234,6 +234,7 @@ TARGET static void TGC_FN(tgc_fold)(const T *stage, int width, ptrdiff_t npix, T
  *
  *     terms:  out[u] = (sum over t < nterms of k[koff[t]] * in[ioff[t] + u])  (+ *bias)
  *                                                                       0 <= u < count
+ *             for each of `rows` rows (in and out moving by in_step and out_step)
  *
  * one chain of fused multiply-adds per output, in the terms' order (the caller lists them by
  * channel, kernel row, kernel column: the micro-kernel's order). Four vectors of outputs at a
@@ -254,7 +255,7 @@ TARGET static TGC_INLINE void TGC_FN(tgc_terms_run)(const T *k, const ptrdiff_t 
         a0 = VFMA(w, VLOAD(p + u[0]), a0);
         if (vectors > 1) a1 = VFMA(w, VLOAD(p + u[1]), a1);
         if (vectors > 2) a2 = VFMA(w, VLOAD(p + u[2]), a2);
-        if (vectors > 2) a3 = VFMA(w, VLOAD(p + u[3]), a3);
+        if (vectors > 3) a3 = VFMA(w, VLOAD(p + u[3]), a3);
     }
     if (bias) {
         V b = VBCAST(bias);
@@ -263,12 +264,13 @@ TARGET static TGC_INLINE void TGC_FN(tgc_terms_run)(const T *k, const ptrdiff_t 
     VSTORE(out + u[0], a0);
     if (vectors > 1) VSTORE(out + u[1], a1);
     if (vectors > 2) VSTORE(out + u[2], a2);
-    if (vectors > 2) VSTORE(out + u[3], a3);
+    if (vectors > 3) VSTORE(out + u[3], a3);
 }
 
-TARGET static void TGC_FN(tgc_terms)(const T *k, const ptrdiff_t *koff, const T *in,
-                                     const ptrdiff_t *ioff, int nterms, ptrdiff_t count,
-                                     T *out, const T *bias)
+TARGET static TGC_INLINE void TGC_FN(tgc_terms_row)(const T *k, const ptrdiff_t *koff,
+                                                    const T *in, const ptrdiff_t *ioff,
+                                                    int nterms, ptrdiff_t count, T *out,
+                                                    const T *bias)
 {
     if (count < LANES) {
         for (ptrdiff_t u = 0; u < count; u++) {
@@ -294,6 +296,18 @@ TARGET static void TGC_FN(tgc_terms)(const T *k, const ptrdiff_t *koff, const T 
         } else
             TGC_FN(tgc_terms_run)(k, koff, in, ioff, nterms, out, bias, u, 1);
     }
+}
+
+/* `rows` rows of outputs that share their terms: row r's inputs and outputs start
+ * r * in_step and r * out_step further on */
+TARGET static void TGC_FN(tgc_terms)(const T *k, const ptrdiff_t *koff, const T *in,
+                                     const ptrdiff_t *ioff, int nterms, ptrdiff_t count,
+                                     T *out, const T *bias, ptrdiff_t rows, ptrdiff_t in_step,
+                                     ptrdiff_t out_step)
+{
+    for (ptrdiff_t r = 0; r < rows; r++)
+        TGC_FN(tgc_terms_row)(k, koff, in + r * in_step, ioff, nterms, count, out + r * out_step,
+                              bias);
 }
 
 /*     dot:  acc[y % 4] += z[y * zs + x] * in[y * is + x]   (lane (x - lo) % LANES)

@@ -568,9 +568,11 @@ TGC_PATH_TABLE(fold, f32)
 TGC_PATH_TABLE(fold, f64)
 
 typedef void (*tgc_terms_f32)(const float *, const ptrdiff_t *, const float *, const ptrdiff_t *,
-                              int, ptrdiff_t, float *, const float *);
+                              int, ptrdiff_t, float *, const float *, ptrdiff_t, ptrdiff_t,
+                              ptrdiff_t);
 typedef void (*tgc_terms_f64)(const double *, const ptrdiff_t *, const double *,
-                              const ptrdiff_t *, int, ptrdiff_t, double *, const double *);
+                              const ptrdiff_t *, int, ptrdiff_t, double *, const double *,
+                              ptrdiff_t, ptrdiff_t, ptrdiff_t);
 typedef void (*tgc_dot_f32)(const float *, ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t,
                             ptrdiff_t, ptrdiff_t, float *);
 typedef void (*tgc_dot_f64)(const double *, ptrdiff_t, const double *, ptrdiff_t, ptrdiff_t,

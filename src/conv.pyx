@@ -1280,6 +1280,10 @@ cdef const floating *dealt(const Planes *pl, const floating *src,
     if pl.Q == 1:
         return src
     for r in range(pl.R):
+        if pl.in_w % pl.Q == 0:     # rows of whole phases: the plane dealt as one row
+            deal(src + r * pl.in_plane, pl.in_plane, pl.Q, buf + r * pl.chan, pl.qstep,
+                 pl.path)
+            continue
         for row in range(pl.in_h):
             deal(src + r * pl.in_plane + row * pl.in_w, pl.in_w, pl.Q,
                  buf + r * pl.chan + row * pl.pitch, pl.qstep, pl.path)
@@ -1305,7 +1309,9 @@ cdef void plane_task(const Planes *pl, const floating *kernel, const floating *b
             terms(kernel, pl.koff + seg[3], base + run[5] + seg[1], pl.ioff + seg[3], seg[4],
                   seg[2], dst + seg[0] * phase + run[0] * row + seg[1], bias, run[1], run[6],
                   run[2] * row, pl.path)
-    if pl.P > 1:
+    if pl.P > 1 and pl.out_w % pl.P == 0:       # rows of whole phases: woven as one row
+        weave(obuf, pl.out_h * pl.out_w, pl.P, out, phase, pl.path)
+    elif pl.P > 1:
         for y in range(pl.out_h):
             weave(obuf + y * pl.u_pitch, pl.out_w, pl.P, out + y * pl.out_w, phase, pl.path)
 

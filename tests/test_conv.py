@@ -261,7 +261,8 @@ def test_the_same_bits_whatever_the_cache_sizes_and_the_threads(monkeypatch, sim
 def test_every_tile_shape_in_the_paths_table_computes_its_sums(simd_path, depthwise):
     # one table (microkernels.h) makes both the tiles' switch cases and the sizes the plans ask
     # for; a tile of every size, 1 to the most, for every vector count: one output row of that
-    # many pixels, as many filters (or depthwise groups) as the vectors hold
+    # many pixels, as many filters (or depthwise groups) as the vectors hold (depthwise: one
+    # column, which keeps the groups in the lanes: a row that wide would put its pixels there)
     shapes, max_pixels = _conv.tile_shapes(simd_path)
     lanes = _conv.vector_lanes(np.float64)
     rng = np.random.default_rng(4)
@@ -269,7 +270,7 @@ def test_every_tile_shape_in_the_paths_table_computes_its_sums(simd_path, depthw
         assert 1 <= most <= max_pixels
         f = vectors * lanes
         for width in range(1, most + 1):
-            x = rng.standard_normal((1, f if depthwise else 3, 1, width))
+            x = rng.standard_normal((1, f, width, 1) if depthwise else (1, 3, 1, width))
             w = rng.standard_normal((f, 1 if depthwise else 3, 1, 1))
             groups = f if depthwise else 1
             z = _conv.conv2d_forward(x, w, None, (1, 1), (0, 0), (1, 1), groups)

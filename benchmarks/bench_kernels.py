@@ -22,21 +22,32 @@ really runs at times the FMAs per cycle of that path's vectors; times the thread
 --cpu-time measures the process's CPU time instead of wall time: on a machine other jobs keep
 busy it still compares the work each side does (with one thread only: with more it would also
 count the time idle threads spin).
+
+--passive-wait sets OMP_WAIT_POLICY=PASSIVE for both OpenMP runtimes (ours and PyTorch's)
+before they start: their idle threads sleep at once instead of spinning. On 2 cores and 2
+threads a runtime still spinning from the other side's call takes a core from the call being
+timed; for sub-millisecond rows (dw1, dw2) the untimed call does not always absorb that, and
+the default run's ratios come out bimodal from one process to the next.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import os
+import sys
 import time
 
-import numpy as np
-import torch
+if "--passive-wait" in sys.argv:        # before either OpenMP runtime starts (see above)
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
-from tinygrad_conv import _conv, _threads
-from tinygrad_conv.cnn_ops import conv2d, max_pool2d
-from tinygrad_conv.shapes import out_size
-from tinygrad_conv.tensor import Tensor, no_grad
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from tinygrad_conv import _conv, _threads  # noqa: E402
+from tinygrad_conv.cnn_ops import conv2d, max_pool2d  # noqa: E402
+from tinygrad_conv.shapes import out_size  # noqa: E402
+from tinygrad_conv.tensor import Tensor, no_grad  # noqa: E402
 
 # name: (N, C, H, W, F, k, stride, padding, groups, input gradient)
 CONVS = {
@@ -195,6 +206,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--only", nargs="*", help="shape names to run (default: all)")
+    parser.add_argument("--passive-wait", action="store_true",
+                        help="OMP_WAIT_POLICY=PASSIVE for both OpenMP runtimes (see above)")
     parser.add_argument("--cpu-time", action="store_true",
                         help="time with the process's CPU time (needs --threads 1)")
     args = parser.parse_args()
@@ -209,7 +222,8 @@ def main() -> None:
 
     clock = "CPU time" if args.cpu_time else "wall time"
     peak = peak_gflops(args.threads, dtype)
-    print(f"{args.dtype}, {args.threads} threads, median {clock} of {args.repeats} (ms); "
+    wait = ", idle OpenMP threads sleep (--passive-wait)" if args.passive_wait else ""
+    print(f"{args.dtype}, {args.threads} threads, median {clock} of {args.repeats} (ms){wait}; "
           f"SIMD path {_conv.get_simd_path()}, measured peak {peak:.0f} GFLOP/s")
     blas_threads = numpy_blas_threads(args.threads)
     torch_gemm, numpy_gemm = gemm_gflops(dtype)

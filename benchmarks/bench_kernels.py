@@ -10,6 +10,11 @@ max-pool: billions of window elements compared per second) and, for the convolut
 percentage of the machine's peak. The calls go through the public ops (`cnn_ops.conv2d(...)` +
 `.backward(grad)`), so the graph's overhead is included.
 
+Beside the table it prints the same run's matrix-product rate, (2048 x 2048) @ (2048 x 2048) on
+the same threads through torch.mm (MKL or oneDNN) and through NumPy (OpenBLAS), and each
+convolution's fwd+bwd rate as a percentage of the faster of the two ("% gemm"): the issue's
+yardstick for c2 and c4 (at least 80%).
+
 The peak is measured, not looked up: the kernels' own FMA probe (independent fused multiply-adds
 on registers, in the SIMD path the kernels use) gives one core's rate, the clock this machine
 really runs at times the FMAs per cycle of that path's vectors; times the threads.
@@ -17,20 +22,32 @@ really runs at times the FMAs per cycle of that path's vectors; times the thread
 --cpu-time measures the process's CPU time instead of wall time: on a machine other jobs keep
 busy it still compares the work each side does (with one thread only: with more it would also
 count the time idle threads spin).
+
+--passive-wait sets OMP_WAIT_POLICY=PASSIVE for both OpenMP runtimes (ours and PyTorch's)
+before they start: their idle threads sleep at once instead of spinning. On 2 cores and 2
+threads a runtime still spinning from the other side's call takes a core from the call being
+timed; for sub-millisecond rows (dw1, dw2) the untimed call does not always absorb that, and
+the default run's ratios come out bimodal from one process to the next.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
+import sys
 import time
 
-import numpy as np
-import torch
+if "--passive-wait" in sys.argv:        # before either OpenMP runtime starts (see above)
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
-from tinygrad_conv import _conv, _threads
-from tinygrad_conv.cnn_ops import conv2d, max_pool2d
-from tinygrad_conv.shapes import out_size
-from tinygrad_conv.tensor import Tensor, no_grad
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from tinygrad_conv import _conv, _threads  # noqa: E402
+from tinygrad_conv.cnn_ops import conv2d, max_pool2d  # noqa: E402
+from tinygrad_conv.shapes import out_size  # noqa: E402
+from tinygrad_conv.tensor import Tensor, no_grad  # noqa: E402
 
 # name: (N, C, H, W, F, k, stride, padding, groups, input gradient)
 CONVS = {
@@ -150,12 +167,47 @@ def peak_gflops(threads: int, dtype) -> float:
     return best * threads
 
 
+def numpy_blas_threads(threads: int) -> int | None:
+    """Ask NumPy's OpenBLAS to use `threads` threads (through its exported setter, found in the
+    library NumPy loaded, Linux only); returns the count it reports, or None when there is none."""
+    try:
+        with open("/proc/self/maps") as maps:
+            libs = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+    except OSError:
+        return None
+    for path in sorted(libs):
+        lib = ctypes.CDLL(path)
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", ""):
+                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                if setter is not None and getter is not None:
+                    setter(ctypes.c_int(threads))
+                    return int(getter())
+    return None
+
+
+def gemm_gflops(dtype, repeats: int = 5) -> tuple[float, float]:
+    """GFLOP/s of one (2048 x 2048) @ (2048 x 2048) product in `dtype`, median of `repeats`,
+    through torch.mm and through NumPy's matmul (its BLAS), alternating as `medians` does."""
+    n = 2048
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    out, t_out = np.empty((n, n), dtype=dtype), torch.empty((n, n), dtype=ta.dtype)
+    times = medians([lambda: torch.mm(ta, tb, out=t_out), lambda: np.matmul(a, b, out=out)],
+                    repeats)
+    return tuple(2.0 * n**3 / (t * 1e-3) / 1e9 for t in times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--only", nargs="*", help="shape names to run (default: all)")
+    parser.add_argument("--passive-wait", action="store_true",
+                        help="OMP_WAIT_POLICY=PASSIVE for both OpenMP runtimes (see above)")
     parser.add_argument("--cpu-time", action="store_true",
                         help="time with the process's CPU time (needs --threads 1)")
     args = parser.parse_args()
@@ -170,10 +222,19 @@ def main() -> None:
 
     clock = "CPU time" if args.cpu_time else "wall time"
     peak = peak_gflops(args.threads, dtype)
-    print(f"{args.dtype}, {args.threads} threads, median {clock} of {args.repeats} (ms); "
+    wait = ", idle OpenMP threads sleep (--passive-wait)" if args.passive_wait else ""
+    print(f"{args.dtype}, {args.threads} threads, median {clock} of {args.repeats} (ms){wait}; "
           f"SIMD path {_conv.get_simd_path()}, measured peak {peak:.0f} GFLOP/s")
+    blas_threads = numpy_blas_threads(args.threads)
+    torch_gemm, numpy_gemm = gemm_gflops(dtype)
+    gemm = max(torch_gemm, numpy_gemm)
+    print(f"gemm 2048^3 {args.dtype}, {args.threads} threads, median of 5: torch.mm "
+          f"{torch_gemm:.0f} GFLOP/s, numpy (OpenBLAS, "
+          f"{'its default threads' if blas_threads is None else f'{blas_threads} threads'}) "
+          f"{numpy_gemm:.0f} GFLOP/s; '% gemm' is against the faster, {gemm:.0f}")
     header = (f"{'shape':<6}{'fwd ours':>10}{'torch':>8}{'ratio':>7}{'GFLOP/s':>9}"
-              f"{'fwd+bwd ours':>14}{'torch':>8}{'ratio':>7}{'GFLOP/s':>9}{'% peak':>8}")
+              f"{'fwd+bwd ours':>14}{'torch':>8}{'ratio':>7}{'GFLOP/s':>9}{'% peak':>8}"
+              f"{'% gemm':>8}")
     print(header)
     print("-" * len(header))
     cases = [(name, bench_conv, shape) for name, shape in CONVS.items()]
@@ -183,7 +244,8 @@ def main() -> None:
             continue
         (fwd, th_fwd, both, th_both), (work_fwd, work_both) = bench(shape, dtype, args.repeats)
         rate = work_both / both / 1e6
-        percent = f"{100 * rate / peak:>7.0f}%" if bench is bench_conv else ""
+        percent = f"{100 * rate / peak:>7.0f}%{100 * rate / gemm:>7.0f}%" \
+            if bench is bench_conv else ""
         print(f"{name:<6}{fwd:>10.2f}{th_fwd:>8.2f}{fwd / th_fwd:>7.2f}"
               f"{work_fwd / fwd / 1e6:>9.1f}{both:>14.2f}{th_both:>8.2f}{both / th_both:>7.2f}"
               f"{rate:>9.1f}{percent}")

@@ -23,10 +23,14 @@ written as three loops:
 A and Z' are read where they lie (NCHW), stride and dilation are steps of the loops, and only
 the weights and Z' are repacked, so that a vector of output channels is one load.
 
-Groups of one input channel (depthwise) would use one lane of each vector that way. There the
-plan puts the groups side by side in the lanes instead (`groups_in_lanes`): the input is staged
-channels-last (`stage_groups`) and read as vectors, not broadcast, by a variant of the same
-micro-kernel. dL/dA of a single-channel input (C = 1) puts its reduction, the filters, in the
+Groups of one input channel (depthwise) would use one lane of each vector that way. When its
+output rows are a vector or more wide, each plane's pixels go in the lanes instead (`planes_fit`,
+the "Planes" section at the end): an output row is a run of vectors, out[x] = sum of weight *
+input[x + offset] over the real taps, read and written in NCHW where they lie (a stride along
+the rows deals them into phases first), and dL/dW sums Z' * A along the rows, four vectors a
+tap. Narrower planes put the groups side by side in the lanes (`groups_in_lanes`): the input is
+staged channels-last (`stage_groups`) and read as vectors, not broadcast, by a variant of the
+same micro-kernel. dL/dA of a single-channel input (C = 1) puts its reduction, the filters, in the
 lanes (`reduction_in_lanes`), and each output adds up its tile's lanes (`fold`). A tile holds
 its pixels' channels side by side (pixel-major); a band of them goes to the NCHW output through
 a 16 x 16 transpose (`unstage`), which writes whole cache lines.
@@ -157,12 +161,18 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
     """(dL/dW = Z' ⊛ A summed over the batch, dL/db = Z' summed over all axes but F), each
     None unless asked for. Its NumPy twin: reference.conv2d_backward's dw and db.
 
-    The batch's rows (image, output row) are cut into runs, one partial dL/dW each, which
-    depend on the shapes only. A thread takes a run and, slab after slab (a slab fits the L2),
+    Depthwise with wide rows: weight_grad_planes (one filter a task, dL/db on the way).
+    Otherwise the batch's rows (image, output row) are cut into runs, one partial dL/dW each,
+    which depend on the shapes only. A thread takes a run and, slab after slab (a slab fits the L2),
     packs the slab's Z' and adds every tile's sums to the run's partial: all in its own cache,
     with no waiting for the other threads. The partials are then added in run order: the same
     bits whatever the number of threads and the cache sizes."""
     dtype = np.float32 if floating is float else np.float64
+    cdef Py_ssize_t F = kernel_shape[0], lanes = tgc_lanes(_path, sizeof(floating))
+    if need_dw and a.shape[0] and kernel_shape[1] == 1 and planes_fit(
+            1, kernel_shape[2] * kernel_shape[3], dz.shape[3], lanes) and groups_in_lanes(
+            groups, F // groups, lanes):      # depthwise: dL/db on the way (the same sums)
+        return weight_grad_planes(a, dz, kernel_shape, stride, pads, dilation, groups, need_db)
     dbias = bias_grad(dz) if need_db else None
     if not need_dw or a.shape[0] == 0:
         return (np.zeros(kernel_shape, dtype=dtype) if need_dw else None), dbias
@@ -356,9 +366,11 @@ cdef class Axis:
     cdef Py_ssize_t[:, ::1] plan, classes
     cdef Py_ssize_t[::1] members
     cdef Py_ssize_t n_classes, tap_step, source_step
+    cdef readonly tuple params      # (out_len, in_len, taps, mult, offset, div, dil)
 
     def __init__(self, Py_ssize_t out_len, Py_ssize_t in_len, Py_ssize_t taps,
                  Py_ssize_t mult, Py_ssize_t offset, Py_ssize_t div, Py_ssize_t dil):
+        self.params = (out_len, in_len, taps, mult, offset, div, dil)
         self.plan = np.empty((out_len, 3), dtype=np.intp)
         self.classes = np.empty((out_len, 4), dtype=np.intp)
         self.members = np.empty(out_len, dtype=np.intp)
@@ -749,6 +761,10 @@ def correlate_kernel(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t gro
             (R * O, 1, cor.taps_h, cor.taps_w))
         groups, R = R, 1
     cor.in_lanes, cor.per_group = cor.folds or groups_in_lanes(groups, O, cor.lanes), R
+    if cor.in_lanes and not cor.folds and planes_fit(
+            R, cor.taps_h * cor.taps_w, ceil_div(out.shape[3], cols.params[5]), cor.lanes):
+        correlate_planes(src, kernel, b, groups, rows, cols, out)
+        return
     cor.out_plane, cor.out_pitch = out.shape[2] * out.shape[3], out.shape[3]
     cor.out_image = out.shape[1] * cor.out_plane
     cdef const Py_ssize_t[:, ::1] blocks = correlation_blocks(
@@ -1063,3 +1079,345 @@ cdef (const floating *, const floating *) stage_for_lanes(
         stage_groups(&dz[0, 0, 0, 0], wg.images, wg.filters_per_group, groups,
                      wg.out_h * wg.out_w, &z_staged[0], wg.z_pix, wg.path, threads)
     return &a_staged[0], &z_staged[0]
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Planes: a depthwise correlation with one plane's pixels in the lanes, in NCHW as it lies
+# ---------------------------------------------------------------------------------------------
+#
+# A group with one input channel (depthwise) and wide enough rows: each output row of a plane is
+# a run of vectors, out[x] = sum of weight * input[x + offset] over the real taps, the weight
+# broadcast (tgc_terms); dL/dW sums Z' * A along the rows, four vectors a tap (tgc_dot). Nothing
+# is staged: A, Z' and the outputs are read and written where they lie. A stride along the
+# rows splits them into phases first (tgc_deal, tgc_weave), so that every read is unit-stride.
+
+cdef enum:
+    PLANE_TERMS = 256       # the most terms (channels x taps) an output of a plane sums
+
+
+def planes_fit(Py_ssize_t reduce, Py_ssize_t taps, Py_ssize_t run, Py_ssize_t lanes):
+    """Whether a plane's pixels in the lanes suit this correlation (shapes and lanes only):
+    few enough terms (reduction channels x taps) an output, and output runs (the columns of
+    one phase) of a vector or more."""
+    return reduce * taps <= PLANE_TERMS and run >= lanes
+
+
+@functools.lru_cache(maxsize=256)
+def phase_columns(Py_ssize_t out_len, Py_ssize_t in_len, Py_ssize_t taps, Py_ssize_t mult,
+                  Py_ssize_t offset, Py_ssize_t div, Py_ssize_t dil):
+    """The columns of a plane correlation. Output column x meets tap j at input column
+    (x*mult + offset + j*dil) / div when that is exact (Z: mult = s, div = 1; dL/dA: mult = 1,
+    div = s). The outputs are taken in div phases, x = p + div*u, and the input dealt into
+    mult phases, input column q + mult*v: then real tap j of output phase p reads input phase q
+    at v = u + shift, unit-stride in u. Returns read-only
+      phases (div, 5): U (outputs in the phase), L, H (all its taps are real for L <= u < H),
+        first, n (its taps' rows in `taps`);
+      taps (T, 5): j, q, shift, lo, hi (tap j is real for lo <= u < hi)."""
+    cdef object e                               # (Python's floor division and modulo)
+    phases, rows = [], []
+    for p in range(div):
+        n_out, first, lo_all, hi_all = ceil_div(max(out_len - p, 0), div), len(rows), 0, None
+        for j in range(taps):
+            e = p * mult + offset + j * dil
+            if e % div:
+                continue                        # a zero the stride inserted: never real
+            e //= div                           # input column u*mult + e
+            lo = max(0, -(e // mult))
+            hi = max(lo, min(n_out, (in_len - 1 - e) // mult + 1))
+            rows.append([j, e % mult, e // mult, lo, hi])
+            lo_all = max(lo_all, lo)
+            hi_all = hi if hi_all is None else min(hi_all, hi)
+        phases.append([n_out, lo_all, n_out if hi_all is None else hi_all, first,
+                       len(rows) - first])
+    phases = np.array(phases, dtype=np.intp).reshape(-1, 5)
+    rows = np.array(rows, dtype=np.intp).reshape(-1, 5)
+    phases.setflags(write=False)
+    rows.setflags(write=False)
+    return phases, rows
+
+
+cdef struct Planes:             # a plane correlation's shapes, seen from nogil code
+    Py_ssize_t R, KH, KW        # reduction channels a group, kernel size
+    Py_ssize_t in_h, in_w, in_plane, out_h, out_w
+    Py_ssize_t P, Q             # output phases (dL/dA's column stride), input phases (Z's)
+    Py_ssize_t v_pitch, u_pitch     # an input phase's row, an output phase's row
+    Py_ssize_t chan, pitch, qstep   # the input as the terms read it: next channel, row, phase
+    const Py_ssize_t *taps      # phase 0's taps (phase_columns), n_taps of them
+    Py_ssize_t n_taps
+    const Py_ssize_t *runs      # (n_runs, 7) and (S, 5): see plane_segments
+    Py_ssize_t n_runs
+    const Py_ssize_t *segs
+    const ptrdiff_t *koff       # the terms: weight in the (R, KH, KW) kernel, input offset
+    const ptrdiff_t *ioff
+    int path
+
+
+cdef inline void terms(const floating *k, const ptrdiff_t *koff, const floating *src,
+                       const ptrdiff_t *ioff, Py_ssize_t n, Py_ssize_t count, floating *out,
+                       const floating *bias, Py_ssize_t rows, Py_ssize_t src_step,
+                       Py_ssize_t out_step, int path) noexcept nogil:
+    """out[r*out_step + u] = sum over t < n of k[koff[t]] * src[r*src_step + ioff[t] + u]
+    (+ bias), u < count, r < rows."""
+    if floating is float:
+        tgc_terms_fn_f32(path)(k, koff, src, ioff, <int> n, count, out, bias, rows, src_step,
+                               out_step)
+    else:
+        tgc_terms_fn_f64(path)(k, koff, src, ioff, <int> n, count, out, bias, rows, src_step,
+                               out_step)
+
+
+cdef inline void dot(const floating *z, Py_ssize_t zs, const floating *src, Py_ssize_t step,
+                     Py_ssize_t ny, Py_ssize_t lo, Py_ssize_t hi, floating *acc,
+                     int path) noexcept nogil:
+    """acc[y % 4] (vectors) += z[y*zs + x] * src[y*step + x], y < ny, lo <= x < hi."""
+    if floating is float:
+        tgc_dot_fn_f32(path)(z, zs, src, step, ny, lo, hi, acc)
+    else:
+        tgc_dot_fn_f64(path)(z, zs, src, step, ny, lo, hi, acc)
+
+
+cdef inline void deal(const floating *row, Py_ssize_t n, Py_ssize_t s, floating *out,
+                      Py_ssize_t pitch, int path) noexcept nogil:
+    """out[q * pitch + v] = row[v * s + q]: a row into its s phases."""
+    if floating is float:
+        tgc_deal_fn_f32(path)(row, n, s, out, pitch)
+    else:
+        tgc_deal_fn_f64(path)(row, n, s, out, pitch)
+
+
+cdef inline void weave(const floating *phases, Py_ssize_t n, Py_ssize_t s, floating *row,
+                       Py_ssize_t pitch, int path) noexcept nogil:
+    """row[v * s + q] = phases[q * pitch + v]: s phases into a row."""
+    if floating is float:
+        tgc_weave_fn_f32(path)(phases, n, s, row, pitch)
+    else:
+        tgc_weave_fn_f64(path)(phases, n, s, row, pitch)
+
+
+cdef Planes planes_shape(Py_ssize_t R, Py_ssize_t KH, Py_ssize_t KW, Axis rows, Axis cols,
+                         int path):
+    """The shapes of a plane correlation whose rows and columns `rows` and `cols` describe
+    (the pointers are left NULL)."""
+    cdef Planes pl
+    pl.R, pl.KH, pl.KW, pl.path = R, KH, KW, path
+    pl.out_w, pl.in_w, _, pl.Q, _, pl.P, _ = cols.params
+    pl.out_h, pl.in_h = rows.params[0], rows.params[1]
+    pl.in_plane = pl.in_h * pl.in_w
+    pl.v_pitch, pl.u_pitch = ceil_div(pl.in_w, pl.Q), ceil_div(pl.out_w, pl.P)
+    if pl.Q == 1:
+        pl.chan, pl.pitch, pl.qstep = pl.in_plane, pl.in_w, 0
+    else:                           # dealt: [channel][phase][row][v]
+        pl.qstep, pl.pitch = pl.in_h * pl.v_pitch, pl.v_pitch
+        pl.chan = pl.Q * pl.qstep
+    pl.taps, pl.n_taps, pl.runs, pl.n_runs, pl.segs = NULL, 0, NULL, 0, NULL
+    pl.koff, pl.ioff = NULL, NULL
+    return pl
+
+
+@functools.lru_cache(maxsize=64)
+def plane_segments(Axis rows, Axis cols, Py_ssize_t R, Py_ssize_t KH, Py_ssize_t KW):
+    """The work of a plane, as the terms read it (see Planes). Output rows with the same real
+    kernel rows share their segments: columns that share their terms (a phase's interior, and
+    each column whose taps meet padding), the terms listed in the micro-kernel's order
+    (reduction channel, real kernel row, real tap). Read-only arrays:
+      runs (M, 7): first output row, rows, step between them, first segment, segments, the
+        first row's input (source row * pitch), step between the rows' inputs;
+      segs (S, 5): phase, first column u, columns, first term, terms; koff, ioff: the terms."""
+    cdef Planes pl = planes_shape(R, KH, KW, rows, cols, 0)
+    phases, taps = phase_columns(*cols.params)
+    rows_of, runs, segs, koff, ioff = {}, [], [], [], []
+    for y in range(pl.out_h):           # the rows of each (first real row, count), in order
+        rows_of.setdefault((rows.plan[y, 0], rows.plan[y, 1]), []).append(y)
+    for (first, count), ys in rows_of.items():
+        start = len(segs)
+        for p, (n_out, lo_all, hi_all, t0, nt) in enumerate(phases):
+            parts = [(lo_all, hi_all - lo_all, -1)] if hi_all > lo_all else []
+            parts += [(u, 1, u) for u in range(n_out) if not lo_all <= u < hi_all]
+            for u0, n, at in parts:
+                k0 = len(koff)
+                for r, k in [(r, k) for r in range(R) for k in range(count)]:
+                    for j, q, shift, lo, hi in taps[t0:t0 + nt]:
+                        if at < 0 or lo <= at < hi:     # (else tap j reads padding)
+                            koff.append((r * KH + first + k * rows.tap_step) * KW + j)
+                            ioff.append(r * pl.chan + k * rows.source_step * pl.pitch
+                                        + q * pl.qstep + shift)
+                segs.append([p, u0, n, k0, len(koff) - k0])
+        for run in arithmetic_runs(ys, [rows.plan[y, 2] for y in ys]):
+            runs.append([run[0], run[1], run[2], start, len(segs) - start, run[3] * pl.pitch,
+                         run[4] * pl.pitch])
+    arrays = [np.array(runs, dtype=np.intp).reshape(-1, 7),
+              np.array(segs, dtype=np.intp).reshape(-1, 5),
+              np.array(koff + [0], dtype=np.intp), np.array(ioff + [0], dtype=np.intp)]
+    for array in arrays:
+        array.setflags(write=False)
+    return arrays
+
+
+def arithmetic_runs(ys, sources):
+    """ys (increasing) and their sources cut into runs where both step evenly: a list of
+    (first y, how many, y step, first source, source step)."""
+    runs, k = [], 0
+    while k < len(ys):
+        n = 1
+        if k + 1 < len(ys):
+            dy, ds = ys[k + 1] - ys[k], sources[k + 1] - sources[k]
+            while k + n < len(ys) and ys[k + n] - ys[k + n - 1] == dy \
+                    and sources[k + n] - sources[k + n - 1] == ds:
+                n += 1
+        else:
+            dy = ds = 0
+        runs.append((ys[k], n, dy if n > 1 else 0, sources[k], ds if n > 1 else 0))
+        k += n
+    return runs
+
+
+cdef const floating *dealt(const Planes *pl, const floating *src,
+                           floating *buf) noexcept nogil:
+    """The R input planes from src (one after the other) as the terms read them: src itself
+    (one phase), or each row dealt into pl.Q phases in buf, [r][q][row][v]."""
+    cdef Py_ssize_t r, row
+    if pl.Q == 1:
+        return src
+    for r in range(pl.R):
+        if pl.in_w % pl.Q == 0:     # rows of whole phases: the plane dealt as one row
+            deal(src + r * pl.in_plane, pl.in_plane, pl.Q, buf + r * pl.chan, pl.qstep,
+                 pl.path)
+            continue
+        for row in range(pl.in_h):
+            deal(src + r * pl.in_plane + row * pl.in_w, pl.in_w, pl.Q,
+                 buf + r * pl.chan + row * pl.pitch, pl.qstep, pl.path)
+    return buf
+
+
+cdef void plane_task(const Planes *pl, const floating *kernel, const floating *base,
+                     const floating *bias, floating *out, floating *obuf) noexcept nogil:
+    """One output plane, out[y, x] = its terms' sum (+ bias): run by run (rows that share
+    their terms), segment by segment (a phase's interior a run of vectors, the columns whose
+    taps meet padding one by one). With several output phases (dL/dA's stride), into obuf,
+    [phase][row][u], then woven into out row by row."""
+    cdef const Py_ssize_t *run
+    cdef const Py_ssize_t *seg
+    cdef Py_ssize_t m, k, y, row = pl.out_w, phase = 0
+    cdef floating *dst = out
+    if pl.P > 1:
+        dst, row, phase = obuf, pl.u_pitch, pl.out_h * pl.u_pitch
+    for m in range(pl.n_runs):
+        run = pl.runs + 7 * m       # y0, rows, y step, first segment, segments, input, step
+        for k in range(run[3], run[3] + run[4]):
+            seg = pl.segs + 5 * k   # phase, u0, columns, first term, terms
+            terms(kernel, pl.koff + seg[3], base + run[5] + seg[1], pl.ioff + seg[3], seg[4],
+                  seg[2], dst + seg[0] * phase + run[0] * row + seg[1], bias, run[1], run[6],
+                  run[2] * row, pl.path)
+    if pl.P > 1 and pl.out_w % pl.P == 0:       # rows of whole phases: woven as one row
+        weave(obuf, pl.out_h * pl.out_w, pl.P, out, phase, pl.path)
+    elif pl.P > 1:
+        for y in range(pl.out_h):
+            weave(obuf + y * pl.u_pitch, pl.out_w, pl.P, out + y * pl.out_w, phase, pl.path)
+
+
+def correlate_planes(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t groups,
+                     Axis rows, Axis cols, floating[:, :, :, ::1] out):
+    """out = kernel ⊛ src (+ b), as correlate_kernel, one output plane (image n, channel o)
+    a task (plane_task), the pixels in the lanes."""
+    dtype = np.float32 if floating is float else np.float64
+    cdef const floating[:, :, :, ::1] k = np.ascontiguousarray(kernel, dtype=dtype)
+    cdef Py_ssize_t N = out.shape[0], F = out.shape[1], O = F // groups, task, n, o
+    cdef Planes pl = planes_shape(k.shape[1], k.shape[2], k.shape[3], rows, cols, _path)
+    arrays = plane_segments(rows, cols, pl.R, pl.KH, pl.KW)
+    cdef const Py_ssize_t[:, ::1] runs = arrays[0], segs = arrays[1]
+    cdef const ptrdiff_t[::1] koff = arrays[2], ioff = arrays[3]
+    pl.runs, pl.n_runs, pl.segs = &runs[0, 0], runs.shape[0], &segs[0, 0]
+    pl.koff, pl.ioff = &koff[0], &ioff[0]
+    cdef int threads = get_num_threads()
+    cdef floating[:, ::1] ibuf = _workspace("planes_in", threads, pl.R * pl.chan, dtype)
+    cdef floating[:, ::1] obuf = _workspace("planes_out", threads,
+                                            pl.P * pl.out_h * pl.u_pitch, dtype)
+    cdef const floating[::1] bias = b
+    cdef const floating *base
+    with nogil, parallel(num_threads=threads):
+        for task in prange(N * F, schedule="dynamic"):
+            n, o = task // F, task % F
+            base = dealt(&pl, &src[n, (o // O) * pl.R, 0, 0], &ibuf[threadid(), 0])
+            plane_task(&pl, &k[o, 0, 0, 0], base, NULL if b is None else &bias[o],
+                       &out[n, o, 0, 0], &obuf[threadid(), 0])
+
+
+cdef void plane_weight_grad(const Planes *pl, const Py_ssize_t *row_taps, Py_ssize_t images,
+                            const floating *a, Py_ssize_t a_image, const floating *dz,
+                            Py_ssize_t z_image, floating *acc, floating *ibuf, floating *dw,
+                            double *db) noexcept nogil:
+    """dL/dW[f, 0, i, j] = sum over images n, output rows y, columns x of Z'[n, f, y, x] *
+    A[n, c, y*sh - pt + i*dh, x*sw - pl + j*dw] for one filter f (dz: its plane in image 0,
+    a: its channel's): a tap's four vector sums (`dot`) go on image after image; then their
+    lanes are added up in order. row_taps (KH, 3) + (sh,): the output rows [lo, hi) where
+    kernel row i is real, and i*dh - pt. db (unless NULL): dL/db[f] as bias_grad sums it, image
+    by image, while Z' is in the cache."""
+    cdef Py_ssize_t lanes = tgc_lanes(pl.path, sizeof(floating)), per_tap = 4 * lanes
+    cdef Py_ssize_t sh = row_taps[3 * pl.KH], n, i, c, t, l, lo
+    cdef const Py_ssize_t *tap
+    cdef const floating *base
+    cdef floating *sums
+    cdef floating total
+    cdef double bias_total = 0
+    for t in range(pl.KH * pl.KW * per_tap):
+        acc[t] = 0
+    for n in range(images):
+        if db != NULL:
+            bias_total = bias_total + sum_of(dz + n * z_image, pl.out_h * pl.out_w)
+        base = dealt(pl, a + n * a_image, ibuf)
+        for i in range(pl.KH):
+            lo = row_taps[3 * i]
+            for c in range(pl.n_taps):          # tap (i, j): rows lo.., columns tap[3]..
+                tap = pl.taps + 5 * c
+                sums = acc + (i * pl.KW + tap[0]) * per_tap
+                dot(dz + n * z_image + lo * pl.out_w, pl.out_w,
+                    base + (lo * sh + row_taps[3 * i + 2]) * pl.pitch + tap[1] * pl.qstep
+                    + tap[2], sh * pl.pitch, row_taps[3 * i + 1] - lo, tap[3], tap[4], sums,
+                    pl.path)
+    for t in range(pl.KH * pl.KW):
+        sums = acc + t * per_tap
+        total = 0
+        for l in range(lanes):              # lane l of the four sums, then the next lane
+            total = total + (((sums[l] + sums[lanes + l]) + sums[2 * lanes + l])
+                             + sums[3 * lanes + l])
+        dw[t] = total
+    if db != NULL:
+        db[0] = bias_total
+
+
+def weight_grad_planes(const floating[:, :, :, ::1] a, const floating[:, :, :, ::1] dz,
+                       kernel_shape, stride, pads, dilation, Py_ssize_t groups, bint need_db):
+    """(dL/dW = Z' ⊛ A summed over the batch, dL/db or None) for a depthwise convolution (one
+    input channel a group) with the pixels in the lanes: one filter a task
+    (plane_weight_grad), its sums in an order set by the shapes and the SIMD path only."""
+    dtype = np.float32 if floating is float else np.float64
+    cdef Py_ssize_t F = kernel_shape[0], KH = kernel_shape[2], f, m = F // groups, i
+    cdef Axis cols = forward_axis(dz.shape[3], a.shape[3], kernel_shape[3], stride[1], pads[2],
+                                  dilation[1])
+    cdef Planes pl = planes_shape(1, KH, kernel_shape[3], forward_axis(
+        dz.shape[2], a.shape[2], KH, stride[0], pads[0], dilation[0]), cols, _path)
+    _, taps = phase_columns(*cols.params)
+    cdef const Py_ssize_t[:, ::1] tp = taps
+    pl.taps, pl.n_taps = &tp[0, 0], tp.shape[0]
+    cdef Py_ssize_t[::1] row_taps = np.empty(3 * KH + 1, dtype=np.intp)
+    for i in range(KH):
+        tap_range(dz.shape[2], a.shape[2], stride[0], pads[0], dilation[0], i,
+                  &row_taps[3 * i], &row_taps[3 * i + 1])
+        row_taps[3 * i + 2] = i * dilation[0] - pads[0]
+    row_taps[3 * KH] = stride[0]
+    cdef Py_ssize_t per_tap = 4 * tgc_lanes(_path, sizeof(floating))
+    cdef int threads = get_num_threads()
+    cdef floating[:, ::1] acc = _workspace("planes_acc", threads, KH * pl.KW * per_tap, dtype)
+    cdef floating[:, ::1] ibuf = _workspace("planes_in", threads, pl.chan, dtype)
+    dweight, dbias = np.empty(kernel_shape, dtype=dtype), np.empty(F)
+    cdef floating[:, :, :, ::1] dw = dweight
+    cdef double[::1] db = dbias
+    with nogil, parallel(num_threads=threads):
+        for f in prange(F, schedule="dynamic"):
+            plane_weight_grad(&pl, &row_taps[0], a.shape[0], &a[0, f // m, 0, 0],
+                              a.shape[1] * pl.in_plane, &dz[0, f, 0, 0],
+                              dz.shape[1] * dz.shape[2] * dz.shape[3], &acc[threadid(), 0],
+                              &ibuf[threadid(), 0], &dw[f, 0, 0, 0],
+                              &db[f] if need_db else NULL)
+    return dweight, (dbias.astype(dtype) if need_db else None)

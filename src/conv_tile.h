@@ -6,6 +6,11 @@
  *   TARGET         the attribute that lets a function use the instruction set (or nothing)
  *   VZERO()  VLOAD(p)  VBCAST(p)  VFMA(a, b, acc) = a*b + acc  VSTORE(p, v)  VADD(a, b)
  *   TRANSPOSE(r)   transposes the LANES x LANES block held in the vectors r[0..LANES-1]
+ *   SFMA(a, b, acc)  VFMA on one value (the same rounding: fused where VFMA is)
+ *   VLOAD_PART(p, n)  the n <= LANES values from p, zeros in the other lanes (reads no further)
+ *   VSTORE_PART(p, v, n)  the first n <= LANES lanes of v to p (writes no further)
+ *   DEAL2(lo, hi, even, odd), WEAVE2(even, odd, first, second)  (optional) the even and odd
+ *                  lanes of two vectors apart, and back together
  *   TGC_PIXELS     the path's row of the paths' table (microkernels.h): how many pixels a
  *                  tile of 1..4 vectors may hold, from which TGC_CASES_1..4 make the switch
  *                  cases
@@ -28,6 +33,9 @@
 #define TGC_CAT_(a, b) a##_##b
 #define TGC_CAT(a, b) TGC_CAT_(a, b)
 #define TGC_FN(name) TGC_CAT(name, SUFFIX)
+
+/* the table's lanes are this copy's vector: a drift would read and write past the vectors */
+typedef char TGC_FN(tgc_lanes_match)[sizeof(V) == LANES * sizeof(T) ? 1 : -1];
 
 /* The accumulators are named variables, acc<v>_<p> for vector v and pixel p, not an array:
  * compilers keep named variables in registers, while an array of vectors may be kept in memory
@@ -222,6 +230,194 @@ TARGET static void TGC_FN(tgc_fold)(const T *stage, int width, ptrdiff_t npix, T
     }
 }
 
+/* ---- a plane's pixels in the lanes (depthwise): a run of one output row is the vector ----
+ *
+ *     terms:  out[u] = (sum over t < nterms of k[koff[t]] * in[ioff[t] + u])  (+ *bias)
+ *                                                                       0 <= u < count
+ *             for each of `rows` rows (in and out moving by in_step and out_step)
+ *
+ * one chain of fused multiply-adds per output, in the terms' order (the caller lists them by
+ * channel, kernel row, kernel column: the micro-kernel's order). Four vectors of outputs at a
+ * time share each broadcast weight; the last vector may overlap the one before (its outputs
+ * are computed again, the same way: the same bits); a run shorter than a vector goes one
+ * output at a time, SFMA being VFMA's one-lane twin (the same rounding). */
+
+/* `vectors` (1, 2 or 4) vectors of outputs, at u[0..vectors-1] */
+TARGET static TGC_INLINE void TGC_FN(tgc_terms_run)(const T *k, const ptrdiff_t *koff,
+                                                    const T *in, const ptrdiff_t *ioff,
+                                                    int nterms, T *out, const T *bias,
+                                                    const ptrdiff_t *u, const int vectors)
+{
+    V a0 = VZERO(), a1 = VZERO(), a2 = VZERO(), a3 = VZERO();
+    for (int t = 0; t < nterms; t++) {
+        V w = VBCAST(k + koff[t]);
+        const T *p = in + ioff[t];
+        a0 = VFMA(w, VLOAD(p + u[0]), a0);
+        if (vectors > 1) a1 = VFMA(w, VLOAD(p + u[1]), a1);
+        if (vectors > 2) a2 = VFMA(w, VLOAD(p + u[2]), a2);
+        if (vectors > 3) a3 = VFMA(w, VLOAD(p + u[3]), a3);
+    }
+    if (bias) {
+        V b = VBCAST(bias);
+        a0 = VADD(a0, b); a1 = VADD(a1, b); a2 = VADD(a2, b); a3 = VADD(a3, b);
+    }
+    VSTORE(out + u[0], a0);
+    if (vectors > 1) VSTORE(out + u[1], a1);
+    if (vectors > 2) VSTORE(out + u[2], a2);
+    if (vectors > 3) VSTORE(out + u[3], a3);
+}
+
+TARGET static TGC_INLINE void TGC_FN(tgc_terms_row)(const T *k, const ptrdiff_t *koff,
+                                                    const T *in, const ptrdiff_t *ioff,
+                                                    int nterms, ptrdiff_t count, T *out,
+                                                    const T *bias)
+{
+    if (count < LANES) {
+        for (ptrdiff_t u = 0; u < count; u++) {
+            T acc = 0;
+            for (int t = 0; t < nterms; t++)
+                acc = SFMA(k[koff[t]], in[ioff[t] + u], acc);
+            out[u] = bias ? acc + *bias : acc;
+        }
+        return;
+    }
+    /* vector v starts at min(v * LANES, count - LANES): four at a time, then two, then one */
+    const ptrdiff_t nvec = (count + LANES - 1) / LANES, last = count - LANES;
+    ptrdiff_t u[4], v = 0;
+    for (; v < nvec; v += 4) {
+        for (int i = 0; i < 4; i++)
+            u[i] = (v + i) * LANES < last ? (v + i) * LANES : last;
+        if (v + 4 <= nvec)
+            TGC_FN(tgc_terms_run)(k, koff, in, ioff, nterms, out, bias, u, 4);
+        else if (v + 2 <= nvec) {
+            TGC_FN(tgc_terms_run)(k, koff, in, ioff, nterms, out, bias, u, 2);
+            if (v + 3 == nvec)
+                TGC_FN(tgc_terms_run)(k, koff, in, ioff, nterms, out, bias, u + 2, 1);
+        } else
+            TGC_FN(tgc_terms_run)(k, koff, in, ioff, nterms, out, bias, u, 1);
+    }
+}
+
+/* `rows` rows of outputs that share their terms: row r's inputs and outputs start
+ * r * in_step and r * out_step further on */
+TARGET static void TGC_FN(tgc_terms)(const T *k, const ptrdiff_t *koff, const T *in,
+                                     const ptrdiff_t *ioff, int nterms, ptrdiff_t count,
+                                     T *out, const T *bias, ptrdiff_t rows, ptrdiff_t in_step,
+                                     ptrdiff_t out_step)
+{
+    for (ptrdiff_t r = 0; r < rows; r++)
+        TGC_FN(tgc_terms_row)(k, koff, in + r * in_step, ioff, nterms, count, out + r * out_step,
+                              bias);
+}
+
+/*     dot:  acc[y % 4] += z[y * zs + x] * in[y * is + x]   (lane (x - lo) % LANES)
+ *                                                    rows y < ny, columns lo <= x < hi
+ *
+ * dL/dW of a plane, one tap: four vector sums take the rows in turn (so that the CPU runs four
+ * chains at once), each row's vectors in order, its last part-vector with zeros in the lanes
+ * past hi (VLOAD_PART: 0 * 0 adds nothing); the caller adds the sums up, lane by lane. */
+
+#define TGC_DOT_ROW(a, y)                                                                   \
+    do {                                                                                    \
+        for (ptrdiff_t x = lo; x < end; x += LANES)                                         \
+            a = VFMA(VLOAD(z + (y) * zs + x), VLOAD(in + (y) * is + x), a);                 \
+        if (rest > 0)                                                                       \
+            a = VFMA(VLOAD_PART(z + (y) * zs + end, rest), VLOAD_PART(in + (y) * is + end,  \
+                                                                      rest), a);            \
+    } while (0)
+
+TARGET static void TGC_FN(tgc_dot)(const T *z, ptrdiff_t zs, const T *in, ptrdiff_t is,
+                                   ptrdiff_t ny, ptrdiff_t lo, ptrdiff_t hi, T *acc)
+{
+    if (hi <= lo)
+        return;
+    V a0 = VLOAD(acc), a1 = VLOAD(acc + LANES), a2 = VLOAD(acc + 2 * LANES);
+    V a3 = VLOAD(acc + 3 * LANES);
+    const ptrdiff_t end = lo + (hi - lo) / LANES * LANES;
+    const int rest = (int)(hi - end);
+    ptrdiff_t y = 0;
+    for (; y + 4 <= ny; y += 4) {
+        TGC_DOT_ROW(a0, y);
+        TGC_DOT_ROW(a1, y + 1);
+        TGC_DOT_ROW(a2, y + 2);
+        TGC_DOT_ROW(a3, y + 3);
+    }
+    if (y < ny)
+        TGC_DOT_ROW(a0, y);
+    if (y + 1 < ny)
+        TGC_DOT_ROW(a1, y + 1);
+    if (y + 2 < ny)
+        TGC_DOT_ROW(a2, y + 2);
+    VSTORE(acc, a0);
+    VSTORE(acc + LANES, a1);
+    VSTORE(acc + 2 * LANES, a2);
+    VSTORE(acc + 3 * LANES, a3);
+}
+
+#undef TGC_DOT_ROW
+
+/*     deal:   out[q * pitch + v] = in[v * s + q]     v * s + q < n   (a row into s phases)
+ *     weave:  out[v * s + q] = in[q * pitch + v]     v * s + q < n   (s phases into a row)
+ *
+ * so that a strided read (forward stride s) or write (dL/dA, stride s) is a unit-stride one;
+ * for s = 2 a vector pair at a time (DEAL2, WEAVE2: two registers' even and odd lanes). */
+
+TARGET static void TGC_FN(tgc_deal)(const T *in, ptrdiff_t n, ptrdiff_t s, T *out,
+                                    ptrdiff_t pitch)
+{
+    ptrdiff_t i = 0;
+#ifdef DEAL2
+    if (s == 2) {
+        for (; i + 2 * LANES <= n; i += 2 * LANES) {
+            V even, odd;
+            DEAL2(VLOAD(in + i), VLOAD(in + i + LANES), even, odd);
+            VSTORE(out + i / 2, even);
+            VSTORE(out + pitch + i / 2, odd);
+        }
+        if (i < n) {                /* the rest: part-vectors */
+            int rest = (int)(n - i);
+            V even, odd;
+            DEAL2(VLOAD_PART(in + i, rest < LANES ? rest : LANES),
+                  VLOAD_PART(in + i + LANES, rest < LANES ? 0 : rest - LANES), even, odd);
+            VSTORE_PART(out + i / 2, even, (rest + 1) / 2);
+            VSTORE_PART(out + pitch + i / 2, odd, rest / 2);
+            return;
+        }
+    }
+#endif
+    for (ptrdiff_t q = 0; q < s; q++)         /* the rest (i is a multiple of s) */
+        for (ptrdiff_t v = i / s; v * s + q < n; v++)
+            out[q * pitch + v] = in[v * s + q];
+}
+
+TARGET static void TGC_FN(tgc_weave)(const T *in, ptrdiff_t n, ptrdiff_t s, T *out,
+                                     ptrdiff_t pitch)
+{
+    ptrdiff_t i = 0;
+#ifdef WEAVE2
+    if (s == 2) {
+        for (; i + 2 * LANES <= n; i += 2 * LANES) {
+            V first, second;
+            WEAVE2(VLOAD(in + i / 2), VLOAD(in + pitch + i / 2), first, second);
+            VSTORE(out + i, first);
+            VSTORE(out + i + LANES, second);
+        }
+        if (i < n) {                /* the rest: part-vectors */
+            int rest = (int)(n - i);
+            V first, second;
+            WEAVE2(VLOAD_PART(in + i / 2, (rest + 1) / 2), VLOAD_PART(in + pitch + i / 2,
+                                                                       rest / 2), first, second);
+            VSTORE_PART(out + i, first, rest < LANES ? rest : LANES);
+            VSTORE_PART(out + i + LANES, second, rest < LANES ? 0 : rest - LANES);
+            return;
+        }
+    }
+#endif
+    for (ptrdiff_t q = 0; q < s; q++)         /* the rest (i is a multiple of s) */
+        for (ptrdiff_t v = i / s; v * s + q < n; v++)
+            out[v * s + q] = in[q * pitch + v];
+}
+
 /* The machine's peak, measured rather than looked up: 12 independent chains of FMAs on
  * registers (no memory traffic; 12 leave room in AVX2's 16 registers), `rounds` times; returns
  * the flops done. The chains are written out one by one, so each stays in a register. */
@@ -261,3 +457,8 @@ TARGET static double TGC_FN(tgc_fma_probe)(long rounds)
 #undef VSTORE
 #undef VADD
 #undef TRANSPOSE
+#undef SFMA
+#undef VLOAD_PART
+#undef VSTORE_PART
+#undef DEAL2
+#undef WEAVE2

@@ -12,6 +12,7 @@
 #ifndef TINYGRAD_CONV_MICROKERNELS_H
 #define TINYGRAD_CONV_MICROKERNELS_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,16 +68,37 @@ static void tgc_abort(const char *what, int value)
     abort();
 }
 
-/* ---- The paths' one table: per path, the widest tile worth using (vectors) and how many
- * pixels a tile of 1, 2, 3, 4 vectors holds (its accumulators must fit in the registers).
- * The tiles' switch cases (TGC_CASES_k, compiled into conv_tile.h), tgc_max_pixels and
- * tgc_max_vectors are all made from it, so they cannot disagree.
+/* ---- The paths' one table: per path, the lanes of a float32 and of a float64 vector, its
+ * vector registers, the widest tile worth using (vectors) and how many pixels a tile of 1, 2,
+ * 3, 4 vectors holds. The copies of conv_tile.h (LANES), tgc_lanes, the tiles' switch cases
+ * (TGC_CASES_k), tgc_max_pixels and tgc_max_vectors are all made from it, so they cannot
+ * disagree; the checks below hold every row to the register budget.
  *
- *   portable  4-wide arrays; whatever the compiler makes of them
- *   avx2      16 registers: at most 12 accumulators (measured on a Zen 4: 3 vectors x 4
- *             pixels ran at 86% of the peak and 4 x 3 at 78%, so 3 vectors at most)
- *   avx512    32 registers: up to 28 accumulators (on a Zen 4: 1 x 20 ran at 86% of the peak
- *             where 1 x 12 ran at 75%; 2 x 14 at 98%, 4 x 6 at 96%) */
+ * The budget of a V x P tile (V vectors of filters by P pixels), per step of the reduction:
+ *   registers   V*P accumulators + V weight vectors + 1 broadcast <= the path's registers
+ *   ports       V vector loads + P broadcast loads, against V*P fused multiply-adds
+ * A core with two full-width FMA units and two load ports (Intel's AVX-512 and AVX2 cores,
+ * Zen 4's AVX2) does V*P/2 cycles of FMAs and (V + P)/2 of loads a step: FMA-bound, the goal,
+ * when V*P >= V + P, i.e. V >= 2 and P >= 2. A one-vector tile is load-bound there whatever P
+ * (P/(P + 1) of the peak at best: 95% at P = 20), and is used only when a block of filters
+ * (or groups) fills one vector. Zen 4 runs a 512-bit FMA as two 256-bit halves, one a cycle:
+ * FMA-bound for every row below (V*P cycles against (V + P)/2). So the same rows suit both;
+ * the widest tiles come first where the filters allow (channel_blocks: 4 vectors, then 3 ...).
+ * FMA latency (4 cycles, two units): at least 8 independent accumulators, which every
+ * row but portable's has.
+ *
+ *   portable  4-wide arrays; whatever the compiler makes of them (no budget checked)
+ *   avx2      16 registers: 1 x 12, 2 x 6, 3 x 4 (12 accumulators + V + 1 = 14, 15, 16);
+ *             4 x 3 needs 17 (measured on a Zen 4: 3 x 4 ran at 86% of the peak, 4 x 3 at
+ *             78%: spills), so 3 vectors at most
+ *   avx512    32 registers: 1 x 20, 2 x 14, 3 x 8, 4 x 6 (22, 31, 28, 29 registers); on a
+ *             Zen 4 1 x 20 ran at 86% of the peak where 1 x 12 ran at 75%, 2 x 14 at 98%,
+ *             4 x 6 at 96% */
+#define TGC_LANES_PORTABLE (4, 4)
+#define TGC_LANES_AVX2 (8, 4)
+#define TGC_LANES_AVX512 (16, 8)
+#define TGC_REGISTERS_AVX2 16
+#define TGC_REGISTERS_AVX512 32
 #define TGC_PIXELS_PORTABLE (8, 6, 4, 3)
 #define TGC_PIXELS_AVX2 (12, 6, 4, 3)
 #define TGC_PIXELS_AVX512 (20, 14, 8, 6)
@@ -96,6 +118,19 @@ static void tgc_abort(const char *what, int value)
 typedef char tgc_tiles_fit[TGC_APPLY(TGC_FITS, TGC_PIXELS_PORTABLE)
                            && TGC_APPLY(TGC_FITS, TGC_PIXELS_AVX2)
                            && TGC_APPLY(TGC_FITS, TGC_PIXELS_AVX512) ? 1 : -1];
+/* every tile a path uses (up to its widest) fits its registers: V*P + V + 1 */
+#define TGC_BUDGET(regs, widest, a, b, c, d)                                                \
+    ((a) + 2 <= (regs) && ((widest) < 2 || 2 * (b) + 3 <= (regs))                          \
+     && ((widest) < 3 || 3 * (c) + 4 <= (regs)) && ((widest) < 4 || 4 * (d) + 5 <= (regs)))
+#define TGC_BUDGET_OF(regs, widest, pixels) TGC_BUDGET_(regs, widest, TGC_APPLY(TGC_ROW4, pixels))
+#define TGC_ROW4(a, b, c, d) a, b, c, d
+#define TGC_BUDGET_(regs, widest, ...) TGC_BUDGET(regs, widest, __VA_ARGS__)
+typedef char tgc_tiles_fit_registers[
+    TGC_BUDGET_OF(TGC_REGISTERS_AVX2, TGC_VECTORS_AVX2, TGC_PIXELS_AVX2)
+    && TGC_BUDGET_OF(TGC_REGISTERS_AVX512, TGC_VECTORS_AVX512, TGC_PIXELS_AVX512) ? 1 : -1];
+#define TGC_F32_LANES(f32, f64) f32
+#define TGC_ROW4_2(f32, f64) f32, f64
+#define TGC_F64_LANES(f32, f64) f64
 
 /* the switch cases of a tile of V vectors on the path whose list TGC_PIXELS names: npix = 1 to
  * that path's count (TGC_C<count>) */
@@ -127,6 +162,10 @@ typedef char tgc_tiles_fit[TGC_APPLY(TGC_FITS, TGC_PIXELS_PORTABLE)
     typedef struct { TYPE v[4]; } VT;                                                         \
     static TGC_INLINE VT VT##_zero(void) { VT r = {{0, 0, 0, 0}}; return r; }                 \
     static TGC_INLINE VT VT##_load(const TYPE *p) { VT r; memcpy(r.v, p, sizeof r.v); return r; } \
+    static TGC_INLINE VT VT##_load_part(const TYPE *p, int n)                                 \
+    { VT r = {{0, 0, 0, 0}}; memcpy(r.v, p, (size_t)n * sizeof(TYPE)); return r; }            \
+    static TGC_INLINE void VT##_store_part(TYPE *p, VT a, int n)                              \
+    { memcpy(p, a.v, (size_t)n * sizeof(TYPE)); }                                             \
     static TGC_INLINE VT VT##_bcast(TYPE x) { VT r = {{x, x, x, x}}; return r; }              \
     static TGC_INLINE VT VT##_fma(VT a, VT b, VT c)                                           \
     { for (int l = 0; l < 4; l++) c.v[l] += a.v[l] * b.v[l]; return c; }                      \
@@ -149,7 +188,7 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 
 #define T float
 #define V tgc_v4f
-#define LANES 4
+#define LANES TGC_APPLY(TGC_F32_LANES, TGC_LANES_PORTABLE)
 #define SUFFIX portable_f32
 #define VZERO() tgc_v4f_zero()
 #define VLOAD(p) tgc_v4f_load(p)
@@ -159,11 +198,14 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #define VSTORE(p, v) tgc_v4f_store(p, v)
 #define VADD(a, b) tgc_v4f_add(a, b)
 #define TRANSPOSE(r) tgc_v4f_transpose(r)
+#define SFMA(a, b, c) ((c) + (a) * (b))
+#define VLOAD_PART(p, n) tgc_v4f_load_part(p, n)
+#define VSTORE_PART(p, v, n) tgc_v4f_store_part(p, v, n)
 #include "conv_tile.h"
 
 #define T double
 #define V tgc_v4d
-#define LANES 4
+#define LANES TGC_APPLY(TGC_F64_LANES, TGC_LANES_PORTABLE)
 #define SUFFIX portable_f64
 #define VZERO() tgc_v4d_zero()
 #define VLOAD(p) tgc_v4d_load(p)
@@ -173,6 +215,9 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #define VSTORE(p, v) tgc_v4d_store(p, v)
 #define VADD(a, b) tgc_v4d_add(a, b)
 #define TRANSPOSE(r) tgc_v4d_transpose(r)
+#define SFMA(a, b, c) ((c) + (a) * (b))
+#define VLOAD_PART(p, n) tgc_v4d_load_part(p, n)
+#define VSTORE_PART(p, v, n) tgc_v4d_store_part(p, v, n)
 #include "conv_tile.h"
 
 #undef TARGET
@@ -261,7 +306,7 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 
 #define T float
 #define V __m256
-#define LANES 8
+#define LANES TGC_APPLY(TGC_F32_LANES, TGC_LANES_AVX2)
 #define SUFFIX avx2_f32
 #define VZERO() _mm256_setzero_ps()
 #define VLOAD(p) _mm256_loadu_ps(p)
@@ -271,11 +316,27 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define VSTORE(p, v) _mm256_storeu_ps(p, v)
 #define VADD(a, b) _mm256_add_ps(a, b)
 #define TRANSPOSE(r) tgc_transpose_avx2_f32(r)
+#define SFMA(a, b, c) fmaf(a, b, c)
+#define TGC_MASK8(n) _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, \
+                                                                               5, 6, 7))
+#define VLOAD_PART(p, n) _mm256_maskload_ps(p, TGC_MASK8(n))
+#define VSTORE_PART(p, v, n) _mm256_maskstore_ps(p, TGC_MASK8(n), v)
+#define DEAL2(lo, hi, even, odd) do {     /* [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6], reordered */ \
+        even = _mm256_castpd_ps(_mm256_permute4x64_pd(                                    \
+            _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8));                     \
+        odd = _mm256_castpd_ps(_mm256_permute4x64_pd(                                     \
+            _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0xDD)), 0xD8));                     \
+    } while (0)
+#define WEAVE2(even, odd, first, second) do {                                              \
+        __m256 lo_ = _mm256_unpacklo_ps(even, odd), hi_ = _mm256_unpackhi_ps(even, odd);   \
+        first = _mm256_permute2f128_ps(lo_, hi_, 0x20);                                   \
+        second = _mm256_permute2f128_ps(lo_, hi_, 0x31);                                  \
+    } while (0)
 #include "conv_tile.h"
 
 #define T double
 #define V __m256d
-#define LANES 4
+#define LANES TGC_APPLY(TGC_F64_LANES, TGC_LANES_AVX2)
 #define SUFFIX avx2_f64
 #define VZERO() _mm256_setzero_pd()
 #define VLOAD(p) _mm256_loadu_pd(p)
@@ -285,6 +346,19 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define VSTORE(p, v) _mm256_storeu_pd(p, v)
 #define VADD(a, b) _mm256_add_pd(a, b)
 #define TRANSPOSE(r) tgc_transpose_avx2_f64(r)
+#define SFMA(a, b, c) fma(a, b, c)
+#define TGC_MASK4(n) _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3))
+#define VLOAD_PART(p, n) _mm256_maskload_pd(p, TGC_MASK4(n))
+#define VSTORE_PART(p, v, n) _mm256_maskstore_pd(p, TGC_MASK4(n), v)
+#define DEAL2(lo, hi, even, odd) do {     /* [lo0 hi0 | lo2 hi2], reordered */               \
+        even = _mm256_permute4x64_pd(_mm256_unpacklo_pd(lo, hi), 0xD8);                   \
+        odd = _mm256_permute4x64_pd(_mm256_unpackhi_pd(lo, hi), 0xD8);                    \
+    } while (0)
+#define WEAVE2(even, odd, first, second) do {                                              \
+        __m256d lo_ = _mm256_unpacklo_pd(even, odd), hi_ = _mm256_unpackhi_pd(even, odd);  \
+        first = _mm256_permute2f128_pd(lo_, hi_, 0x20);                                   \
+        second = _mm256_permute2f128_pd(lo_, hi_, 0x31);                                  \
+    } while (0)
 #include "conv_tile.h"
 
 #undef TARGET
@@ -296,7 +370,7 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 
 #define T float
 #define V __m512
-#define LANES 16
+#define LANES TGC_APPLY(TGC_F32_LANES, TGC_LANES_AVX512)
 #define SUFFIX avx512_f32
 #define VZERO() _mm512_setzero_ps()
 #define VLOAD(p) _mm512_loadu_ps(p)
@@ -306,11 +380,26 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define VSTORE(p, v) _mm512_storeu_ps(p, v)
 #define VADD(a, b) _mm512_add_ps(a, b)
 #define TRANSPOSE(r) tgc_transpose_avx512_f32(r)
+#define SFMA(a, b, c) fmaf(a, b, c)
+#define VLOAD_PART(p, n) _mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1), p)
+#define VSTORE_PART(p, v, n) _mm512_mask_storeu_ps(p, (__mmask16)((1u << (n)) - 1), v)
+#define DEAL2(lo, hi, even, odd) do {                                                      \
+        even = _mm512_permutex2var_ps(lo, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, \
+                                      18, 20, 22, 24, 26, 28, 30), hi);                     \
+        odd = _mm512_permutex2var_ps(lo, _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17,  \
+                                     19, 21, 23, 25, 27, 29, 31), hi);                      \
+    } while (0)
+#define WEAVE2(even, odd, first, second) do {                                              \
+        first = _mm512_permutex2var_ps(even, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, \
+                                       4, 20, 5, 21, 6, 22, 7, 23), odd);                   \
+        second = _mm512_permutex2var_ps(even, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11,  \
+                                        27, 12, 28, 13, 29, 14, 30, 15, 31), odd);          \
+    } while (0)
 #include "conv_tile.h"
 
 #define T double
 #define V __m512d
-#define LANES 8
+#define LANES TGC_APPLY(TGC_F64_LANES, TGC_LANES_AVX512)
 #define SUFFIX avx512_f64
 #define VZERO() _mm512_setzero_pd()
 #define VLOAD(p) _mm512_loadu_pd(p)
@@ -320,6 +409,18 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define VSTORE(p, v) _mm512_storeu_pd(p, v)
 #define VADD(a, b) _mm512_add_pd(a, b)
 #define TRANSPOSE(r) tgc_transpose_avx512_f64(r)
+#define SFMA(a, b, c) fma(a, b, c)
+#define VLOAD_PART(p, n) _mm512_maskz_loadu_pd((__mmask8)((1u << (n)) - 1), p)
+#define VSTORE_PART(p, v, n) _mm512_mask_storeu_pd(p, (__mmask8)((1u << (n)) - 1), v)
+#define DEAL2(lo, hi, even, odd) do {                                                      \
+        even = _mm512_permutex2var_pd(lo, _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), hi); \
+        odd = _mm512_permutex2var_pd(lo, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), hi);  \
+    } while (0)
+#define WEAVE2(even, odd, first, second) do {                                              \
+        first = _mm512_permutex2var_pd(even, _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), odd); \
+        second = _mm512_permutex2var_pd(even, _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15), \
+                                        odd);                                               \
+    } while (0)
 #include "conv_tile.h"
 
 #undef TARGET
@@ -376,11 +477,17 @@ static int tgc_best_path(void)
     return TGC_PORTABLE;
 }
 
-/* Lanes in a vector of `path` for floats of `itemsize` bytes. */
+/* Lanes in a vector of `path` for floats of `itemsize` bytes (the paths' table above). */
 static int tgc_lanes(int path, int itemsize)
 {
-    int bytes = path == TGC_AVX512 ? 64 : path == TGC_AVX2 ? 32 : 4 * itemsize;
-    return bytes / itemsize;
+    static const int lanes[TGC_N_PATHS][2] = {
+        {TGC_APPLY(TGC_ROW4_2, TGC_LANES_PORTABLE)},
+        {TGC_APPLY(TGC_ROW4_2, TGC_LANES_AVX2)},
+        {TGC_APPLY(TGC_ROW4_2, TGC_LANES_AVX512)},
+    };
+    if (path < 0 || path >= TGC_N_PATHS || (itemsize != 4 && itemsize != 8))
+        tgc_abort("lanes of a path and item size", path * 100 + itemsize);
+    return lanes[path][itemsize == 8];
 }
 
 /* How many pixels a tile of `vectors` vectors holds on `path` (the paths' table above). */
@@ -459,6 +566,30 @@ TGC_PATH_TABLE(stage, f32)
 TGC_PATH_TABLE(stage, f64)
 TGC_PATH_TABLE(fold, f32)
 TGC_PATH_TABLE(fold, f64)
+
+typedef void (*tgc_terms_f32)(const float *, const ptrdiff_t *, const float *, const ptrdiff_t *,
+                              int, ptrdiff_t, float *, const float *, ptrdiff_t, ptrdiff_t,
+                              ptrdiff_t);
+typedef void (*tgc_terms_f64)(const double *, const ptrdiff_t *, const double *,
+                              const ptrdiff_t *, int, ptrdiff_t, double *, const double *,
+                              ptrdiff_t, ptrdiff_t, ptrdiff_t);
+typedef void (*tgc_dot_f32)(const float *, ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t,
+                            ptrdiff_t, ptrdiff_t, float *);
+typedef void (*tgc_dot_f64)(const double *, ptrdiff_t, const double *, ptrdiff_t, ptrdiff_t,
+                            ptrdiff_t, ptrdiff_t, double *);
+typedef void (*tgc_deal_f32)(const float *, ptrdiff_t, ptrdiff_t, float *, ptrdiff_t);
+typedef void (*tgc_deal_f64)(const double *, ptrdiff_t, ptrdiff_t, double *, ptrdiff_t);
+typedef tgc_deal_f32 tgc_weave_f32;
+typedef tgc_deal_f64 tgc_weave_f64;
+
+TGC_PATH_TABLE(terms, f32)
+TGC_PATH_TABLE(terms, f64)
+TGC_PATH_TABLE(dot, f32)
+TGC_PATH_TABLE(dot, f64)
+TGC_PATH_TABLE(deal, f32)
+TGC_PATH_TABLE(deal, f64)
+TGC_PATH_TABLE(weave, f32)
+TGC_PATH_TABLE(weave, f64)
 
 /* Flops done by `rounds` rounds of the FMA probe of `path`, float32 or float64. */
 static double tgc_fma_probe(int path, int is_double, long rounds)

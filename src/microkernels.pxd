@@ -38,3 +38,23 @@ cdef extern from "microkernels.h" nogil:
     tgc_unstage_f64 tgc_unstage_fn_f64(int path)
     tgc_stage_f32 tgc_stage_fn_f32(int path)
     tgc_stage_f64 tgc_stage_fn_f64(int path)
+    ctypedef void (*tgc_terms_f32)(const float *, const ptrdiff_t *, const float *,
+                                   const ptrdiff_t *, int, ptrdiff_t, float *, const float *,
+                                   ptrdiff_t, ptrdiff_t, ptrdiff_t)
+    ctypedef void (*tgc_terms_f64)(const double *, const ptrdiff_t *, const double *,
+                                   const ptrdiff_t *, int, ptrdiff_t, double *, const double *,
+                                   ptrdiff_t, ptrdiff_t, ptrdiff_t)
+    ctypedef void (*tgc_dot_f32)(const float *, ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t,
+                                 ptrdiff_t, ptrdiff_t, float *)
+    ctypedef void (*tgc_dot_f64)(const double *, ptrdiff_t, const double *, ptrdiff_t,
+                                 ptrdiff_t, ptrdiff_t, ptrdiff_t, double *)
+    ctypedef void (*tgc_deal_f32)(const float *, ptrdiff_t, ptrdiff_t, float *, ptrdiff_t)
+    ctypedef void (*tgc_deal_f64)(const double *, ptrdiff_t, ptrdiff_t, double *, ptrdiff_t)
+    tgc_terms_f32 tgc_terms_fn_f32(int path)
+    tgc_terms_f64 tgc_terms_fn_f64(int path)
+    tgc_dot_f32 tgc_dot_fn_f32(int path)
+    tgc_dot_f64 tgc_dot_fn_f64(int path)
+    tgc_deal_f32 tgc_deal_fn_f32(int path)
+    tgc_deal_f64 tgc_deal_fn_f64(int path)
+    tgc_deal_f32 tgc_weave_fn_f32(int path)
+    tgc_deal_f64 tgc_weave_fn_f64(int path)

@@ -154,6 +154,31 @@ def test_one_channel_groups_match_pytorch_on_every_simd_path(path, dtype, case, 
     assert_conv2d_matches_pytorch(path, dtype, case, seed)
 
 
+@st.composite
+def wide_depthwise_cases(draw):
+    """Depthwise shapes (multipliers 1-3) whose output rows are a vector or more wide on every
+    path: each plane's pixels go in the lanes (kernels that sum over planes, tgc_terms and
+    tgc_dot), strided rows dealt into phases and woven back."""
+    groups = c = draw(st.sampled_from([1, 2, 3, 5, 8, 17]))
+    f = c * draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = (draw(st.integers(0, 4)), draw(st.integers(0, 4)))
+    h = max(1, dilation[0] * (kh - 1) + 1 - 2 * padding[0]) + draw(st.integers(0, 12))
+    w = max(1, dilation[1] * (kw - 1) + 1 - 2 * padding[1]) + 17 * stride[1] \
+        + draw(st.integers(0, 40))
+    return (draw(st.integers(1, 3)), c, h, w), (f, 1, kh, kw), stride, padding, dilation, groups
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@settings(max_examples=25, deadline=None)
+@given(case=wide_depthwise_cases(), seed=st.integers(0, 2**32 - 1))
+def test_wide_depthwise_planes_match_pytorch_on_every_simd_path(path, dtype, case, seed):
+    assert_conv2d_matches_pytorch(path, dtype, case, seed)
+
+
 @settings(max_examples=40, deadline=None)
 @given(case=conv_cases(), seed=st.integers(0, 2**32 - 1))
 def test_grouped_reference_matches_pytorch(case, seed):
@@ -207,6 +232,8 @@ def test_blocking_for_a_small_cache_gives_the_same_numbers(monkeypatch, simd_pat
     ((9, 5, 13, 11), (20, 5, 3, 3), (2, 1), (1, 1), (1, 2), 1),
     ((33, 1, 12, 12), (32, 1, 3, 3), (1, 1), (0, 0), (1, 1), 1),
     ((5, 24, 10, 9), (48, 1, 3, 3), (2, 2), (1, 1), (1, 1), 24),
+    ((3, 6, 9, 37), (12, 1, 3, 3), (2, 2), (1, 1), (1, 1), 6),      # depthwise planes
+    ((4, 5, 11, 40), (5, 1, 3, 5), (1, 1), (2, 1), (1, 2), 5),
 ])
 def test_the_same_bits_whatever_the_cache_sizes_and_the_threads(monkeypatch, simd_path, case):
     # a CPU with another L2 (or another thread count) cuts the work into other slabs and bands;
@@ -234,7 +261,8 @@ def test_the_same_bits_whatever_the_cache_sizes_and_the_threads(monkeypatch, sim
 def test_every_tile_shape_in_the_paths_table_computes_its_sums(simd_path, depthwise):
     # one table (microkernels.h) makes both the tiles' switch cases and the sizes the plans ask
     # for; a tile of every size, 1 to the most, for every vector count: one output row of that
-    # many pixels, as many filters (or depthwise groups) as the vectors hold
+    # many pixels, as many filters (or depthwise groups) as the vectors hold (depthwise: one
+    # column, which keeps the groups in the lanes: a row that wide would put its pixels there)
     shapes, max_pixels = _conv.tile_shapes(simd_path)
     lanes = _conv.vector_lanes(np.float64)
     rng = np.random.default_rng(4)
@@ -242,7 +270,7 @@ def test_every_tile_shape_in_the_paths_table_computes_its_sums(simd_path, depthw
         assert 1 <= most <= max_pixels
         f = vectors * lanes
         for width in range(1, most + 1):
-            x = rng.standard_normal((1, f if depthwise else 3, 1, width))
+            x = rng.standard_normal((1, f, width, 1) if depthwise else (1, 3, 1, width))
             w = rng.standard_normal((f, 1 if depthwise else 3, 1, 1))
             groups = f if depthwise else 1
             z = _conv.conv2d_forward(x, w, None, (1, 1), (0, 0), (1, 1), groups)
@@ -283,10 +311,68 @@ def test_padded_taps_are_skipped_so_nan_and_inf_weights_stay_where_pytorch_puts_
             assert rel_err(got[finite], want[finite]) < 1e-4
 
 
+def real_taps_conv(x, w, g, stride, pad, dil, groups):
+    """Z, dL/dA, dL/dW (float64) summing real taps only: a tap that meets padding (or a zero the
+    stride put into Z') is never multiplied, the rule the kernels follow. Only the NaN/Inf
+    pattern is compared: it does not depend on the order of the sums."""
+    (n, _, h, wd), (f, _, kh, kw), (oh, ow) = x.shape, w.shape, g.shape[2:]
+    x, w, g = (a.astype(np.float64) for a in (x, w, g))
+    z, dx, dw = np.zeros((n, f, oh, ow)), np.zeros(x.shape), np.zeros(w.shape)
+    chan = np.arange(f) // (f // groups)            # one input channel a group here
+    for i in range(kh):
+        rows = np.arange(oh) * stride - pad + i * dil
+        ry = (rows >= 0) & (rows < h)
+        for j in range(kw):
+            cols = np.arange(ow) * stride - pad + j * dil
+            cx = (cols >= 0) & (cols < wd)
+            a = x[:, chan][:, :, rows[ry]][:, :, :, cols[cx]]         # (n, f, real y, real x)
+            gz = g[:, :, ry][:, :, :, cx]
+            z[:, :, np.flatnonzero(ry)[:, None], np.flatnonzero(cx)] += w[None, :, 0, i, j,
+                                                                           None, None] * a
+            dw[:, 0, i, j] += np.einsum("nfyx,nfyx->f", gz, a)
+            for k in range(f):
+                dx[:, chan[k], rows[ry][:, None], cols[cx]] += w[k, 0, i, j] * gz[:, k]
+    return z, dx, dw
+
+
+# (x shape, groups, multiplier): depthwise with the groups in the lanes (narrow rows: staged)
+# or each plane's pixels in the lanes (wide rows), and a single-channel input (C = 1: dL/dA
+# sums its filters in the lanes)
+@pytest.mark.parametrize("x_shape, groups, mult", [
+    ((2, 5, 7, 6), 5, 1), ((2, 4, 9, 40), 4, 2), ((2, 1, 7, 6), 1, 6), ((2, 1, 9, 37), 1, 20)])
+def test_nan_and_inf_stay_where_their_real_taps_put_them_with_lanes(simd_path, x_shape,
+                                                                    groups, mult):
+    # the groups, the pixels or the reduction in the lanes: an Inf or NaN (weight or input)
+    # reaches what its real taps reach, padding never multiplied, as the dense kernels above.
+    # (PyTorch's own depthwise kernel multiplies padding for some shapes, NaN at the borders
+    # where its dense float32 kernel has none, so the rule is checked directly.)
+    rng = np.random.default_rng(8)
+    f = x_shape[1] * mult
+    for stride, pad, dil in [(1, 1, 1), (2, 2, 1), (1, 2, 2), (3, 1, 1), (2, 1, 1)]:
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        w = rng.standard_normal((f, 1, 3, 3)).astype(np.float32)
+        w[0, 0, 0, 0], w[f - 1, 0, 2, 1] = np.inf, np.nan
+        x[0, 0, 1, 2] = np.inf
+        z = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), None, stride, pad,
+                                       dil, groups)
+        g = rng.standard_normal(tuple(z.shape)).astype(np.float32)
+        with np.errstate(invalid="ignore"):         # (Inf - Inf: the NaNs expected)
+            expected = real_taps_conv(x, w, g, stride, pad, dil, groups)
+        s, p, d = (stride, stride), (pad, pad), (dil, dil)
+        ours = [_conv.conv2d_forward(x, w, None, s, p, d, groups),
+                *_conv.conv2d_backward(x, w, g, s, p, d, True, True, False, groups)[:2]]
+        for name, got, want in zip(["Z", "dL/dA", "dL/dW"], ours, expected):
+            assert np.array_equal(np.isnan(got), np.isnan(want)), (name, stride, pad, dil)
+            assert np.array_equal(np.isinf(got), np.isinf(want)), (name, stride, pad, dil)
+            finite = np.isfinite(want)
+            assert rel_err(got[finite], want[finite]) < 1e-4
+
+
 @pytest.mark.parametrize("case", [
     ((9, 5, 13, 11), (20, 5, 3, 3), (2, 1), (1, 1), (1, 2), 1),
     ((7, 6, 10, 9), (9, 2, 3, 2), (1, 1), (1, 0), (1, 1), 3),
     ((33, 1, 12, 12), (32, 1, 3, 3), (1, 1), (0, 0), (1, 1), 1),
+    ((3, 6, 9, 37), (12, 1, 3, 3), (2, 2), (1, 1), (1, 1), 6),
 ])
 def test_conv2d_is_bit_identical_for_any_thread_count(simd_path, case):
     x, w, b, g = conv_arrays(case, np.float32, seed=3)

@@ -1,4 +1,9 @@
-# Declarations Cython uses when it compiles tensor.py (setup.py): its helpers become C calls.
-# tensor.py stays the source; TINYGRAD_CONV_PURE_PYTHON=1 runs it uncompiled.
+# Declarations Cython uses when it compiles tensor.py (setup.py): the Tensor becomes an extension
+# type (its slots C fields), its helpers C calls. tensor.py stays the source;
+# TINYGRAD_CONV_PURE_PYTHON=1 runs it uncompiled.
 
-cdef object _fill(object t, object data, object ctx, object version)
+cdef class Tensor:
+    cdef public object data, grad, requires_grad, _ctx, _node, _hooks, _version_counter
+    cdef object __weakref__
+
+cdef object _fill(Tensor t, object data, object ctx, object version)

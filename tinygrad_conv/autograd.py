@@ -177,7 +177,8 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
             _accumulate(node, g)          # a leaf: add into .grad, like PyTorch
             continue
         input_grads = _call_backward(node._ctx, g, retain_graph)
-        for parent, parent_grad in zip(node._ctx.parents, input_grads):
+        for index, parent in enumerate(node._ctx.parents):
+            parent_grad = input_grads[index]
             if parent_grad is not None:
                 key = id(parent)
                 earlier = pending.get(key)
@@ -189,24 +190,27 @@ def topological_order(root, every_input: bool = False) -> list:
     each after all of its inputs; root comes last.
 
     An iterative depth-first search (a chain of 100,000 ops needs no deep recursion): a node is
-    emitted once all its inputs were emitted.
+    emitted once all its inputs were emitted. A node's first visit pushes it back below its
+    inputs, so that it comes off the stack again once they are done.
     """
     order: list = []
-    visited: set[int] = set()
-    stack: list = [(root, False)]
+    visited: set[int] = set()  # nodes whose inputs were pushed
+    emitted: set[int] = set()
+    stack: list = [root]
     while stack:
-        node, inputs_done = stack.pop()
-        if inputs_done:
-            order.append(node)
+        node = stack.pop()
+        key = id(node)
+        if key in visited:
+            if key not in emitted:  # its second time off the stack: its inputs are done
+                emitted.add(key)
+                order.append(node)
             continue
-        if id(node) in visited:
-            continue
-        visited.add(id(node))
-        stack.append((node, True))
+        visited.add(key)
+        stack.append(node)
         if node._ctx is not None:
             for parent in reversed(node._ctx.parents):  # so the first input comes first
                 if (every_input or parent.requires_grad) and id(parent) not in visited:
-                    stack.append((parent, False))
+                    stack.append(parent)
     return order
 
 

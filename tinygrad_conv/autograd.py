@@ -173,11 +173,12 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
             continue                      # every path to it gave None: nothing to do
         if node._hooks is not None:
             g = _run_hooks(node, g)       # register_hook, then retain_grad
-        if node._ctx is None:
+        ctx = node._ctx
+        if ctx is None:
             _accumulate(node, g)          # a leaf: add into .grad, like PyTorch
             continue
-        input_grads = _call_backward(node._ctx, g, retain_graph)
-        for index, parent in enumerate(node._ctx.parents):
+        input_grads = _call_backward(ctx, g, retain_graph)
+        for index, parent in enumerate(ctx.parents):
             parent_grad = input_grads[index]
             if parent_grad is not None:
                 key = id(parent)
@@ -263,7 +264,8 @@ class GraphNode:
     is_leaf = False
 
     def __init__(self, tensor) -> None:
-        self._ctx, self.shape, self.dtype = tensor._ctx, tensor.data.shape, tensor.data.dtype
+        data = tensor.data
+        self._ctx, self.shape, self.dtype = tensor._ctx, data.shape, data.dtype
         self._tensor = weakref.ref(tensor)
         self.retains_grad = False
         self._hooks: dict | None = None

@@ -7,3 +7,6 @@ cdef class Tensor:
     cdef object __weakref__
 
 cdef object _fill(Tensor t, object data, object ctx, object version)
+cdef object _binary(object op, str name, Tensor tensor, object other, bint reverse=*,
+                    bint division=*)
+cdef Tensor _cast(Tensor t, object dtype)

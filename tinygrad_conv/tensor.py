@@ -214,7 +214,7 @@ class Tensor:
         return _binary(ops.Mul, "mul", self, other, reverse=True)
 
     def __truediv__(self, other) -> Tensor:
-        return _binary(ops.Div, "div", self, other, division=True)
+        return _binary(ops.Div, "div", self, other, reverse=False, division=True)
 
     def __rtruediv__(self, other) -> Tensor:
         return _binary(ops.Div, "div", self, other, reverse=True, division=True)

@@ -166,9 +166,10 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
     Each node gets the sum of the gradients of all its consumers before its own op runs.
     """
     start = _node_of(root) if root.requires_grad else root
-    pending = {id(start): _seed(root, grad)}  # dL/dnode, summed over the consumers so far
+    # dL/dnode, summed over the consumers so far; nodes (and tensors) hash by identity
+    pending = {start: _seed(root, grad)}
     for node in reversed(topological_order(start)):
-        g = pending.pop(id(node), None)
+        g = pending.pop(node, None)
         if g is None:
             continue                      # every path to it gave None: nothing to do
         if node._hooks is not None:
@@ -181,9 +182,8 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
         for index, parent in enumerate(ctx.parents):
             parent_grad = input_grads[index]
             if parent_grad is not None:
-                key = id(parent)
-                earlier = pending.get(key)
-                pending[key] = parent_grad if earlier is None else earlier + parent_grad
+                earlier = pending.get(parent)
+                pending[parent] = parent_grad if earlier is None else earlier + parent_grad
 
 
 def topological_order(root, every_input: bool = False) -> list:
@@ -195,22 +195,21 @@ def topological_order(root, every_input: bool = False) -> list:
     inputs, so that it comes off the stack again once they are done.
     """
     order: list = []
-    visited: set[int] = set()  # nodes whose inputs were pushed
-    emitted: set[int] = set()
+    visited: set = set()  # nodes whose inputs were pushed (nodes hash by identity)
+    emitted: set = set()
     stack: list = [root]
     while stack:
         node = stack.pop()
-        key = id(node)
-        if key in visited:
-            if key not in emitted:  # its second time off the stack: its inputs are done
-                emitted.add(key)
+        if node in visited:
+            if node not in emitted:  # its second time off the stack: its inputs are done
+                emitted.add(node)
                 order.append(node)
             continue
-        visited.add(key)
+        visited.add(node)
         stack.append(node)
         if node._ctx is not None:
             for parent in reversed(node._ctx.parents):  # so the first input comes first
-                if (every_input or parent.requires_grad) and id(parent) not in visited:
+                if (every_input or parent.requires_grad) and parent not in visited:
                     stack.append(parent)
     return order
 

@@ -3,3 +3,4 @@
 
 cpdef object unbroadcast(object grad, tuple shape)
 cdef object _zero(object dtype)
+cdef dict _ZEROS

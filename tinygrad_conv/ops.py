@@ -229,9 +229,9 @@ _ZEROS: dict = {}
 
 def _zero(dtype: np.dtype) -> np.ndarray:
     """0 as a 0-d array of `dtype`: numpy combines it with an array faster than a number."""
-    zero = _ZEROS.get(dtype)
+    zero = _ZEROS.get(dtype.char)
     if zero is None:
-        zero = _ZEROS[dtype] = np.zeros((), dtype)
+        zero = _ZEROS[dtype.char] = np.zeros((), dtype)
     return zero
 
 

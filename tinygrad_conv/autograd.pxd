@@ -19,7 +19,7 @@ cdef Py_ssize_t _open_blocks
 cpdef bint is_grad_enabled()
 cdef bint _anomaly_enabled()
 
-@cython.locals(order=list, visited=set, emitted=set, stack=list)
+@cython.locals(order=list, visited=set, emitted=set, stack=list, ctx=Function)
 cpdef list topological_order(root, bint every_input=*)
 cpdef object _node_of(object t)
 cdef object _record(Function ctx, tuple tensors)

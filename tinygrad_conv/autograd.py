@@ -207,8 +207,9 @@ def topological_order(root, every_input: bool = False) -> list:
             continue
         visited.add(node)
         stack.append(node)
-        if node._ctx is not None:
-            for parent in reversed(node._ctx.parents):  # so the first input comes first
+        ctx = node._ctx
+        if ctx is not None:
+            for parent in reversed(ctx.parents):  # so the first input comes first
                 if (every_input or parent.requires_grad) and parent not in visited:
                     stack.append(parent)
     return order

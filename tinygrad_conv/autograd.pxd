@@ -11,6 +11,10 @@ cdef class GraphNode:
 cdef class ConstantNode(GraphNode):
     pass
 
+cdef class TensorFields:
+    cdef public object data, grad, requires_grad, _ctx, _node, _hooks, _version_counter
+    cdef object __weakref__
+
 cdef class Function:
     cdef public tuple parents, needs_input_grad, saved_values, saved_versions
     cdef public object released, created_at
@@ -21,14 +25,16 @@ cdef bint _anomaly_enabled()
 
 @cython.locals(order=list, visited=set, emitted=set, stack=list, ctx=Function)
 cpdef list topological_order(root, bint every_input=*)
-cpdef object _node_of(object t)
+cpdef object _node_of(TensorFields t)
 cdef object _record(Function ctx, tuple tensors)
 cdef list _call_backward(Function ctx, object grad_out, bint retain_graph)
-cdef object _accumulate(object leaf, object grad)
+cdef object _accumulate(TensorFields leaf, object grad)
 @cython.locals(parents=tuple, checked=list)
 cdef list _checked_gradients(Function ctx, object grads)
+@cython.locals(t=TensorFields)
 cdef tuple _saved_versions(tuple tensors, tuple saved)
 cdef bint _saves_memory_of(tuple saved, object data)
 cdef object _check_saved(Function ctx)
 cdef object _release(Function ctx)
+@cython.locals(t=TensorFields)
 cdef object _viewed_version(object data, tuple tensors)

@@ -24,7 +24,7 @@ import itertools
 import os
 import sys
 import threading
-import weakref
+from weakref import ref as weak_reference
 
 import numpy as np
 from numpy import ndarray
@@ -240,6 +240,16 @@ def _accumulate(leaf, grad: np.ndarray) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+class TensorFields:
+    """The fields of a Tensor (tensor.py's Tensor builds on this class), declared here, where the
+    graph reads and writes them (compiled, they are C struct fields): `data`, `grad`,
+    `requires_grad`, `_ctx` (the op that made it; None for a leaf), `_node` (what the graph
+    keeps of it, `_node_of`), `_hooks` (`register_hook`), `_version_counter` (section 4)."""
+
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_node", "_hooks", "_version_counter",
+                 "__weakref__")
+
+
 def _node_of(t):
     """What the graph keeps of tensor `t` as an op's input: a non-leaf's `GraphNode`, a leaf
     that requires grad itself, any other input's `ConstantNode`. The graph keeps nodes, not
@@ -266,7 +276,7 @@ class GraphNode:
     def __init__(self, tensor) -> None:
         data = tensor.data
         self._ctx, self.shape, self.dtype = tensor._ctx, data.shape, data.dtype
-        self._tensor = weakref.ref(tensor)
+        self._tensor = weak_reference(tensor)
         self.retains_grad = False
         self._hooks: dict | None = None
 

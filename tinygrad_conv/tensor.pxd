@@ -1,10 +1,11 @@
 # Declarations Cython uses when it compiles tensor.py (setup.py): the Tensor becomes an extension
-# type (its slots C fields), its helpers C calls. tensor.py stays the source;
-# TINYGRAD_CONV_PURE_PYTHON=1 runs it uncompiled.
+# type (its fields, autograd.TensorFields, C struct fields), its helpers C calls. tensor.py stays
+# the source; TINYGRAD_CONV_PURE_PYTHON=1 runs it uncompiled.
 
-cdef class Tensor:
-    cdef public object data, grad, requires_grad, _ctx, _node, _hooks, _version_counter
-    cdef object __weakref__
+from tinygrad_conv.autograd cimport TensorFields
+
+cdef class Tensor(TensorFields):
+    pass
 
 cdef object _fill(Tensor t, object data, object ctx, object version)
 cdef object _binary(object op, str name, Tensor tensor, object other, bint reverse=*,

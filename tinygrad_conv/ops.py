@@ -257,8 +257,7 @@ class ReLU(Function):
         if out.dtype in _FLOAT_DTYPES and g.dtype == out.dtype and out.size >= _RELU_KERNEL_MIN:
             grad = _elementwise.relu_backward(out.reshape(-1), np.ascontiguousarray(g).reshape(-1))
             return grad.reshape(out.shape)
-        dtype = out.dtype if out.dtype.kind == "f" else g.dtype
-        grad = g.copy() if g.dtype is dtype else g.astype(dtype)  # our own array, in out's dtype
+        grad = np.array(g, dtype=out.dtype if out.dtype.kind == "f" else g.dtype)
         # a select, never a product: an Inf in g where out <= 0 gives 0
         grad[out <= _zero(out.dtype)] = _zero(grad.dtype)
         return grad

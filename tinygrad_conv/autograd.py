@@ -24,9 +24,10 @@ import itertools
 import os
 import sys
 import threading
-import weakref
+from weakref import ref as weak_reference
 
 import numpy as np
+from numpy import ndarray
 
 from tinygrad_conv.dtypes import FLOAT_DTYPES
 
@@ -51,6 +52,18 @@ class _Modes(threading.local):
 
 _modes = _Modes()
 
+# How many mode blocks (no_grad, detect_anomaly) are open, in all threads together. While none
+# is, every thread records and checks nothing, and an op skips looking up its thread's modes
+# (that lookup costs as much as a small op's arithmetic).
+_open_blocks = 0
+_open_blocks_lock = threading.Lock()
+
+
+def _count_block(change: int) -> None:
+    global _open_blocks
+    with _open_blocks_lock:
+        _open_blocks += change
+
 
 class no_grad(contextlib.ContextDecorator):
     """Within this block (or decorated function) no op is recorded on the graph, in this thread.
@@ -60,17 +73,24 @@ class no_grad(contextlib.ContextDecorator):
     """
 
     def __enter__(self) -> no_grad:
+        _count_block(1)
         _modes.grad_stack.append(_modes.grad_enabled)
         _modes.grad_enabled = False
         return self
 
     def __exit__(self, *exc) -> None:
         _modes.grad_enabled = _modes.grad_stack.pop()
+        _count_block(-1)
 
 
 def is_grad_enabled() -> bool:
     """Whether ops are recorded in this thread."""
-    return _modes.grad_enabled
+    return _open_blocks == 0 or _modes.grad_enabled
+
+
+def _anomaly_enabled() -> bool:
+    """Whether anomaly mode is on in this thread."""
+    return _open_blocks != 0 and _modes.anomaly_enabled
 
 
 class detect_anomaly(contextlib.ContextDecorator):
@@ -79,12 +99,14 @@ class detect_anomaly(contextlib.ContextDecorator):
     it. Outside it (and in other threads) nothing is checked (one flag test per op)."""
 
     def __enter__(self) -> detect_anomaly:
+        _count_block(1)
         _modes.anomaly_stack.append(_modes.anomaly_enabled)
         _modes.anomaly_enabled = True
         return self
 
     def __exit__(self, *exc) -> None:
         _modes.anomaly_enabled = _modes.anomaly_stack.pop()
+        _count_block(-1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -120,9 +142,9 @@ class Function:
         ctx.needs_input_grad = needs = tuple([t.requires_grad for t in tensors])
         ctx.saved_values = ()
         data = ctx.forward(*[t.data for t in tensors], **params)
-        if _modes.anomaly_enabled:
+        if _anomaly_enabled():
             _anomaly_check_forward(ctx, tensors, data)
-        record = _modes.grad_enabled and True in needs
+        record = True in needs and is_grad_enabled()
         if record:
             _record(ctx, tensors)
         # a view (w.T, a reshape) shares its source's version counter: see section 4
@@ -144,22 +166,24 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
     Each node gets the sum of the gradients of all its consumers before its own op runs.
     """
     start = _node_of(root) if root.requires_grad else root
-    pending = {id(start): _seed(root, grad)}  # dL/dnode, summed over the consumers so far
+    # dL/dnode, summed over the consumers so far; nodes (and tensors) hash by identity
+    pending = {start: _seed(root, grad)}
     for node in reversed(topological_order(start)):
-        g = pending.pop(id(node), None)
+        g = pending.pop(node, None)
         if g is None:
             continue                      # every path to it gave None: nothing to do
         if node._hooks is not None:
             g = _run_hooks(node, g)       # register_hook, then retain_grad
-        if node._ctx is None:
+        ctx = node._ctx
+        if ctx is None:
             _accumulate(node, g)          # a leaf: add into .grad, like PyTorch
             continue
-        input_grads = _call_backward(node._ctx, g, retain_graph)
-        for parent, parent_grad in zip(node._ctx.parents, input_grads):
+        input_grads = _call_backward(ctx, g, retain_graph)
+        for index, parent in enumerate(ctx.parents):
+            parent_grad = input_grads[index]
             if parent_grad is not None:
-                key = id(parent)
-                earlier = pending.get(key)
-                pending[key] = parent_grad if earlier is None else earlier + parent_grad
+                earlier = pending.get(parent)
+                pending[parent] = parent_grad if earlier is None else earlier + parent_grad
 
 
 def topological_order(root, every_input: bool = False) -> list:
@@ -167,24 +191,27 @@ def topological_order(root, every_input: bool = False) -> list:
     each after all of its inputs; root comes last.
 
     An iterative depth-first search (a chain of 100,000 ops needs no deep recursion): a node is
-    emitted once all its inputs were emitted.
+    emitted once all its inputs were emitted. A node's first visit pushes it back below its
+    inputs, so that it comes off the stack again once they are done.
     """
     order: list = []
-    visited: set[int] = set()
-    stack: list = [(root, False)]
+    visited: set = set()  # nodes whose inputs were pushed (nodes hash by identity)
+    emitted: set = set()
+    stack: list = [root]
     while stack:
-        node, inputs_done = stack.pop()
-        if inputs_done:
-            order.append(node)
+        node = stack.pop()
+        if node in visited:
+            if node not in emitted:  # its second time off the stack: its inputs are done
+                emitted.add(node)
+                order.append(node)
             continue
-        if id(node) in visited:
-            continue
-        visited.add(id(node))
-        stack.append((node, True))
-        if node._ctx is not None:
-            for parent in reversed(node._ctx.parents):  # so the first input comes first
-                if (every_input or parent.requires_grad) and id(parent) not in visited:
-                    stack.append((parent, False))
+        visited.add(node)
+        stack.append(node)
+        ctx = node._ctx
+        if ctx is not None:
+            for parent in reversed(ctx.parents):  # so the first input comes first
+                if (every_input or parent.requires_grad) and parent not in visited:
+                    stack.append(parent)
     return order
 
 
@@ -193,7 +220,7 @@ def _call_backward(ctx: Function, grad_out: np.ndarray, retain_graph: bool) -> l
     input, None where the input needs none), then what it saved released."""
     _check_saved(ctx)
     grads = _checked_gradients(ctx, ctx.backward(grad_out))
-    if _modes.anomaly_enabled:
+    if _anomaly_enabled():
         _anomaly_check(ctx, ctx.parents, grads, "backward")
     if not retain_graph:
         _release(ctx)
@@ -211,6 +238,16 @@ def _accumulate(leaf, grad: np.ndarray) -> None:
 # ----------------------------------------------------------------------------------------------
 # 3. The graph's nodes
 # ----------------------------------------------------------------------------------------------
+
+
+class TensorFields:
+    """The fields of a Tensor (tensor.py's Tensor builds on this class), declared here, where the
+    graph reads and writes them (compiled, they are C struct fields): `data`, `grad`,
+    `requires_grad`, `_ctx` (the op that made it; None for a leaf), `_node` (what the graph
+    keeps of it, `_node_of`), `_hooks` (`register_hook`), `_version_counter` (section 4)."""
+
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_node", "_hooks", "_version_counter",
+                 "__weakref__")
 
 
 def _node_of(t):
@@ -237,8 +274,9 @@ class GraphNode:
     is_leaf = False
 
     def __init__(self, tensor) -> None:
-        self._ctx, self.shape, self.dtype = tensor._ctx, tensor.data.shape, tensor.data.dtype
-        self._tensor = weakref.ref(tensor)
+        data = tensor.data
+        self._ctx, self.shape, self.dtype = tensor._ctx, data.shape, data.dtype
+        self._tensor = weak_reference(tensor)
         self.retains_grad = False
         self._hooks: dict | None = None
 
@@ -352,14 +390,14 @@ def _checked_gradients(ctx: Function, grads) -> list:
             f"{len(parents)} input(s); return one per input, in order, None where "
             "ctx.needs_input_grad is False")
     checked = []
-    for parent, g in zip(parents, grads):
+    for index, parent in enumerate(parents):
+        g = grads[index]
         if g is None or not parent.requires_grad:
             checked.append(None)
             continue
         # the usual case passes this quick test; anything else gets the full check
-        if type(g) is not np.ndarray or g.dtype is not parent.dtype or g.shape != parent.shape:
-            g = _checked_gradient(f"{type(ctx).__name__}.backward", g, parent,
-                                  f"input {len(checked)}")
+        if type(g) is not ndarray or g.dtype is not parent.dtype or g.shape != parent.shape:
+            g = _checked_gradient(f"{type(ctx).__name__}.backward", g, parent, f"input {index}")
         checked.append(g)
     return checked
 
@@ -414,18 +452,21 @@ def _viewed_version(data: np.ndarray, tensors) -> VersionCounter | None:
 def _saved_versions(tensors, saved: tuple) -> tuple:
     """(input index, counter, version) for each input with a version counter (a leaf, a view or
     `detach()` of one) whose values the op saved for backward."""
-    arrays = [v for v in saved if type(v) is np.ndarray]
     found = ()
     for index, t in enumerate(tensors):
         counter = t._version_counter
-        if counter is None or not arrays:
-            continue
-        owner = t.data if t.data.base is None else t.data.base  # the array owning the memory
-        for value in arrays:
-            if value is owner or value.base is owner:
-                found += ((index, counter, counter.value),)
-                break
+        if counter is not None and _saves_memory_of(saved, t.data):
+            found += ((index, counter, counter.value),)
     return found
+
+
+def _saves_memory_of(saved: tuple, data: np.ndarray) -> bool:
+    """Whether one of the `saved` values is an array in the memory of `data`."""
+    owner = data if data.base is None else data.base  # the array owning the memory
+    for value in saved:
+        if type(value) is ndarray and (value is owner or value.base is owner):
+            return True
+    return False
 
 
 def _check_saved(ctx: Function) -> None:
@@ -451,7 +492,7 @@ def _release(ctx: Function) -> None:
     """Free the arrays an op saved for its backward (as PyTorch frees saved tensors). An op that
     saved no array (only shapes, axes) may run its backward again, as in PyTorch."""
     for value in ctx.saved_values:
-        if type(value) is np.ndarray:
+        if type(value) is ndarray:
             ctx.saved_values = ctx.saved_versions = ()
             ctx.released = True
             return

@@ -27,7 +27,7 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     extra = grad.ndim - len(shape)
     if extra:
         grad = grad.sum(axis=tuple(range(extra)))
-    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    stretched = tuple([i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1])
     if stretched:
         grad = grad.sum(axis=stretched, keepdims=True)
     return grad
@@ -224,19 +224,29 @@ class Log(Function):
 
 # below this many elements numpy's two quick passes cost less than a kernel call
 _RELU_KERNEL_MIN = 4096
+_ZEROS: dict = {}
+
+
+def _zero(dtype: np.dtype) -> np.ndarray:
+    """0 as a 0-d array of `dtype`: numpy combines it with an array faster than a number."""
+    zero = _ZEROS.get(dtype.char)
+    if zero is None:
+        zero = _ZEROS[dtype.char] = np.zeros((), dtype)
+    return zero
 
 
 class ReLU(Function):
     def forward(ctx, x):
-        if x.dtype == np.bool_:
+        if x.dtype.kind == "b":
             raise TypeError("relu: a bool tensor is not supported (as in PyTorch)")
         if x.dtype in _FLOAT_DTYPES and x.size >= _RELU_KERNEL_MIN:  # one pass, on threads
             out = _elementwise.relu_forward(np.ascontiguousarray(x).reshape(-1))
             out = out.reshape(x.shape)
         else:
-            out = np.maximum(x, x.dtype.type(0))  # a NaN stays NaN
+            zero = _zero(x.dtype)
+            out = np.maximum(x, zero)  # a NaN stays NaN
             if x.dtype.kind == "f":
-                out += 0  # -0.0 becomes 0.0, as the kernel's select gives: the same bits
+                out += zero  # -0.0 becomes 0.0, as the kernel's select gives: the same bits
         ctx.save_for_backward(out)
         return out
 
@@ -248,7 +258,8 @@ class ReLU(Function):
             grad = _elementwise.relu_backward(out.reshape(-1), np.ascontiguousarray(g).reshape(-1))
             return grad.reshape(out.shape)
         grad = np.array(g, dtype=out.dtype if out.dtype.kind == "f" else g.dtype)
-        grad[out <= 0] = 0  # a select, never a product: an Inf in g where out <= 0 gives 0
+        # a select, never a product: an Inf in g where out <= 0 gives 0
+        grad[out <= _zero(out.dtype)] = _zero(grad.dtype)
         return grad
 
 

@@ -10,7 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from tinygrad_conv import autograd, dtypes, ops
-from tinygrad_conv.autograd import Function, GraphNode, detect_anomaly, is_grad_enabled, no_grad
+from tinygrad_conv.autograd import (
+    Function,
+    GraphNode,
+    TensorFields,
+    detect_anomaly,
+    is_grad_enabled,
+    no_grad,
+)
 from tinygrad_conv.dtypes import FLOAT_DTYPES as _FLOAT_DTYPES
 from tinygrad_conv.dtypes import float_dtype
 
@@ -19,7 +26,7 @@ __all__ = ["Function", "GraphNode", "Tensor", "_FLOAT_DTYPES", "detect_anomaly",
            "is_grad_enabled", "no_grad"]
 
 
-class Tensor:
+class Tensor(TensorFields):
     """A numpy array that remembers how it was made, so gradients can flow back through it.
 
     `data`: the values (numpy; float32, float64, int64 or bool). `grad`: dL/d(this tensor)
@@ -27,8 +34,7 @@ class Tensor:
     tensors only after `retain_grad()`). `requires_grad`: whether gradients flow here.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_node", "_hooks",
-                 "_version_counter", "__weakref__")
+    __slots__ = ()  # its fields: autograd.TensorFields
     __array_ufunc__ = None  # numpy hands `array + tensor` to Tensor.__radd__, not looping over it
 
     def __init__(self, data, requires_grad: bool = False, dtype=None) -> None:
@@ -214,7 +220,7 @@ class Tensor:
         return _binary(ops.Mul, "mul", self, other, reverse=True)
 
     def __truediv__(self, other) -> Tensor:
-        return _binary(ops.Div, "div", self, other, division=True)
+        return _binary(ops.Div, "div", self, other, reverse=False, division=True)
 
     def __rtruediv__(self, other) -> Tensor:
         return _binary(ops.Div, "div", self, other, reverse=True, division=True)

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     rows, epoch = [], None
     nets = (("classic MNIST net, one step", classic, 0.85),
             ("BatchNorm net (mnist.py's default), one step", with_batchnorm, 1.0),
-            ("small net, one step", small, 1.5))
+            ("small net, one step", small, 0.8))
     for name, make, target in () if args.per_op_only else nets:
         steps = Steps(make)
         ours, theirs = compare(steps.ours_step, steps.torch_step, args.repeats, args.steps)

@@ -16,7 +16,7 @@ if sys.platform == "darwin":
 
 # first, as it decides how the engine loads: TINYGRAD_CONV_PURE_PYTHON=1 runs its .py files
 import tinygrad_conv._pure_python  # noqa: F401
-from tinygrad_conv import data, functional, nn, optim, viz
+from tinygrad_conv import data, functional, lr_scheduler, nn, optim, viz
 from tinygrad_conv._threads import get_num_threads, max_num_threads, set_num_threads
 from tinygrad_conv._version import __version__ as __version__  # the installed metadata's
 from tinygrad_conv.checkpoint import load, save
@@ -27,6 +27,12 @@ from tinygrad_conv.reference import reference_kernels
 from tinygrad_conv.rng import manual_seed
 from tinygrad_conv.scalar import Value
 from tinygrad_conv.tensor import Function, Tensor, detect_anomaly, is_grad_enabled, no_grad
+
+# PyTorch's spelling, torch.optim.lr_scheduler: the schedules live in their own module (it
+# needs optim's Optimizer); listed under optim, `from tinygrad_conv.optim.lr_scheduler import
+# OneCycleLR` works too
+optim.lr_scheduler = lr_scheduler
+sys.modules["tinygrad_conv.optim.lr_scheduler"] = lr_scheduler
 
 __all__ = [
     "Function", "GradcheckError", "Tensor", "Value", "data", "detect_anomaly", "functional",

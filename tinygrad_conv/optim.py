@@ -13,7 +13,6 @@ continues exactly where the saved one stopped.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -22,7 +21,7 @@ import numpy as np
 from tinygrad_conv._args import flag, integer, real, unwrap
 from tinygrad_conv.tensor import Tensor
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
 
 
 class Optimizer:
@@ -349,10 +348,3 @@ class AdamW(Adam):
                  weight_decay: float = 1e-2, amsgrad: bool = False) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
 
-
-# PyTorch's spelling, torch.optim.lr_scheduler: the schedules live in their own module, which
-# needs Optimizer from above; listing it in sys.modules also makes
-# `from tinygrad_conv.optim.lr_scheduler import OneCycleLR` work.
-from tinygrad_conv import lr_scheduler  # noqa: E402
-
-sys.modules[__name__ + ".lr_scheduler"] = lr_scheduler

@@ -12,8 +12,9 @@ from test_memory import rss_mb
 import tinygrad_conv
 import tinygrad_conv.functional as F
 from tinygrad_conv import Tensor, nn
+from tinygrad_conv.autograd import GraphNode
 from tinygrad_conv.optim import SGD
-from tinygrad_conv.tensor import Function, GraphNode
+from tinygrad_conv.tensor import Function
 
 
 def mlp() -> nn.Module:

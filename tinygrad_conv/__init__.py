@@ -19,6 +19,7 @@ import tinygrad_conv._pure_python  # noqa: F401
 from tinygrad_conv import data, functional, lr_scheduler, nn, optim, viz
 from tinygrad_conv._threads import get_num_threads, max_num_threads, set_num_threads
 from tinygrad_conv._version import __version__ as __version__  # the installed metadata's
+from tinygrad_conv.autograd import detect_anomaly, is_grad_enabled
 from tinygrad_conv.checkpoint import load, save
 from tinygrad_conv.config import show_config
 from tinygrad_conv.exercises import student_kernels
@@ -26,7 +27,7 @@ from tinygrad_conv.gradcheck import GradcheckError, gradcheck
 from tinygrad_conv.reference import reference_kernels
 from tinygrad_conv.rng import manual_seed
 from tinygrad_conv.scalar import Value
-from tinygrad_conv.tensor import Function, Tensor, detect_anomaly, is_grad_enabled, no_grad
+from tinygrad_conv.tensor import Function, Tensor, no_grad
 
 # PyTorch's spelling, torch.optim.lr_scheduler: the schedules live in their own module (it
 # needs optim's Optimizer); listed under optim, `from tinygrad_conv.optim.lr_scheduler import

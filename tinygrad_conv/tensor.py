@@ -10,20 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from tinygrad_conv import autograd, dtypes, ops
-from tinygrad_conv.autograd import (
-    Function,
-    GraphNode,
-    TensorFields,
-    detect_anomaly,
-    is_grad_enabled,
-    no_grad,
-)
+from tinygrad_conv.autograd import Function, TensorFields, no_grad
 from tinygrad_conv.dtypes import FLOAT_DTYPES as _FLOAT_DTYPES
 from tinygrad_conv.dtypes import float_dtype
 
 # what other modules import from here, as before (tinygrad_conv.tensor.no_grad, ...)
-__all__ = ["Function", "GraphNode", "Tensor", "_FLOAT_DTYPES", "detect_anomaly", "float_dtype",
-           "is_grad_enabled", "no_grad"]
+__all__ = ["Function", "Tensor", "_FLOAT_DTYPES", "float_dtype", "no_grad"]
 
 
 class Tensor(TensorFields):

@@ -303,8 +303,15 @@ def fit(model: nn.Module, optimizer, scheduler, loader: DataLoader, test_loader:
     return run
 
 
-def _no_running() -> dict:
+def no_running() -> dict:
     return {"loss_sum": 0.0, "correct": 0, "seen": 0}
+
+
+def count_batch(running: dict, loss: float, logits: np.ndarray, y: np.ndarray) -> None:
+    """Add one batch's mean loss, correct predictions and size into `running`."""
+    running["loss_sum"] += loss * len(y)
+    running["correct"] += int((logits.argmax(axis=1) == y).sum())
+    running["seen"] += len(y)
 
 
 class Run:
@@ -316,7 +323,7 @@ class Run:
         position = position or {"epoch": 0, "batch": 0, "step": 0}
         self.epochs, self.epoch = epochs, position["epoch"]
         self.batch, self.step = position["batch"], position["step"]
-        self.running = running or _no_running()
+        self.running = running or no_running()
         self.stopped, self.n_batches = False, 0
         self.train_time, self.train_images = 0.0, 0
         self.result = {"test_accuracy": None, "steps": self.step, "images_per_s": None}
@@ -325,16 +332,14 @@ class Run:
     def start_epoch(self, epoch: int, n_batches: int) -> None:
         self.epoch, self.n_batches = epoch, n_batches
         if self.batch == 0:  # not resumed inside this epoch
-            self.running = _no_running()
+            self.running = no_running()
         self.epoch_start, self.epoch_images = time.perf_counter(), 0
 
     def after_step(self, loss: float, logits: np.ndarray, y: np.ndarray) -> None:
         self.step += 1
         self.batch += 1
         self.epoch_images += len(y)
-        self.running["loss_sum"] += loss * len(y)
-        self.running["correct"] += int((logits.argmax(axis=1) == y).sum())
-        self.running["seen"] += len(y)
+        count_batch(self.running, loss, logits, y)
 
     def end_epoch(self) -> bool:
         """Whether the epoch ran to its end (only an early stop ends one sooner)."""
@@ -465,7 +470,7 @@ class ScriptRun(Run):
             print(f"stopped at step {self.step} (--max-steps): epoch {self.epoch + 1}, "
                   f"batch {self.batch}")
         elif self.args.save is not None:
-            self.save(self.epoch + 1, 0, _no_running())
+            self.save(self.epoch + 1, 0, no_running())
         return finished
 
     def save(self, epoch: int, batch: int, running: dict) -> None:

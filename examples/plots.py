@@ -72,21 +72,19 @@ class HistoryRun(mnist.Run):
         self.model, self.test_loader, self.eval_every = model, test_loader, eval_every
         self.history = {name: [] for name in
                         ("step", "train_loss", "train_accuracy", "test_loss", "test_accuracy")}
-        self.since = [0.0, 0, 0]  # loss sum, correct, seen since the last record
+        self.since = mnist.no_running()  # loss sum, correct, seen since the last record
 
     def after_step(self, loss: float, logits: np.ndarray, y: np.ndarray) -> None:
         super().after_step(loss, logits, y)
-        since = self.since
-        since[0] += loss * len(y)
-        since[1] += int((logits.argmax(axis=1) == y).sum())
-        since[2] += len(y)
+        mnist.count_batch(self.since, loss, logits, y)
         if self.step % self.eval_every == 0:
             test_loss, test_acc = mnist.evaluate(self.model, self.test_loader)
-            for name, value in zip(self.history, (self.step, since[0] / since[2],
-                                                  100.0 * since[1] / since[2], test_loss,
-                                                  test_acc)):
+            since = self.since
+            for name, value in zip(self.history, (
+                    self.step, since["loss_sum"] / since["seen"],
+                    100.0 * since["correct"] / since["seen"], test_loss, test_acc)):
                 self.history[name].append(value)
-            self.since = [0.0, 0, 0]
+            self.since = mnist.no_running()
 
 
 def train_with_history(limit: int, epochs: int, seed: int = 1, batch_size: int = 64,

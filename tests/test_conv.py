@@ -135,13 +135,21 @@ def one_channel_group_cases(draw):
     else:
         groups, c, f = 1, 1, draw(st.integers(1, 40))
     n = draw(st.integers(1, 3))
-    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    padding = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
-    h = max(1, dilation[0] * (kh - 1) + 1 - 2 * padding[0]) + draw(st.integers(0, 9))
-    w = max(1, dilation[1] * (kw - 1) + 1 - 2 * padding[1]) + draw(st.integers(0, 9))
+    (kh, kw), stride, padding, dilation, (h, w) = draw_window(draw, 4, 2, 3)
+    h, w = h + draw(st.integers(0, 9)), w + draw(st.integers(0, 9))
     return (n, c, h, w), (f, 1, kh, kw), stride, padding, dilation, groups
+
+
+def draw_window(draw, max_k, max_dilation, max_padding):
+    """Kernel size, stride (1-3), padding and dilation pairs, and the smallest (H, W) with at
+    least one output."""
+    kh, kw = draw(st.integers(1, max_k)), draw(st.integers(1, max_k))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, max_dilation)), draw(st.integers(1, max_dilation)))
+    padding = (draw(st.integers(0, max_padding)), draw(st.integers(0, max_padding)))
+    smallest = (max(1, dilation[0] * (kh - 1) + 1 - 2 * padding[0]),
+                max(1, dilation[1] * (kw - 1) + 1 - 2 * padding[1]))
+    return (kh, kw), stride, padding, dilation, smallest
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -161,13 +169,8 @@ def wide_depthwise_cases(draw):
     tgc_dot), strided rows dealt into phases and woven back."""
     groups = c = draw(st.sampled_from([1, 2, 3, 5, 8, 17]))
     f = c * draw(st.integers(1, 3))
-    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    padding = (draw(st.integers(0, 4)), draw(st.integers(0, 4)))
-    h = max(1, dilation[0] * (kh - 1) + 1 - 2 * padding[0]) + draw(st.integers(0, 12))
-    w = max(1, dilation[1] * (kw - 1) + 1 - 2 * padding[1]) + 17 * stride[1] \
-        + draw(st.integers(0, 40))
+    (kh, kw), stride, padding, dilation, (h, w) = draw_window(draw, 5, 3, 4)
+    h, w = h + draw(st.integers(0, 12)), w + 17 * stride[1] + draw(st.integers(0, 40))
     return (draw(st.integers(1, 3)), c, h, w), (f, 1, kh, kw), stride, padding, dilation, groups
 
 

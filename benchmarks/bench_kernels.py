@@ -4,7 +4,7 @@
     python3 benchmarks/bench_kernels.py --threads 1 --cpu-time   # on a busy shared machine
 
 For each shape it prints the median time of the forward alone (under no_grad) and of forward +
-backward, ours and PyTorch's measured in the same run (alternating, so both see the same load),
+backward, ours and PyTorch's measured in the same run (in alternating blocks of calls, see `medians`),
 their ratio (ours / PyTorch: below 1.0 means we are faster), our achieved GFLOP/s (for
 max-pool: billions of window elements compared per second) and, for the convolutions, that as a
 percentage of the machine's peak. The calls go through the public ops (`cnn_ops.conv2d(...)` +
@@ -69,23 +69,28 @@ POOLS = {
 CLOCK = time.perf_counter
 
 
-def medians(fns, repeats: int) -> list[float]:
-    """Median wall time in ms of each function, calling them in turn `repeats` times.
+def medians(fns, repeats: int, block: int = 5) -> list[float]:
+    """Median wall time in ms of each function over `repeats` timed calls, taken in blocks:
+    each function in turn runs one untimed call and then `block` timed ones in a row.
 
-    Each timed call follows an untimed one of the same function: ours and PyTorch's are two
-    OpenMP runtimes whose idle threads spin for a while after a call, and the untimed call
-    absorbs the other side's spinning (and warms the caches) so neither is charged for it.
+    Ours and PyTorch's calls share the machine's two cores with each other's idle OpenMP
+    threads, which spin for a while after a call: the untimed call absorbs the other side's
+    spinning (and warms the caches), and the calls in a row measure each side in its own steady
+    state, as a program that uses one of them runs. (Alternating call by call, the default of
+    earlier rounds, gave sub-millisecond rows ratios that moved by 2x from one process to the
+    next.)
     """
     for fn in fns:                                  # warm up: workspaces, thread pools
         fn()
     times = [[] for _ in fns]
-    for _ in range(repeats):
+    for _ in range(-(-repeats // block)):
         for fn, ts in zip(fns, times):
             fn()
-            start = CLOCK()
-            fn()
-            ts.append(CLOCK() - start)
-    return [1e3 * float(np.median(ts)) for ts in times]
+            for _ in range(block):
+                start = CLOCK()
+                fn()
+                ts.append(CLOCK() - start)
+    return [1e3 * float(np.median(ts[:repeats])) for ts in times]
 
 
 def bench_conv(shape, dtype, repeats):
@@ -189,7 +194,7 @@ def numpy_blas_threads(threads: int) -> int | None:
 
 def gemm_gflops(dtype, repeats: int = 5) -> tuple[float, float]:
     """GFLOP/s of one (2048 x 2048) @ (2048 x 2048) product in `dtype`, median of `repeats`,
-    through torch.mm and through NumPy's matmul (its BLAS), alternating as `medians` does."""
+    through torch.mm and through NumPy's matmul (its BLAS), in blocks as `medians` takes them."""
     n = 2048
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))

@@ -1320,6 +1320,10 @@ def correlate_planes(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t gro
                      Axis rows, Axis cols, floating[:, :, :, ::1] out):
     """out = kernel ⊛ src (+ b), as correlate_kernel, one output plane (image n, channel o)
     a task (plane_task), the pixels in the lanes."""
+    k_cols = np.shape(kernel)[3]
+    if bands_fit(rows, cols, k_cols):
+        correlate_bands(src, kernel, b, groups, rows, cols, out)
+        return
     dtype = np.float32 if floating is float else np.float64
     cdef const floating[:, :, :, ::1] k = np.ascontiguousarray(kernel, dtype=dtype)
     cdef Py_ssize_t N = out.shape[0], F = out.shape[1], O = F // groups, task, n, o
@@ -1341,6 +1345,69 @@ def correlate_planes(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t gro
             base = dealt(&pl, &src[n, (o // O) * pl.R, 0, 0], &ibuf[threadid(), 0])
             plane_task(&pl, &k[o, 0, 0, 0], base, NULL if b is None else &bias[o],
                        &out[n, o, 0, 0], &obuf[threadid(), 0])
+
+
+# Bands: when no axis has output phases (Z, and dL/dA at stride 1), each output row of a plane
+# is one run of vectors, padding columns and all: a vector that reaches into the padding loads
+# only its real lanes (tgc_band), and a band of output rows shares its loads. Same terms, same
+# order, same bits as plane_task.
+
+def bands_fit(Axis rows, Axis cols, Py_ssize_t kernel_width):
+    """Whether correlate_bands takes this correlation (shapes only): no output phases, and no
+    column stride either (measured: dealing a plane into phases and then reading its edges
+    through masks cost more than plane_task), and a kernel no wider than a band's masks."""
+    return rows.params[5] == 1 and cols.params[5] == 1 and cols.params[3] == 1 \
+        and kernel_width <= TGC_BAND_MAX_KW
+
+
+cdef inline void band_plane(const tgc_band_shape *sh, const floating *k, const floating *src,
+                            floating *out, const floating *bias, int path) noexcept nogil:
+    """out = k ⊛ src (+ bias) for one output plane, band by band (tgc_band)."""
+    if floating is float:
+        tgc_band_fn_f32(path)(sh, k, src, out, bias)
+    else:
+        tgc_band_fn_f64(path)(sh, k, src, out, bias)
+
+
+def band_columns(Py_ssize_t qstep, Axis cols):
+    """(col, col_lo, col_hi) of tgc_band: column tap j of output column u reads the input (as
+    `dealt` lays it out, its phases qstep apart) at col[j] + u, which is real for
+    col_lo[j] <= u < col_hi[j]."""
+    out_w, in_w, KW, Q, offset, _, dil = cols.params
+    col, lo, hi = (np.empty(KW, dtype=np.intp) for _ in range(3))
+    for j in range(KW):     # input column u*Q + e: phase e % Q, at u + e // Q in it
+        e = offset + j * dil
+        length = ceil_div(max(in_w - e % Q, 0), Q)      # the columns of phase e % Q
+        col[j], lo[j], hi[j] = e % Q * qstep + e // Q, -(e // Q), length - e // Q
+    return col, lo, hi
+
+
+def correlate_bands(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t groups,
+                    Axis rows, Axis cols, floating[:, :, :, ::1] out):
+    """out = kernel ⊛ src (+ b), as correlate_planes when neither axis has output phases:
+    one output plane (image n, channel o) a task, band by band (tgc_band)."""
+    dtype = np.float32 if floating is float else np.float64
+    cdef const floating[:, :, :, ::1] k = np.ascontiguousarray(kernel, dtype=dtype)
+    cdef Py_ssize_t N = out.shape[0], F = out.shape[1], O = F // groups, task, n, o
+    cdef Planes pl = planes_shape(k.shape[1], k.shape[2], k.shape[3], rows, cols, _path)
+    columns = band_columns(pl.qstep, cols)
+    cdef const ptrdiff_t[::1] col = columns[0], col_lo = columns[1], col_hi = columns[2]
+    cdef tgc_band_shape sh
+    sh.R, sh.KH, sh.KW, sh.in_h, sh.chan, sh.pitch = pl.R, pl.KH, pl.KW, pl.in_h, pl.chan, \
+        pl.pitch
+    sh.col, sh.col_lo, sh.col_hi = &col[0], &col_lo[0], &col_hi[0]
+    _, _, _, sh.row_step, sh.row_at, _, sh.row_dil = rows.params
+    sh.out_h, sh.out_w, sh.out_pitch = pl.out_h, pl.out_w, pl.out_w
+    cdef int threads = get_num_threads()
+    cdef floating[:, ::1] ibuf = _workspace("planes_in", threads, pl.R * pl.chan, dtype)
+    cdef const floating[::1] bias = b
+    cdef const floating *base
+    with nogil, parallel(num_threads=threads):
+        for task in prange(N * F, schedule="dynamic"):
+            n, o = task // F, task % F
+            base = dealt(&pl, &src[n, (o // O) * pl.R, 0, 0], &ibuf[threadid(), 0])
+            band_plane(&sh, &k[o, 0, 0, 0], base, &out[n, o, 0, 0],
+                       NULL if b is None else &bias[o], _path)
 
 
 cdef void plane_weight_grad(const Planes *pl, const Py_ssize_t *row_taps, Py_ssize_t images,

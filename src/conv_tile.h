@@ -310,6 +310,211 @@ TARGET static void TGC_FN(tgc_terms)(const T *k, const ptrdiff_t *koff, const T 
                               bias);
 }
 
+/* ---- a band of output rows of a plane, the pixels in the lanes ----
+ *
+ *     band:  out[m * out_pitch + u] = (sum over r < R, i < KH, j < KW of
+ *                k[(r*KH + i)*KW + j] * in[r*chan + (y*row_step + i*row_dil + row_at)*pitch
+ *                                           + col[j] + u])  (+ *bias)
+ *            for the output rows y = y0 + m, m < `rows`, and the outputs u of `vectors` vectors;
+ *            the terms whose input row lies outside [0, in_h), or whose column u lies outside
+ *            [col_lo[j], col_hi[j]), are padding: zero
+ *
+ * Z = W ⊛ A with the input's pixels in the lanes, as tgc_terms, but each input row of the band
+ * is loaded once a column tap: input row rho serves every output row m of the band that meets
+ * it (kernel row i = (rho - m*row_step) / row_dil), so one load feeds up to KH fused
+ * multiply-adds a vector instead of one. A vector that reaches into the padding columns is
+ * loaded with the padding's lanes masked to zero (VLOAD_MASK: nothing outside the row is
+ * read), so no column is taken one by one. Each output sums its terms in (r, i, j) order, one
+ * chain of FMAs: tgc_terms' order, the same bits (a padding term adds w * 0 = +-0 to a sum that
+ * started at +0, which leaves it as it was). The accumulators are named variables (see the
+ * tiles above), s<v>_<m>: `vectors` and `rows` are constants in each copy. */
+
+#define TGC_FOR_BAND(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define TGC_BAND_MAX 8
+
+#define TGC_BAND_START(m)                                                                   \
+    V s0_##m = VZERO(), s1_##m = VZERO(), s2_##m = VZERO(), s3_##m = VZERO();               \
+    const T *k##m = NULL;
+
+/* the kernel row (its weights) output row m meets at input row rho, or NULL */
+#define TGC_BAND_ROW(m)                                                                     \
+    if (m < rows)                                                                           \
+        k##m = meets[rho * TGC_BAND_MAX + m] >= 0 ? kr + meets[rho * TGC_BAND_MAX + m] : NULL;
+
+/* the vectors of column tap j: plain loads, but the first (F) or the last (L) with its real
+ * lanes only when it reaches into the padding columns (its mask set once a block) */
+#define TGC_BAND_LOADS(F, L)                                                                \
+    V x0 = F ? VLOAD_MASK(p + u[0], first_mask[j]) : VLOAD(p + u[0]);                       \
+    V x1 = VZERO(), x2 = VZERO(), x3 = VZERO();                                             \
+    if (vectors == 2) x1 = L ? VLOAD_MASK(p + u[1], last_mask[j]) : VLOAD(p + u[1]);        \
+    if (vectors > 2) x1 = VLOAD(p + u[1]);                                                  \
+    if (vectors == 3) x2 = L ? VLOAD_MASK(p + u[2], last_mask[j]) : VLOAD(p + u[2]);        \
+    if (vectors > 3) x2 = VLOAD(p + u[2]);                                                  \
+    if (vectors == 4) x3 = L ? VLOAD_MASK(p + u[3], last_mask[j]) : VLOAD(p + u[3]);
+
+/* s += w * x for vector v; a masked vector adds its real lanes only, so padding is never
+ * multiplied (an Inf weight times padding would be NaN): fm, lm say which are masked */
+#define TGC_BAND_FMA(s, x, v)                                                               \
+    s = (v == 0 && fm) ? VFMA_MASK(w, x, s, first_mask[j])                                  \
+        : (v > 0 && v == vectors - 1 && lm) ? VFMA_MASK(w, x, s, last_mask[j])              \
+        : VFMA(w, x, s);
+
+#define TGC_BAND_STEP(m)                                                                    \
+    if (m < rows && k##m) {                                                                 \
+        V w = VBCAST(k##m + j);                                                             \
+        TGC_BAND_FMA(s0_##m, x0, 0)                                                         \
+        if (vectors > 1) { TGC_BAND_FMA(s1_##m, x1, 1) }                                    \
+        if (vectors > 2) { TGC_BAND_FMA(s2_##m, x2, 2) }                                    \
+        if (vectors > 3) { TGC_BAND_FMA(s3_##m, x3, 3) }                                    \
+    }
+
+#define TGC_BAND_FINISH(m)                                                                  \
+    if (m < rows) {                                                                         \
+        T *o = out + m * sh->out_pitch;                                                     \
+        if (bias) {                                                                         \
+            s0_##m = VADD(s0_##m, b); s1_##m = VADD(s1_##m, b);                             \
+            s2_##m = VADD(s2_##m, b); s3_##m = VADD(s3_##m, b);                             \
+        }                                                                                   \
+        VSTORE(o + u[0], s0_##m);                                                           \
+        if (vectors > 1) VSTORE(o + u[1], s1_##m);                                          \
+        if (vectors > 2) VSTORE(o + u[2], s2_##m);                                          \
+        if (vectors > 3) VSTORE(o + u[3], s3_##m);                                          \
+    }
+
+/* column tap j of every row the band's input row meets: first (F) and last (L) vectors masked */
+#define TGC_BAND_TAP(F, L)                                                                  \
+    const int fm = F, lm = L;                                                               \
+    TGC_BAND_LOADS(F, L)                                                                    \
+    TGC_FOR_BAND(TGC_BAND_STEP)
+
+/* the band of output rows from y0 (`out` at its first row): input rows first + rho, rho in
+ * [lo, hi); output row m meets kernel row i at rho = m*row_step + i*row_dil, which
+ * meets[rho * TGC_BAND_MAX + m] records as i*KW (else -1) */
+TARGET static TGC_INLINE void TGC_FN(tgc_band_body)(const tgc_band_shape *sh, const T *k,
+                                                    const ptrdiff_t *meets,
+                                                    const T *in, ptrdiff_t first, ptrdiff_t lo,
+                                                    ptrdiff_t hi, T *out, const T *bias,
+                                                    const ptrdiff_t *u, const int vectors,
+                                                    const int rows)
+{
+    TGC_FOR_BAND(TGC_BAND_START)
+    VMASK first_mask[TGC_BAND_MAX_KW], last_mask[TGC_BAND_MAX_KW];
+    unsigned char edges[TGC_BAND_MAX_KW];   /* 1: the first vector masked, 2: the last, 3 */
+    for (ptrdiff_t j = 0; j < sh->KW; j++) {
+        const ptrdiff_t lo_ = sh->col_lo[j] - u[0], hi_ = sh->col_hi[j] - u[vectors - 1];
+        first_mask[j] = VMASK_RANGE((int)(lo_ < 0 ? 0 : lo_ < LANES ? lo_ : LANES),
+                                    (int)(sh->col_hi[j] - u[0] < LANES ? sh->col_hi[j] - u[0]
+                                                                       : LANES));
+        last_mask[j] = VMASK_RANGE((int)(sh->col_lo[j] - u[vectors - 1] > 0
+                                             ? sh->col_lo[j] - u[vectors - 1] : 0),
+                                   (int)(hi_ < 0 ? 0 : hi_ < LANES ? hi_ : LANES));
+        edges[j] = (unsigned char)((lo_ > 0 || sh->col_hi[j] - u[0] < LANES)
+                                   | (vectors > 1 && (hi_ < LANES
+                                                      || sh->col_lo[j] > u[vectors - 1])) << 1);
+    }
+    for (ptrdiff_t r = 0; r < sh->R; r++) {
+        const T *kr = k + r * sh->KH * sh->KW;
+        for (ptrdiff_t rho = lo; rho < hi; rho++) {
+            TGC_FOR_BAND(TGC_BAND_ROW)
+            const T *row = in + r * sh->chan + (first + rho) * sh->pitch;
+            for (ptrdiff_t j = 0; j < sh->KW; j++) {
+                const T *p = row + sh->col[j];
+                switch (edges[j]) {
+                    case 0: { TGC_BAND_TAP(0, 0) break; }
+                    case 1: { TGC_BAND_TAP(1, 0) break; }
+                    case 2: { TGC_BAND_TAP(0, 1) break; }
+                    default: { TGC_BAND_TAP(1, 1) break; }
+                }
+            }
+        }
+    }
+    V b = bias ? VBCAST(bias) : VZERO();
+    TGC_FOR_BAND(TGC_BAND_FINISH)
+}
+
+/* a band of the path's rows for `vectors` vectors (TGC_BAND_ROWS), or of one row */
+#define TGC_BAND_CASE(V_, NTH)                                                              \
+    case V_:                                                                                \
+        if (rows == 1)                                                                      \
+            TGC_FN(tgc_band_body)(sh, k, meets, in, first, lo, hi, o, bias, u, V_, 1);      \
+        else                                                                                \
+            TGC_FN(tgc_band_body)(sh, k, meets, in, first, lo, hi, o, bias, u, V_,          \
+                                  TGC_APPLY(NTH, TGC_BAND_ROWS));                           \
+        break;
+
+/* whether the vectors between a block's first and last lie inside the row for every column
+ * tap (tgc_band_body masks only the first and the last) */
+TARGET static int TGC_FN(tgc_band_middle_inside)(const tgc_band_shape *sh, const ptrdiff_t *u,
+                                                 int vectors)
+{
+    for (int v = 1; v < vectors - 1; v++)
+        for (ptrdiff_t j = 0; j < sh->KW; j++)
+            if (u[v] < sh->col_lo[j] || u[v] + LANES > sh->col_hi[j])
+                return 0;
+    return 1;
+}
+
+/* The whole output plane, band by band (the last band may overlap the one before: its rows
+ * are computed again, the same way), each band's rows in blocks of up to the path's widest
+ * vectors (the last block overlapping likewise, as the last vector does in tgc_terms_row). */
+TARGET static void TGC_FN(tgc_band)(const tgc_band_shape *sh, const T *k, const T *in, T *out,
+                                    const T *bias)
+{
+    const ptrdiff_t count = sh->out_w, nvec = (count + LANES - 1) / LANES, last = count - LANES;
+    const ptrdiff_t widest = TGC_BAND_VECTORS;
+    const ptrdiff_t blocks = (nvec + widest - 1) / widest;
+    const int vectors = (int)((nvec + blocks - 1) / blocks);
+    static const int band_rows[4] = {TGC_APPLY(TGC_ROW4, TGC_BAND_ROWS)};
+    const int rows = band_rows[vectors - 1] <= sh->out_h ? band_rows[vectors - 1] : 1;
+    const ptrdiff_t nrho = (rows - 1) * sh->row_step + (sh->KH - 1) * sh->row_dil + 1;
+    ptrdiff_t *meets = (ptrdiff_t *)malloc((size_t)nrho * TGC_BAND_MAX * sizeof(ptrdiff_t));
+    if (!meets)
+        tgc_abort("memory for a band's rows (bytes)", (int)(nrho * TGC_BAND_MAX * 8));
+    for (ptrdiff_t e = 0; e < nrho * TGC_BAND_MAX; e++)
+        meets[e] = -1;
+    for (ptrdiff_t m = 0; m < rows; m++)
+        for (ptrdiff_t i = 0; i < sh->KH; i++)
+            meets[(m * sh->row_step + i * sh->row_dil) * TGC_BAND_MAX + m] = i * sh->KW;
+    for (ptrdiff_t y = 0; y < sh->out_h; y += rows) {
+        const ptrdiff_t y0 = y + rows <= sh->out_h ? y : sh->out_h - rows;
+        const ptrdiff_t first = y0 * sh->row_step + sh->row_at;
+        const ptrdiff_t lo = first < 0 ? -first : 0;
+        const ptrdiff_t hi = sh->in_h - first < nrho ? sh->in_h - first : nrho;
+        T *o = out + y0 * sh->out_pitch;
+        for (ptrdiff_t blk = 0; blk < blocks; blk++) {
+            const ptrdiff_t v0 = blk * vectors < nvec - vectors ? blk * vectors : nvec - vectors;
+            ptrdiff_t u[4];
+            for (int i = 0; i < 4; i++)
+                u[i] = (v0 + i) * LANES < last ? (v0 + i) * LANES : last;
+            if (!TGC_FN(tgc_band_middle_inside)(sh, u, vectors)) {
+                /* padding wider than a vector: each vector and row alone, both edges masked */
+                for (ptrdiff_t m = 0; m < rows; m++) {
+                    const ptrdiff_t f1 = (y0 + m) * sh->row_step + sh->row_at;
+                    const ptrdiff_t n1 = (sh->KH - 1) * sh->row_dil + 1;
+                    for (int i = 0; i < vectors; i++)
+                        TGC_FN(tgc_band_body)(sh, k, meets, in, f1, f1 < 0 ? -f1 : 0,
+                                              sh->in_h - f1 < n1 ? sh->in_h - f1 : n1,
+                                              o + m * sh->out_pitch, bias, u + i, 1, 1);
+                }
+                continue;
+            }
+            switch (vectors) {
+                TGC_BAND_CASE(1, TGC_NTH_1)
+                TGC_BAND_CASE(2, TGC_NTH_2)
+                TGC_BAND_CASE(3, TGC_NTH_3)
+                TGC_BAND_CASE(4, TGC_NTH_4)
+                default: tgc_abort("a band of this many vectors", vectors);
+            }
+        }
+    }
+    free(meets);
+}
+
+#undef TGC_BAND_CASE
+#undef TGC_BAND_LOADS
+#undef TGC_BAND_TAP
+#undef TGC_BAND_FMA
+
 /*     dot:  acc[y % 4] += z[y * zs + x] * in[y * is + x]   (lane (x - lo) % LANES)
  *                                                    rows y < ny, columns lo <= x < hi
  *
@@ -460,5 +665,9 @@ TARGET static double TGC_FN(tgc_fma_probe)(long rounds)
 #undef SFMA
 #undef VLOAD_PART
 #undef VSTORE_PART
+#undef VMASK
+#undef VMASK_RANGE
+#undef VLOAD_MASK
+#undef VFMA_MASK
 #undef DEAL2
 #undef WEAVE2

@@ -39,6 +39,7 @@
 enum { TGC_PORTABLE = 0, TGC_AVX2 = 1, TGC_AVX512 = 2, TGC_N_PATHS = 3 };
 #define TGC_MAX_PIX 20
 #define TGC_MAX_VECTORS 4
+#define TGC_BAND_MAX_KW 16     /* the widest kernel a band takes (bands_fit) */
 /* room for the largest tile: TGC_MAX_PIX pixels x TGC_MAX_VECTORS vectors of 16 floats (more
  * than any one tile holds) */
 #define TGC_TILE_CAPACITY (TGC_MAX_PIX * TGC_MAX_VECTORS * 16)
@@ -57,6 +58,18 @@ typedef void (*tgc_tile_f32)(const float *vec, const float *in, const ptrdiff_t 
 typedef void (*tgc_tile_f64)(const double *vec, const double *in, const ptrdiff_t *pix,
                              int npix, const tgc_loops *loops, double *out,
                              const ptrdiff_t *out_at, int accumulate);
+
+/* a band of a plane correlation (conv_tile.h, tgc_band): output row y and kernel row i read
+ * input row y*row_step + i*row_dil + row_at (rows outside [0, in_h) are padding: skipped),
+ * column tap j of output column u reads col[j] + u along that row */
+typedef struct {
+    ptrdiff_t R, KH, KW;            /* reduction channels, kernel rows, kernel columns */
+    ptrdiff_t row_step, row_dil, row_at, in_h;
+    ptrdiff_t chan, pitch;          /* the input as read: next channel, next row */
+    const ptrdiff_t *col;           /* KW offsets along a row ... */
+    const ptrdiff_t *col_lo, *col_hi;   /* ... and the outputs u for which they are real */
+    ptrdiff_t out_h, out_w, out_pitch;
+} tgc_band_shape;
 
 static volatile double tgc_probe_sink = 0;
 
@@ -105,6 +118,12 @@ static void tgc_abort(const char *what, int value)
 #define TGC_VECTORS_PORTABLE 4
 #define TGC_VECTORS_AVX2 3
 #define TGC_VECTORS_AVX512 4
+/* a band (tgc_band) of 1..4 vectors holds this many output rows: rows x vectors accumulators
+ * + vectors loaded + 1 broadcast weight fit the registers (avx2: 10, 13, 13, 13 of 16;
+ * avx512: 10, 19, 22, 21 of 32; TGC_FOR_BAND in conv_tile.h declares 8 rows) */
+#define TGC_BAND_ROWS_PORTABLE (8, 5, 3, 2)
+#define TGC_BAND_ROWS_AVX2 (8, 5, 3, 2)
+#define TGC_BAND_ROWS_AVX512 (8, 8, 6, 4)
 
 #define TGC_APPLY(F, args) F args
 #define TGC_NTH_1(a, b, c, d) a
@@ -128,6 +147,14 @@ typedef char tgc_tiles_fit[TGC_APPLY(TGC_FITS, TGC_PIXELS_PORTABLE)
 typedef char tgc_tiles_fit_registers[
     TGC_BUDGET_OF(TGC_REGISTERS_AVX2, TGC_VECTORS_AVX2, TGC_PIXELS_AVX2)
     && TGC_BUDGET_OF(TGC_REGISTERS_AVX512, TGC_VECTORS_AVX512, TGC_PIXELS_AVX512) ? 1 : -1];
+/* ... and so does every band (the same count: rows x vectors + vectors + 1), of at most 8 rows */
+#define TGC_BAND_FITS(a, b, c, d) ((a) <= 8 && (b) <= 8 && (c) <= 8 && (d) <= 8)
+typedef char tgc_bands_fit_registers[
+    TGC_BUDGET_OF(TGC_REGISTERS_AVX2, TGC_VECTORS_AVX2, TGC_BAND_ROWS_AVX2)
+    && TGC_BUDGET_OF(TGC_REGISTERS_AVX512, TGC_VECTORS_AVX512, TGC_BAND_ROWS_AVX512)
+    && TGC_APPLY(TGC_BAND_FITS, TGC_BAND_ROWS_PORTABLE)
+    && TGC_APPLY(TGC_BAND_FITS, TGC_BAND_ROWS_AVX2)
+    && TGC_APPLY(TGC_BAND_FITS, TGC_BAND_ROWS_AVX512) ? 1 : -1];
 #define TGC_F32_LANES(f32, f64) f32
 #define TGC_ROW4_2(f32, f64) f32, f64
 #define TGC_F64_LANES(f32, f64) f64
@@ -158,12 +185,19 @@ typedef char tgc_tiles_fit_registers[
     TGC_CASE(V, 18) TGC_CASE(V, 19) TGC_CASE(V, 20)
 
 /* ---- portable: 4-wide arrays the compiler may vectorize for whatever CPU it targets ---- */
+typedef struct { int lo, hi; } tgc_range;     /* the portable path's lane mask: [lo, hi) */
+static TGC_INLINE tgc_range tgc_range_of(int lo, int hi) { tgc_range m = {lo, hi}; return m; }
+
 #define TGC_PORTABLE_OPS(TYPE, VT)                                                            \
     typedef struct { TYPE v[4]; } VT;                                                         \
     static TGC_INLINE VT VT##_zero(void) { VT r = {{0, 0, 0, 0}}; return r; }                 \
     static TGC_INLINE VT VT##_load(const TYPE *p) { VT r; memcpy(r.v, p, sizeof r.v); return r; } \
     static TGC_INLINE VT VT##_load_part(const TYPE *p, int n)                                 \
     { VT r = {{0, 0, 0, 0}}; memcpy(r.v, p, (size_t)n * sizeof(TYPE)); return r; }            \
+    static TGC_INLINE VT VT##_load_range(const TYPE *p, tgc_range m)                          \
+    { VT r = {{0, 0, 0, 0}}; for (int l = m.lo; l < m.hi; l++) r.v[l] = p[l]; return r; }     \
+    static TGC_INLINE VT VT##_fma_range(VT a, VT b, VT c, tgc_range m)                        \
+    { for (int l = m.lo; l < m.hi; l++) c.v[l] += a.v[l] * b.v[l]; return c; }                \
     static TGC_INLINE void VT##_store_part(TYPE *p, VT a, int n)                              \
     { memcpy(p, a.v, (size_t)n * sizeof(TYPE)); }                                             \
     static TGC_INLINE VT VT##_bcast(TYPE x) { VT r = {{x, x, x, x}}; return r; }              \
@@ -185,6 +219,8 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 
 #define TARGET
 #define TGC_PIXELS TGC_PIXELS_PORTABLE
+#define TGC_BAND_ROWS TGC_BAND_ROWS_PORTABLE
+#define TGC_BAND_VECTORS TGC_VECTORS_PORTABLE
 
 #define T float
 #define V tgc_v4f
@@ -200,6 +236,10 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #define TRANSPOSE(r) tgc_v4f_transpose(r)
 #define SFMA(a, b, c) ((c) + (a) * (b))
 #define VLOAD_PART(p, n) tgc_v4f_load_part(p, n)
+#define VMASK tgc_range
+#define VMASK_RANGE(lo, hi) tgc_range_of(lo, hi)
+#define VLOAD_MASK(p, m) tgc_v4f_load_range(p, m)
+#define VFMA_MASK(a, b, c, m) tgc_v4f_fma_range(a, b, c, m)
 #define VSTORE_PART(p, v, n) tgc_v4f_store_part(p, v, n)
 #include "conv_tile.h"
 
@@ -217,11 +257,17 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #define TRANSPOSE(r) tgc_v4d_transpose(r)
 #define SFMA(a, b, c) ((c) + (a) * (b))
 #define VLOAD_PART(p, n) tgc_v4d_load_part(p, n)
+#define VMASK tgc_range
+#define VMASK_RANGE(lo, hi) tgc_range_of(lo, hi)
+#define VLOAD_MASK(p, m) tgc_v4d_load_range(p, m)
+#define VFMA_MASK(a, b, c, m) tgc_v4d_fma_range(a, b, c, m)
 #define VSTORE_PART(p, v, n) tgc_v4d_store_part(p, v, n)
 #include "conv_tile.h"
 
 #undef TARGET
 #undef TGC_PIXELS
+#undef TGC_BAND_ROWS
+#undef TGC_BAND_VECTORS
 
 #if TGC_X86
 /* ---- the transposes of a LANES x LANES block in registers: unpack pairs of rows, shuffle
@@ -303,6 +349,8 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 /* ---- AVX2 + FMA: 16 registers, so at most 12 accumulators ---- */
 #define TARGET TGC_TARGET_AVX2
 #define TGC_PIXELS TGC_PIXELS_AVX2
+#define TGC_BAND_ROWS TGC_BAND_ROWS_AVX2
+#define TGC_BAND_VECTORS TGC_VECTORS_AVX2
 
 #define T float
 #define V __m256
@@ -320,6 +368,10 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define TGC_MASK8(n) _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, \
                                                                                5, 6, 7))
 #define VLOAD_PART(p, n) _mm256_maskload_ps(p, TGC_MASK8(n))
+#define VMASK __m256i
+#define VMASK_RANGE(lo, hi) _mm256_andnot_si256(TGC_MASK8(lo), TGC_MASK8(hi))
+#define VLOAD_MASK(p, m) _mm256_maskload_ps(p, m)
+#define VFMA_MASK(a, b, c, m) _mm256_blendv_ps(c, _mm256_fmadd_ps(a, b, c), _mm256_castsi256_ps(m))
 #define VSTORE_PART(p, v, n) _mm256_maskstore_ps(p, TGC_MASK8(n), v)
 #define DEAL2(lo, hi, even, odd) do {     /* [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6], reordered */ \
         even = _mm256_castpd_ps(_mm256_permute4x64_pd(                                    \
@@ -349,6 +401,10 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define SFMA(a, b, c) fma(a, b, c)
 #define TGC_MASK4(n) _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3))
 #define VLOAD_PART(p, n) _mm256_maskload_pd(p, TGC_MASK4(n))
+#define VMASK __m256i
+#define VMASK_RANGE(lo, hi) _mm256_andnot_si256(TGC_MASK4(lo), TGC_MASK4(hi))
+#define VLOAD_MASK(p, m) _mm256_maskload_pd(p, m)
+#define VFMA_MASK(a, b, c, m) _mm256_blendv_pd(c, _mm256_fmadd_pd(a, b, c), _mm256_castsi256_pd(m))
 #define VSTORE_PART(p, v, n) _mm256_maskstore_pd(p, TGC_MASK4(n), v)
 #define DEAL2(lo, hi, even, odd) do {     /* [lo0 hi0 | lo2 hi2], reordered */               \
         even = _mm256_permute4x64_pd(_mm256_unpacklo_pd(lo, hi), 0xD8);                   \
@@ -363,10 +419,14 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 
 #undef TARGET
 #undef TGC_PIXELS
+#undef TGC_BAND_ROWS
+#undef TGC_BAND_VECTORS
 
 /* ---- AVX-512F: 32 registers, so up to 28 accumulators ---- */
 #define TARGET TGC_TARGET_AVX512
 #define TGC_PIXELS TGC_PIXELS_AVX512
+#define TGC_BAND_ROWS TGC_BAND_ROWS_AVX512
+#define TGC_BAND_VECTORS TGC_VECTORS_AVX512
 
 #define T float
 #define V __m512
@@ -382,6 +442,10 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define TRANSPOSE(r) tgc_transpose_avx512_f32(r)
 #define SFMA(a, b, c) fmaf(a, b, c)
 #define VLOAD_PART(p, n) _mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1), p)
+#define VMASK __mmask16
+#define VMASK_RANGE(lo, hi) ((__mmask16)(((1u << (hi)) - 1) & ~((1u << (lo)) - 1)))
+#define VLOAD_MASK(p, m) _mm512_maskz_loadu_ps(m, p)
+#define VFMA_MASK(a, b, c, m) _mm512_mask3_fmadd_ps(a, b, c, m)
 #define VSTORE_PART(p, v, n) _mm512_mask_storeu_ps(p, (__mmask16)((1u << (n)) - 1), v)
 #define DEAL2(lo, hi, even, odd) do {                                                      \
         even = _mm512_permutex2var_ps(lo, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, \
@@ -411,6 +475,10 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define TRANSPOSE(r) tgc_transpose_avx512_f64(r)
 #define SFMA(a, b, c) fma(a, b, c)
 #define VLOAD_PART(p, n) _mm512_maskz_loadu_pd((__mmask8)((1u << (n)) - 1), p)
+#define VMASK __mmask8
+#define VMASK_RANGE(lo, hi) ((__mmask8)(((1u << (hi)) - 1) & ~((1u << (lo)) - 1)))
+#define VLOAD_MASK(p, m) _mm512_maskz_loadu_pd(m, p)
+#define VFMA_MASK(a, b, c, m) _mm512_mask3_fmadd_pd(a, b, c, m)
 #define VSTORE_PART(p, v, n) _mm512_mask_storeu_pd(p, (__mmask8)((1u << (n)) - 1), v)
 #define DEAL2(lo, hi, even, odd) do {                                                      \
         even = _mm512_permutex2var_pd(lo, _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), hi); \
@@ -425,6 +493,8 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 
 #undef TARGET
 #undef TGC_PIXELS
+#undef TGC_BAND_ROWS
+#undef TGC_BAND_VECTORS
 #endif /* TGC_X86 */
 
 /* ---- what the CPU can run ---- */
@@ -590,6 +660,14 @@ TGC_PATH_TABLE(deal, f32)
 TGC_PATH_TABLE(deal, f64)
 TGC_PATH_TABLE(weave, f32)
 TGC_PATH_TABLE(weave, f64)
+
+typedef void (*tgc_band_f32)(const tgc_band_shape *, const float *, const float *, float *,
+                             const float *);
+typedef void (*tgc_band_f64)(const tgc_band_shape *, const double *, const double *, double *,
+                             const double *);
+
+TGC_PATH_TABLE(band, f32)
+TGC_PATH_TABLE(band, f64)
 
 /* Flops done by `rounds` rounds of the FMA probe of `path`, float32 or float64. */
 static double tgc_fma_probe(int path, int is_double, long rounds)

@@ -16,7 +16,7 @@ cdef extern from "microkernels.h" nogil:
     ctypedef void (*tgc_tile_f64)(const double *, const double *, const ptrdiff_t *, int,
                                   const tgc_loops *, double *, const ptrdiff_t *, int)
     enum:
-        TGC_PORTABLE, TGC_AVX2, TGC_AVX512, TGC_MAX_PIX, TGC_TILE_CAPACITY
+        TGC_PORTABLE, TGC_AVX2, TGC_AVX512, TGC_MAX_PIX, TGC_TILE_CAPACITY, TGC_BAND_MAX_KW
     int tgc_best_path()
     int tgc_lanes(int path, int itemsize)
     int tgc_max_pixels(int path, int vectors)
@@ -58,3 +58,15 @@ cdef extern from "microkernels.h" nogil:
     tgc_deal_f64 tgc_deal_fn_f64(int path)
     tgc_deal_f32 tgc_weave_fn_f32(int path)
     tgc_deal_f64 tgc_weave_fn_f64(int path)
+    ctypedef struct tgc_band_shape:
+        ptrdiff_t R, KH, KW, row_step, row_dil, row_at, in_h, chan, pitch
+        const ptrdiff_t *col
+        const ptrdiff_t *col_lo
+        const ptrdiff_t *col_hi
+        ptrdiff_t out_h, out_w, out_pitch
+    ctypedef void (*tgc_band_f32)(const tgc_band_shape *, const float *, const float *,
+                                  float *, const float *)
+    ctypedef void (*tgc_band_f64)(const tgc_band_shape *, const double *, const double *,
+                                  double *, const double *)
+    tgc_band_f32 tgc_band_fn_f32(int path)
+    tgc_band_f64 tgc_band_fn_f64(int path)

@@ -4,11 +4,11 @@
     python3 benchmarks/bench_kernels.py --threads 1 --cpu-time   # on a busy shared machine
 
 For each shape it prints the median time of the forward alone (under no_grad) and of forward +
-backward, ours and PyTorch's measured in the same run (in alternating blocks of calls, see `medians`),
-their ratio (ours / PyTorch: below 1.0 means we are faster), our achieved GFLOP/s (for
-max-pool: billions of window elements compared per second) and, for the convolutions, that as a
-percentage of the machine's peak. The calls go through the public ops (`cnn_ops.conv2d(...)` +
-`.backward(grad)`), so the graph's overhead is included.
+backward, ours and PyTorch's measured in the same run (in alternating blocks of calls: see
+`medians`), their ratio (ours / PyTorch: below 1.0 means we are faster), our achieved GFLOP/s
+(for max-pool: billions of window elements compared per second) and, for the convolutions, that
+as a percentage of the machine's peak. The calls go through the public ops (`cnn_ops.conv2d(...)`
++ `.backward(grad)`), so the graph's overhead is included.
 
 Beside the table it prints the same run's matrix-product rate, (2048 x 2048) @ (2048 x 2048) on
 the same threads through torch.mm (MKL or oneDNN) and through NumPy (OpenBLAS), and each

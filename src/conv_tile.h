@@ -381,6 +381,9 @@ TARGET static void TGC_FN(tgc_terms)(const T *k, const ptrdiff_t *koff, const T 
         if (vectors > 3) VSTORE(o + u[3], s3_##m);                                          \
     }
 
+/* a lane bound clamped to [0, LANES] */
+#define TGC_LANE(x) ((int)((x) < 0 ? 0 : (x) < LANES ? (x) : LANES))
+
 /* column tap j of every row the band's input row meets: first (F) and last (L) vectors masked */
 #define TGC_BAND_TAP(F, L)                                                                  \
     const int fm = F, lm = L;                                                               \
@@ -400,17 +403,14 @@ TARGET static TGC_INLINE void TGC_FN(tgc_band_body)(const tgc_band_shape *sh, co
     TGC_FOR_BAND(TGC_BAND_START)
     VMASK first_mask[TGC_BAND_MAX_KW], last_mask[TGC_BAND_MAX_KW];
     unsigned char edges[TGC_BAND_MAX_KW];   /* 1: the first vector masked, 2: the last, 3 */
-    for (ptrdiff_t j = 0; j < sh->KW; j++) {
-        const ptrdiff_t lo_ = sh->col_lo[j] - u[0], hi_ = sh->col_hi[j] - u[vectors - 1];
-        first_mask[j] = VMASK_RANGE((int)(lo_ < 0 ? 0 : lo_ < LANES ? lo_ : LANES),
-                                    (int)(sh->col_hi[j] - u[0] < LANES ? sh->col_hi[j] - u[0]
-                                                                       : LANES));
-        last_mask[j] = VMASK_RANGE((int)(sh->col_lo[j] - u[vectors - 1] > 0
-                                             ? sh->col_lo[j] - u[vectors - 1] : 0),
-                                   (int)(hi_ < 0 ? 0 : hi_ < LANES ? hi_ : LANES));
-        edges[j] = (unsigned char)((lo_ > 0 || sh->col_hi[j] - u[0] < LANES)
-                                   | (vectors > 1 && (hi_ < LANES
-                                                      || sh->col_lo[j] > u[vectors - 1])) << 1);
+    for (ptrdiff_t j = 0; j < sh->KW; j++) {     /* the real lanes [lo, hi) of the two */
+        const ptrdiff_t lo0 = sh->col_lo[j] - u[0], hi0 = sh->col_hi[j] - u[0];
+        const ptrdiff_t lo1 = sh->col_lo[j] - u[vectors - 1];
+        const ptrdiff_t hi1 = sh->col_hi[j] - u[vectors - 1];
+        first_mask[j] = VMASK_RANGE(TGC_LANE(lo0), TGC_LANE(hi0));
+        last_mask[j] = VMASK_RANGE(TGC_LANE(lo1), TGC_LANE(hi1));
+        edges[j] = (unsigned char)((lo0 > 0 || hi0 < LANES)
+                                   | (vectors > 1 && (lo1 > 0 || hi1 < LANES)) << 1);
     }
     for (ptrdiff_t r = 0; r < sh->R; r++) {
         const T *kr = k + r * sh->KH * sh->KW;
@@ -513,6 +513,7 @@ TARGET static void TGC_FN(tgc_band)(const tgc_band_shape *sh, const T *k, const 
 #undef TGC_BAND_CASE
 #undef TGC_BAND_LOADS
 #undef TGC_BAND_TAP
+#undef TGC_LANE
 #undef TGC_BAND_FMA
 
 /*     dot:  acc[y % 4] += z[y * zs + x] * in[y * is + x]   (lane (x - lo) % LANES)

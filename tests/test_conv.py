@@ -107,6 +107,19 @@ def test_conv2d_matches_pytorch_on_every_simd_path(path, dtype, case, seed):
     assert_conv2d_matches_pytorch(path, dtype, case, seed)
 
 
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", [
+    ((2, 3, 5, 40), (3, 1, 3, 3), (1, 1), (1, 20), (1, 9), 3),     # padding wider than a vector
+    ((1, 2, 4, 17), (4, 1, 2, 16), (2, 1), (0, 15), (1, 1), 2),    # the widest kernel a band takes
+    ((1, 2, 4, 20), (2, 1, 1, 17), (1, 1), (0, 8), (1, 1), 2),     # one wider: plane_task
+])
+def test_depthwise_bands_edges_match_pytorch_on_every_simd_path(path, dtype, case):
+    # tgc_band masks the vectors at a row's edges; padding wider than a vector masks the ones
+    # between them too (each alone), and a kernel wider than a band's masks goes to plane_task
+    assert_conv2d_matches_pytorch(path, dtype, case, seed=5)
+
+
 def assert_conv2d_matches_pytorch(path, dtype, case, seed):
     """Z, dL/dA, dL/dW, dL/db of conv2d (+ backward) on `path` against PyTorch's float64."""
     _, _, stride, padding, dilation, groups = case
@@ -376,6 +389,7 @@ def test_nan_and_inf_stay_where_their_real_taps_put_them_with_lanes(simd_path, x
     ((7, 6, 10, 9), (9, 2, 3, 2), (1, 1), (1, 0), (1, 1), 3),
     ((33, 1, 12, 12), (32, 1, 3, 3), (1, 1), (0, 0), (1, 1), 1),
     ((3, 6, 9, 37), (12, 1, 3, 3), (2, 2), (1, 1), (1, 1), 6),
+    ((3, 6, 9, 37), (12, 1, 3, 3), (1, 1), (1, 1), (1, 1), 6),      # depthwise bands
 ])
 def test_conv2d_is_bit_identical_for_any_thread_count(simd_path, case):
     x, w, b, g = conv_arrays(case, np.float32, seed=3)

@@ -69,23 +69,25 @@ POOLS = {
 CLOCK = time.perf_counter
 
 
-def medians(fns, repeats: int, block: int = 5) -> list[float]:
+def medians(fns, repeats: int, block: int = 5, settle: int = 3) -> list[float]:
     """Median wall time in ms of each function over `repeats` timed calls, taken in blocks:
-    each function in turn runs one untimed call and then `block` timed ones in a row.
+    each function in turn runs `settle` untimed calls and then `block` timed ones in a row.
 
-    Ours and PyTorch's calls share the machine's two cores with each other's idle OpenMP
-    threads, which spin for a while after a call: the untimed call absorbs the other side's
-    spinning (and warms the caches), and the calls in a row measure each side in its own steady
-    state, as a program that uses one of them runs. (Alternating call by call, the default of
-    earlier rounds, gave sub-millisecond rows ratios that moved by 2x from one process to the
-    next.)
+    The first calls after the other side's are slow for both sides, ours and PyTorch's alike:
+    measured on dw2's forward after PyTorch's fwd+bwd, the 1st to 5th calls took 2.3, 1.4,
+    1.2, 1.05 and 1.0 times the steady time (caches, the allocator's memory, the threads'
+    wake-up on a shared VM). The untimed calls let that settle, and the calls in a row measure
+    each side in its steady state, as a training loop that uses one of them runs. (Alternating
+    call by call, as earlier rounds did, the sub-millisecond rows' ratios moved by 2x from one
+    process to the next.)
     """
     for fn in fns:                                  # warm up: workspaces, thread pools
         fn()
     times = [[] for _ in fns]
     for _ in range(-(-repeats // block)):
         for fn, ts in zip(fns, times):
-            fn()
+            for _ in range(settle):
+                fn()
             for _ in range(block):
                 start = CLOCK()
                 fn()

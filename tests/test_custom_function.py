@@ -113,3 +113,41 @@ else:
 """
     out = run_python(["-O", "-c", script], timeout=120).stdout
     assert out.startswith("refused: Pair.backward returned 1 gradient(s) for 2 input(s)"), out
+
+
+FRESH_IDS: list = []
+KEPT = np.full((2, 3), 7.0)
+
+
+class Fresh(Function):
+    """out = 2a; backward returns a new array (and notes its id), or KEPT, an array it keeps."""
+
+    keep = False
+
+    def forward(ctx, a):
+        return a * 2
+
+    def backward(ctx, g):
+        if type(ctx).keep:
+            return KEPT
+        fresh = g * 2
+        FRESH_IDS.append(id(fresh))
+        return fresh
+
+
+def test_a_leafs_first_gradient_is_the_ops_fresh_array_itself_but_never_a_kept_one():
+    # PyTorch's rule: a gradient nothing else holds becomes .grad as it is (no copy of a conv's
+    # dL/dA each step); one that something still holds (a module's array, the same array sent
+    # to two leaves) is copied, so that changing .grad in place changes nothing else
+    a = Tensor(np.ones((2, 3)), requires_grad=True)
+    Fresh.apply(a).sum().backward()
+    assert id(a.grad) == FRESH_IDS[-1]
+    kept = type("Kept", (Fresh,), {"keep": True})
+    b = Tensor(np.ones((2, 3)), requires_grad=True)
+    kept.apply(b).sum().backward()
+    b.grad += 1
+    assert np.array_equal(KEPT, np.full((2, 3), 7.0)) and np.array_equal(b.grad, KEPT + 1)
+    c, d = (Tensor(np.ones(3), requires_grad=True) for _ in range(2))
+    (c + d).backward(np.array([1.0, 2.0, 3.0]))          # add sends one array to both
+    c.grad += 10
+    assert np.array_equal(d.grad, [1.0, 2.0, 3.0]) and c.grad is not d.grad

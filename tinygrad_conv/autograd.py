@@ -175,8 +175,9 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
         if node._hooks is not None:
             g = _run_hooks(node, g)       # register_hook, then retain_grad
         ctx = node._ctx
-        if ctx is None:
-            _accumulate(node, g)          # a leaf: add into .grad, like PyTorch
+        if ctx is None:                   # a leaf: add into .grad, like PyTorch
+            sole = _references(g) <= _ONE_HOLDER      # (asked alone: no call's argument yet)
+            _accumulate(node, g, sole)
             continue
         input_grads = _call_backward(ctx, g, retain_graph)
         for index, parent in enumerate(ctx.parents):
@@ -184,6 +185,7 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
             if parent_grad is not None:
                 earlier = pending.get(parent)
                 pending[parent] = parent_grad if earlier is None else earlier + parent_grad
+        input_grads = parent_grad = earlier = None    # (so that `pending` holds them alone)
 
 
 def topological_order(root, every_input: bool = False) -> list:
@@ -227,12 +229,31 @@ def _call_backward(ctx: Function, grad_out: np.ndarray, retain_graph: bool) -> l
     return grads
 
 
-def _accumulate(leaf, grad: np.ndarray) -> None:
-    """leaf.grad += grad; the first gradient is the leaf's own copy, never a view."""
+def _accumulate(leaf, grad: np.ndarray, sole: bool) -> None:
+    """leaf.grad += grad. The first gradient becomes the leaf's own: the array itself when
+    nothing else holds it (`sole`: an op's fresh result, PyTorch's rule too), else a copy,
+    never a view of another array."""
     if leaf.grad is None:
-        leaf.grad = np.array(grad, dtype=leaf.data.dtype)
+        own = sole and grad.base is None and grad.dtype == leaf.data.dtype
+        leaf.grad = grad if own and grad.flags.writeable else np.array(grad, leaf.data.dtype)
     else:
         leaf.grad = leaf.grad + grad
+
+
+def _references(value) -> int:
+    """How many references `value` has, seen from a caller holding it in one local variable
+    (sys.getrefcount's count, this call's own included)."""
+    return sys.getrefcount(value)
+
+
+def _references_of_a_fresh_array() -> int:
+    fresh = np.empty(0)
+    return _references(fresh)
+
+
+# what _references says of an array nothing but the caller's variable holds (the count depends
+# on how the module runs: compiled or not, so it is measured, the same way backward asks)
+_ONE_HOLDER = _references_of_a_fresh_array()
 
 
 # ----------------------------------------------------------------------------------------------

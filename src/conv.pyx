@@ -645,16 +645,19 @@ cdef void correlate_class(const Correlation *cor, const floating *kernel,
     loops.in_step[2] = cols.source_step * cor.pix_step
     kernel += block[B_KERNEL] + ((r0 * cor.taps_h + rc[0]) * cor.taps_w + cc[0]) * width
     src += block[B_SRC] + r0 * cor.chan_step
+    cdef const Py_ssize_t *xs = cols.members + cc[2]
+    cdef Py_ssize_t pix_step = cor.pix_step, n_cols = cc[3], row_at, out_at
     for n in range(n_images):
         for i in range(rc[3]):
             y = rows.members[rc[2] + i]
             if y < y0 or y >= y1:
                 continue
-            for j in range(cc[3]):
-                x = cols.members[cc[2] + j]
-                pix[npix] = n * cor.image + rows.plan[3 * y + 2] * cor.pitch \
-                    + cols.plan[3 * x + 2] * cor.pix_step
-                at[npix] = ((n * (y1 - y0) + y - y0) * cor.out_pitch + x) * width
+            row_at = n * cor.image + rows.plan[3 * y + 2] * cor.pitch   # (the row's, once)
+            out_at = (n * (y1 - y0) + y - y0) * cor.out_pitch
+            for j in range(n_cols):
+                x = xs[j]
+                pix[npix] = row_at + cols.plan[3 * x + 2] * pix_step
+                at[npix] = (out_at + x) * width
                 npix += 1
                 if npix == most:
                     run_tile(kernel, src, pix, npix, &loops, stage, at, r0 > 0, cor.path,
@@ -1352,11 +1355,21 @@ def correlate_planes(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t gro
 # only its real lanes (tgc_band), and a band of output rows shares its loads. Same terms, same
 # order, same bits as plane_task.
 
+cdef bint _bands = True         # (off: plane_task takes them all; tests compare the two)
+
+
+def use_bands(bint on):
+    """Whether correlate_planes may hand its work to correlate_bands (tests and benchmarks
+    compare the two: the same bits)."""
+    global _bands
+    _bands = on
+
+
 def bands_fit(Axis rows, Axis cols, Py_ssize_t kernel_width):
     """Whether correlate_bands takes this correlation (shapes only): no output phases, and no
     column stride either (measured: dealing a plane into phases and then reading its edges
     through masks cost more than plane_task), and a kernel no wider than a band's masks."""
-    return rows.params[5] == 1 and cols.params[5] == 1 and cols.params[3] == 1 \
+    return _bands and rows.params[5] == 1 and cols.params[5] == 1 and cols.params[3] == 1 \
         and kernel_width <= TGC_BAND_MAX_KW
 
 

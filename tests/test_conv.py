@@ -120,6 +120,30 @@ def test_depthwise_bands_edges_match_pytorch_on_every_simd_path(path, dtype, cas
     assert_conv2d_matches_pytorch(path, dtype, case, seed=5)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", [
+    ((2, 4, 9, 40), (4, 1, 3, 3), (1, 1), (1, 1), (1, 1), 4),
+    ((1, 3, 12, 37), (6, 1, 5, 3), (2, 1), (2, 0), (1, 2), 3),      # row stride, multiplier 2
+    ((2, 2, 7, 64), (2, 1, 3, 7), (1, 1), (3, 3), (2, 1), 2),
+])
+def test_depthwise_bands_give_plane_tasks_bits(simd_path, dtype, case):
+    # tgc_band sums each output's real terms in plane_task's order, its masked lanes adding
+    # nothing: the two ways give the very same bits (Z, and dL/dA at stride 1)
+    x, w, b, g = conv_arrays(case, dtype, seed=9)
+    _, _, stride, padding, dilation, groups = case
+    runs = []
+    try:
+        for bands in (True, False):
+            _conv.use_bands(bands)
+            runs.append([_conv.conv2d_forward(x, w, b, stride, padding, dilation, groups),
+                         _conv.conv2d_backward(x, w, g, stride, padding, dilation, True, False,
+                                               False, groups)[0]])
+    finally:
+        _conv.use_bands(True)
+    for name, with_bands, without in zip(["Z", "dL/dA"], *runs):
+        assert with_bands.tobytes() == without.tobytes(), name
+
+
 def assert_conv2d_matches_pytorch(path, dtype, case, seed):
     """Z, dL/dA, dL/dW, dL/db of conv2d (+ backward) on `path` against PyTorch's float64."""
     _, _, stride, padding, dilation, groups = case

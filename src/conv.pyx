@@ -28,7 +28,9 @@ output rows are a vector or more wide, each plane's pixels go in the lanes inste
 the "Planes" section at the end): an output row is a run of vectors, out[x] = sum of weight *
 input[x + offset] over the real taps, read and written in NCHW where they lie (a stride along
 the rows deals them into phases first), and dL/dW sums Z' * A along the rows, four vectors a
-tap. Narrower planes put the groups side by side in the lanes (`groups_in_lanes`): the input is
+tap. Without a column stride (Z, and dL/dA at stride 1) a band of output rows shares each
+input row's loads, and a row's edge vectors load and add only their real lanes (`tgc_band`,
+"Bands"). Narrower planes put the groups side by side in the lanes (`groups_in_lanes`): the input is
 staged channels-last (`stage_groups`) and read as vectors, not broadcast, by a variant of the
 same micro-kernel. dL/dA of a single-channel input (C = 1) puts its reduction, the filters, in the
 lanes (`reduction_in_lanes`), and each output adds up its tile's lanes (`fold`). A tile holds

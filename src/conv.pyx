@@ -1345,7 +1345,7 @@ def correlate_planes(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t gro
     cdef const floating[::1] bias = b
     cdef const floating *base
     with nogil, parallel(num_threads=threads):
-        for task in prange(N * F, schedule="dynamic"):
+        for task in prange(N * F, schedule="guided"):
             n, o = task // F, task % F
             base = dealt(&pl, &src[n, (o // O) * pl.R, 0, 0], &ibuf[threadid(), 0])
             plane_task(&pl, &k[o, 0, 0, 0], base, NULL if b is None else &bias[o],
@@ -1418,7 +1418,7 @@ def correlate_bands(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t grou
     cdef const floating[::1] bias = b
     cdef const floating *base
     with nogil, parallel(num_threads=threads):
-        for task in prange(N * F, schedule="dynamic"):
+        for task in prange(N * F, schedule="guided"):
             n, o = task // F, task % F
             base = dealt(&pl, &src[n, (o // O) * pl.R, 0, 0], &ibuf[threadid(), 0])
             band_plane(&sh, &k[o, 0, 0, 0], base, &out[n, o, 0, 0],
@@ -1496,7 +1496,7 @@ def weight_grad_planes(const floating[:, :, :, ::1] a, const floating[:, :, :, :
     cdef floating[:, :, :, ::1] dw = dweight
     cdef double[::1] db = dbias
     with nogil, parallel(num_threads=threads):
-        for f in prange(F, schedule="dynamic"):
+        for f in prange(F, schedule="guided"):
             plane_weight_grad(&pl, &row_taps[0], a.shape[0], &a[0, f // m, 0, 0],
                               a.shape[1] * pl.in_plane, &dz[0, f, 0, 0],
                               dz.shape[1] * dz.shape[2] * dz.shape[3], &acc[threadid(), 0],

@@ -298,6 +298,31 @@ TARGET static TGC_INLINE void TGC_FN(tgc_terms_row)(const T *k, const ptrdiff_t 
     }
 }
 
+/* a run shorter than a vector, four rows at a time: each output still one chain of SFMAs in
+ * the terms' order (tgc_terms_row's, the same bits), but four chains run at once instead of
+ * one after the other (a border column of a plane is such a run, one output a row) */
+TARGET static void TGC_FN(tgc_terms_narrow4)(const T *k, const ptrdiff_t *koff, const T *in,
+                                             const ptrdiff_t *ioff, int nterms, ptrdiff_t count,
+                                             T *out, const T *bias, ptrdiff_t in_step,
+                                             ptrdiff_t out_step)
+{
+    for (ptrdiff_t u = 0; u < count; u++) {
+        T a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        for (int t = 0; t < nterms; t++) {
+            const T w = k[koff[t]];
+            const T *p = in + ioff[t] + u;
+            a0 = SFMA(w, p[0], a0);
+            a1 = SFMA(w, p[in_step], a1);
+            a2 = SFMA(w, p[2 * in_step], a2);
+            a3 = SFMA(w, p[3 * in_step], a3);
+        }
+        out[u] = bias ? a0 + *bias : a0;
+        out[out_step + u] = bias ? a1 + *bias : a1;
+        out[2 * out_step + u] = bias ? a2 + *bias : a2;
+        out[3 * out_step + u] = bias ? a3 + *bias : a3;
+    }
+}
+
 /* `rows` rows of outputs that share their terms: row r's inputs and outputs start
  * r * in_step and r * out_step further on */
 TARGET static void TGC_FN(tgc_terms)(const T *k, const ptrdiff_t *koff, const T *in,
@@ -305,7 +330,12 @@ TARGET static void TGC_FN(tgc_terms)(const T *k, const ptrdiff_t *koff, const T 
                                      T *out, const T *bias, ptrdiff_t rows, ptrdiff_t in_step,
                                      ptrdiff_t out_step)
 {
-    for (ptrdiff_t r = 0; r < rows; r++)
+    ptrdiff_t r = 0;
+    if (count < LANES)
+        for (; r + 4 <= rows; r += 4)
+            TGC_FN(tgc_terms_narrow4)(k, koff, in + r * in_step, ioff, nterms, count,
+                                      out + r * out_step, bias, in_step, out_step);
+    for (; r < rows; r++)
         TGC_FN(tgc_terms_row)(k, koff, in + r * in_step, ioff, nterms, count, out + r * out_step,
                               bias);
 }

@@ -69,23 +69,29 @@ POOLS = {
 CLOCK = time.perf_counter
 
 
-def medians(fns, repeats: int, block: int = 5, settle: int = 3) -> list[float]:
+def medians(fns, repeats: int, block: int = 5, settle: int = 5,
+            pause: float = 0.02) -> list[float]:
     """Median wall time in ms of each function over `repeats` timed calls, taken in blocks:
-    each function in turn runs `settle` untimed calls and then `block` timed ones in a row.
+    each function in turn waits `pause` seconds, runs `settle` untimed calls and then `block`
+    timed ones in a row.
 
-    The first calls after the other side's are slow for both sides, ours and PyTorch's alike:
-    measured on dw2's forward after PyTorch's fwd+bwd, the 1st to 5th calls took 2.3, 1.4,
-    1.2, 1.05 and 1.0 times the steady time (caches, the allocator's memory, the threads'
-    wake-up on a shared VM). The untimed calls let that settle, and the calls in a row measure
-    each side in its steady state, as a training loop that uses one of them runs. (Alternating
-    call by call, as earlier rounds did, the sub-millisecond rows' ratios moved by 2x from one
-    process to the next.)
+    Both sides' OpenMP threads spin for a few milliseconds after a call before they sleep: on
+    2 cores, the other side's spinning threads take a core from the calls being timed (after
+    PyTorch's c4 fwd+bwd, our dw2 forward ran at one thread's speed, 0.41-0.45 ms instead of
+    0.25-0.29). The pause lets them go to sleep; the untimed calls then wake this side's own
+    threads and warm the caches (after a pause, PyTorch's dw2 forward took 4.4, 1.9, 1.4, 1.1
+    and 1.1 times its steady time in its first five calls; ours 2.9, 1.6, 1.3, 1.1, 1.0), and
+    the calls in a row measure each side in its steady state, as a training loop that uses one
+    of them runs. (Alternating call by call, as
+    earlier rounds did, the sub-millisecond rows' ratios moved by 2x from one process to the
+    next.)
     """
     for fn in fns:                                  # warm up: workspaces, thread pools
         fn()
     times = [[] for _ in fns]
     for _ in range(-(-repeats // block)):
         for fn, ts in zip(fns, times):
+            time.sleep(pause)
             for _ in range(settle):
                 fn()
             for _ in range(block):

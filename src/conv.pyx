@@ -1352,10 +1352,10 @@ def correlate_planes(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t gro
                        &out[n, o, 0, 0], &obuf[threadid(), 0])
 
 
-# Bands: when no axis has output phases (Z, and dL/dA at stride 1), each output row of a plane
-# is one run of vectors, padding columns and all: a vector that reaches into the padding loads
-# only its real lanes (tgc_band), and a band of output rows shares its loads. Same terms, same
-# order, same bits as plane_task.
+# Bands: when no axis has output phases and the columns no stride (Z, and dL/dA at stride 1;
+# see bands_fit), each output row of a plane is one run of vectors, padding columns and all: a
+# vector that reaches into the padding loads and adds only its real lanes (tgc_band), and a
+# band of output rows shares its loads. Same terms, same order, same bits as plane_task.
 
 cdef bint _bands = True         # (off: plane_task takes them all; tests compare the two)
 

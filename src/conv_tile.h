@@ -347,17 +347,17 @@ TARGET static void TGC_FN(tgc_terms)(const T *k, const ptrdiff_t *koff, const T 
  *                                           + col[j] + u])  (+ *bias)
  *            for the output rows y = y0 + m, m < `rows`, and the outputs u of `vectors` vectors;
  *            the terms whose input row lies outside [0, in_h), or whose column u lies outside
- *            [col_lo[j], col_hi[j]), are padding: zero
+ *            [col_lo[j], col_hi[j]), are padding: never multiplied
  *
  * Z = W ⊛ A with the input's pixels in the lanes, as tgc_terms, but each input row of the band
  * is loaded once a column tap: input row rho serves every output row m of the band that meets
  * it (kernel row i = (rho - m*row_step) / row_dil), so one load feeds up to KH fused
- * multiply-adds a vector instead of one. A vector that reaches into the padding columns is
- * loaded with the padding's lanes masked to zero (VLOAD_MASK: nothing outside the row is
- * read), so no column is taken one by one. Each output sums its terms in (r, i, j) order, one
- * chain of FMAs: tgc_terms' order, the same bits (a padding term adds w * 0 = +-0 to a sum that
- * started at +0, which leaves it as it was). The accumulators are named variables (see the
- * tiles above), s<v>_<m>: `vectors` and `rows` are constants in each copy. */
+ * multiply-adds a vector instead of one. A vector that reaches into the padding columns loads
+ * and adds its real lanes only (VLOAD_MASK, VFMA_MASK: nothing outside the row is read, and an
+ * Inf weight never meets padding), so no column is taken one by one. Each output sums its real
+ * terms in (r, i, j) order, one chain of FMAs: plane_task's order (tgc_terms), the same bits.
+ * The accumulators are named variables (see the tiles above), s<v>_<m>: `vectors` and `rows`
+ * are constants in each copy. */
 
 #define TGC_FOR_BAND(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 #define TGC_BAND_MAX 8

@@ -1150,9 +1150,9 @@ cdef struct Planes:             # a plane correlation's shapes, seen from nogil 
     Py_ssize_t chan, pitch, qstep   # the input as the terms read it: next channel, row, phase
     const Py_ssize_t *taps      # phase 0's taps (phase_columns), n_taps of them
     Py_ssize_t n_taps
-    const Py_ssize_t *runs      # (n_runs, 7) and (S, 5): see plane_segments
+    const ptrdiff_t *runs       # (n_runs, 7) and (S, 5): see plane_segments
     Py_ssize_t n_runs
-    const Py_ssize_t *segs
+    const ptrdiff_t *segs
     const ptrdiff_t *koff       # the terms: weight in the (R, KH, KW) kernel, input offset
     const ptrdiff_t *ioff
     int path
@@ -1225,10 +1225,10 @@ def plane_segments(Axis rows, Axis cols, Py_ssize_t R, Py_ssize_t KH, Py_ssize_t
     """The work of a plane, as the terms read it (see Planes). Output rows with the same real
     kernel rows share their segments: columns that share their terms (a phase's interior, and
     each column whose taps meet padding), the terms listed in the micro-kernel's order
-    (reduction channel, real kernel row, real tap). Read-only arrays:
-      runs (M, 7): first output row, rows, step between them, first segment, segments, the
+    (reduction channel, real kernel row, real tap). Read-only arrays, flat:
+      runs (M * 7): first output row, rows, step between them, first segment, segments, the
         first row's input (source row * pitch), step between the rows' inputs;
-      segs (S, 5): phase, first column u, columns, first term, terms; koff, ioff: the terms."""
+      segs (S * 5): phase, first column u, columns, first term, terms; koff, ioff: the terms."""
     cdef Planes pl = planes_shape(R, KH, KW, rows, cols, 0)
     phases, taps = phase_columns(*cols.params)
     rows_of, runs, segs, koff, ioff = {}, [], [], [], []
@@ -1251,8 +1251,7 @@ def plane_segments(Axis rows, Axis cols, Py_ssize_t R, Py_ssize_t KH, Py_ssize_t
         for run in arithmetic_runs(ys, [rows.plan[y, 2] for y in ys]):
             runs.append([run[0], run[1], run[2], start, len(segs) - start, run[3] * pl.pitch,
                          run[4] * pl.pitch])
-    arrays = [np.array(runs, dtype=np.intp).reshape(-1, 7),
-              np.array(segs, dtype=np.intp).reshape(-1, 5),
+    arrays = [np.array(runs, dtype=np.intp).reshape(-1), np.array(segs, dtype=np.intp).reshape(-1),
               np.array(koff + [0], dtype=np.intp), np.array(ioff + [0], dtype=np.intp)]
     for array in arrays:
         array.setflags(write=False)
@@ -1301,8 +1300,8 @@ cdef void plane_task(const Planes *pl, const floating *kernel, const floating *b
     their terms), segment by segment (a phase's interior a run of vectors, the columns whose
     taps meet padding one by one). With several output phases (dL/dA's stride), into obuf,
     [phase][row][u], then woven into out row by row."""
-    cdef const Py_ssize_t *run
-    cdef const Py_ssize_t *seg
+    cdef const ptrdiff_t *run
+    cdef const ptrdiff_t *seg
     cdef Py_ssize_t m, k, y, row = pl.out_w, phase = 0
     cdef floating *dst = out
     if pl.P > 1:
@@ -1324,32 +1323,38 @@ cdef void plane_task(const Planes *pl, const floating *kernel, const floating *b
 def correlate_planes(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t groups,
                      Axis rows, Axis cols, floating[:, :, :, ::1] out):
     """out = kernel ⊛ src (+ b), as correlate_kernel, one output plane (image n, channel o)
-    a task (plane_task), the pixels in the lanes."""
-    k_cols = np.shape(kernel)[3]
-    if bands_fit(rows, cols, k_cols):
-        correlate_bands(src, kernel, b, groups, rows, cols, out)
-        return
+    a task, the pixels in the lanes: band by band (band_plane) where bands_fit, else run by
+    run (plane_task)."""
     dtype = np.float32 if floating is float else np.float64
     cdef const floating[:, :, :, ::1] k = np.ascontiguousarray(kernel, dtype=dtype)
     cdef Py_ssize_t N = out.shape[0], F = out.shape[1], O = F // groups, task, n, o
     cdef Planes pl = planes_shape(k.shape[1], k.shape[2], k.shape[3], rows, cols, _path)
-    arrays = plane_segments(rows, cols, pl.R, pl.KH, pl.KW)
-    cdef const Py_ssize_t[:, ::1] runs = arrays[0], segs = arrays[1]
-    cdef const ptrdiff_t[::1] koff = arrays[2], ioff = arrays[3]
-    pl.runs, pl.n_runs, pl.segs = &runs[0, 0], runs.shape[0], &segs[0, 0]
-    pl.koff, pl.ioff = &koff[0], &ioff[0]
+    cdef bint bands = bands_fit(rows, cols, pl.KW)
+    arrays = band_tables(pl.qstep, rows, cols, pl.KH) if bands else \
+        plane_segments(rows, cols, pl.R, pl.KH, pl.KW)
+    cdef const ptrdiff_t[::1] t0 = arrays[0], t1 = arrays[1], t2 = arrays[2], t3 = arrays[3]
+    cdef tgc_band_shape sh
+    if bands:
+        sh = band_shape(&pl, rows, &t0[0], &t1[0], &t2[0], &t3[0])
+    else:                       # runs (7 numbers each), segments (5 each), the terms
+        pl.runs, pl.n_runs, pl.segs = &t0[0], t0.shape[0] // 7, &t1[0]
+        pl.koff, pl.ioff = &t2[0], &t3[0]
     cdef int threads = get_num_threads()
     cdef floating[:, ::1] ibuf = _workspace("planes_in", threads, pl.R * pl.chan, dtype)
     cdef floating[:, ::1] obuf = _workspace("planes_out", threads,
-                                            pl.P * pl.out_h * pl.u_pitch, dtype)
+                                            1 if bands else pl.P * pl.out_h * pl.u_pitch, dtype)
     cdef const floating[::1] bias = b
     cdef const floating *base
     with nogil, parallel(num_threads=threads):
         for task in prange(N * F, schedule="guided"):
             n, o = task // F, task % F
             base = dealt(&pl, &src[n, (o // O) * pl.R, 0, 0], &ibuf[threadid(), 0])
-            plane_task(&pl, &k[o, 0, 0, 0], base, NULL if b is None else &bias[o],
-                       &out[n, o, 0, 0], &obuf[threadid(), 0])
+            if bands:
+                band_plane(&sh, &k[o, 0, 0, 0], base, &out[n, o, 0, 0],
+                           NULL if b is None else &bias[o], _path)
+            else:
+                plane_task(&pl, &k[o, 0, 0, 0], base, NULL if b is None else &bias[o],
+                           &out[n, o, 0, 0], &obuf[threadid(), 0])
 
 
 # Bands: when no axis has output phases and the columns no stride (Z, and dL/dA at stride 1;
@@ -1361,16 +1366,17 @@ cdef bint _bands = True         # (off: plane_task takes them all; tests compare
 
 
 def use_bands(bint on):
-    """Whether correlate_planes may hand its work to correlate_bands (tests and benchmarks
-    compare the two: the same bits)."""
+    """Whether correlate_planes may take the bands (tests and benchmarks compare them with
+    plane_task: the same bits)."""
     global _bands
     _bands = on
 
 
 def bands_fit(Axis rows, Axis cols, Py_ssize_t kernel_width):
-    """Whether correlate_bands takes this correlation (shapes only): no output phases, and no
-    column stride either (measured: dealing a plane into phases and then reading its edges
-    through masks cost more than plane_task), and a kernel no wider than a band's masks."""
+    """Whether correlate_planes takes this correlation band by band (shapes only): no output
+    phases, and no column stride either (measured: dealing a plane into phases and then
+    reading its edges through masks cost more than plane_task), and a kernel no wider than a
+    band's masks."""
     return _bands and rows.params[5] == 1 and cols.params[5] == 1 and cols.params[3] == 1 \
         and kernel_width <= TGC_BAND_MAX_KW
 
@@ -1384,45 +1390,41 @@ cdef inline void band_plane(const tgc_band_shape *sh, const floating *k, const f
         tgc_band_fn_f64(path)(sh, k, src, out, bias)
 
 
-def band_columns(Py_ssize_t qstep, Axis cols):
-    """(col, col_lo, col_hi) of tgc_band: column tap j of output column u reads the input (as
-    `dealt` lays it out, its phases qstep apart) at col[j] + u, which is real for
-    col_lo[j] <= u < col_hi[j]."""
+@functools.lru_cache(maxsize=64)
+def band_tables(Py_ssize_t qstep, Axis rows, Axis cols, Py_ssize_t KH):
+    """tgc_band's tables, read-only: col, col_lo, col_hi (column tap j of output column u reads
+    the input, as `dealt` lays it out with its phases qstep apart, at col[j] + u, real for
+    col_lo[j] <= u < col_hi[j]) and meets (TGC_BAND_MAX rows an input row of a band, i*KW
+    where output row m meets kernel row i there, else -1)."""
     out_w, in_w, KW, Q, offset, _, dil = cols.params
     col, lo, hi = (np.empty(KW, dtype=np.intp) for _ in range(3))
     for j in range(KW):     # input column u*Q + e: phase e % Q, at u + e // Q in it
         e = offset + j * dil
         length = ceil_div(max(in_w - e % Q, 0), Q)      # the columns of phase e % Q
         col[j], lo[j], hi[j] = e % Q * qstep + e // Q, -(e // Q), length - e // Q
-    return col, lo, hi
+    row_step, row_dil = rows.params[3], rows.params[6]
+    meets = np.full(((TGC_BAND_MAX - 1) * row_step + (KH - 1) * row_dil + 1, TGC_BAND_MAX), -1,
+                    dtype=np.intp)
+    for m in range(TGC_BAND_MAX):
+        for i in range(KH):
+            meets[m * row_step + i * row_dil, m] = i * KW
+    arrays = [col, lo, hi, meets.reshape(-1)]
+    for array in arrays:
+        array.setflags(write=False)
+    return arrays
 
 
-def correlate_bands(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t groups,
-                    Axis rows, Axis cols, floating[:, :, :, ::1] out):
-    """out = kernel ⊛ src (+ b), as correlate_planes when neither axis has output phases:
-    one output plane (image n, channel o) a task, band by band (tgc_band)."""
-    dtype = np.float32 if floating is float else np.float64
-    cdef const floating[:, :, :, ::1] k = np.ascontiguousarray(kernel, dtype=dtype)
-    cdef Py_ssize_t N = out.shape[0], F = out.shape[1], O = F // groups, task, n, o
-    cdef Planes pl = planes_shape(k.shape[1], k.shape[2], k.shape[3], rows, cols, _path)
-    columns = band_columns(pl.qstep, cols)
-    cdef const ptrdiff_t[::1] col = columns[0], col_lo = columns[1], col_hi = columns[2]
+cdef tgc_band_shape band_shape(const Planes *pl, Axis rows, const ptrdiff_t *col,
+                               const ptrdiff_t *col_lo, const ptrdiff_t *col_hi,
+                               const ptrdiff_t *meets):
+    """The shapes tgc_band reads, from the plane correlation's and band_tables'."""
     cdef tgc_band_shape sh
     sh.R, sh.KH, sh.KW, sh.in_h, sh.chan, sh.pitch = pl.R, pl.KH, pl.KW, pl.in_h, pl.chan, \
         pl.pitch
-    sh.col, sh.col_lo, sh.col_hi = &col[0], &col_lo[0], &col_hi[0]
+    sh.col, sh.col_lo, sh.col_hi, sh.meets = col, col_lo, col_hi, meets
     _, _, _, sh.row_step, sh.row_at, _, sh.row_dil = rows.params
     sh.out_h, sh.out_w, sh.out_pitch = pl.out_h, pl.out_w, pl.out_w
-    cdef int threads = get_num_threads()
-    cdef floating[:, ::1] ibuf = _workspace("planes_in", threads, pl.R * pl.chan, dtype)
-    cdef const floating[::1] bias = b
-    cdef const floating *base
-    with nogil, parallel(num_threads=threads):
-        for task in prange(N * F, schedule="guided"):
-            n, o = task // F, task % F
-            base = dealt(&pl, &src[n, (o // O) * pl.R, 0, 0], &ibuf[threadid(), 0])
-            band_plane(&sh, &k[o, 0, 0, 0], base, &out[n, o, 0, 0],
-                       NULL if b is None else &bias[o], _path)
+    return sh
 
 
 cdef void plane_weight_grad(const Planes *pl, const Py_ssize_t *row_taps, Py_ssize_t images,

@@ -360,7 +360,6 @@ TARGET static void TGC_FN(tgc_terms)(const T *k, const ptrdiff_t *koff, const T 
  * are constants in each copy. */
 
 #define TGC_FOR_BAND(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
-#define TGC_BAND_MAX 8
 
 #define TGC_BAND_START(m)                                                                   \
     V s0_##m = VZERO(), s1_##m = VZERO(), s2_##m = VZERO(), s3_##m = VZERO();               \
@@ -369,7 +368,8 @@ TARGET static void TGC_FN(tgc_terms)(const T *k, const ptrdiff_t *koff, const T 
 /* the kernel row (its weights) output row m meets at input row rho, or NULL */
 #define TGC_BAND_ROW(m)                                                                     \
     if (m < rows)                                                                           \
-        k##m = meets[rho * TGC_BAND_MAX + m] >= 0 ? kr + meets[rho * TGC_BAND_MAX + m] : NULL;
+        k##m = sh->meets[rho * TGC_BAND_MAX + m] >= 0                                     \
+                   ? kr + sh->meets[rho * TGC_BAND_MAX + m] : NULL;
 
 /* the vectors of column tap j: plain loads, but the first (F) or the last (L) with its real
  * lanes only when it reaches into the padding columns (its mask set once a block) */
@@ -422,9 +422,8 @@ TARGET static void TGC_FN(tgc_terms)(const T *k, const ptrdiff_t *koff, const T 
 
 /* the band of output rows from y0 (`out` at its first row): input rows first + rho, rho in
  * [lo, hi); output row m meets kernel row i at rho = m*row_step + i*row_dil, which
- * meets[rho * TGC_BAND_MAX + m] records as i*KW (else -1) */
+ * sh->meets[rho * TGC_BAND_MAX + m] records as i*KW (else -1) */
 TARGET static TGC_INLINE void TGC_FN(tgc_band_body)(const tgc_band_shape *sh, const T *k,
-                                                    const ptrdiff_t *meets,
                                                     const T *in, ptrdiff_t first, ptrdiff_t lo,
                                                     ptrdiff_t hi, T *out, const T *bias,
                                                     const ptrdiff_t *u, const int vectors,
@@ -466,9 +465,9 @@ TARGET static TGC_INLINE void TGC_FN(tgc_band_body)(const tgc_band_shape *sh, co
 #define TGC_BAND_CASE(V_, NTH)                                                              \
     case V_:                                                                                \
         if (rows == 1)                                                                      \
-            TGC_FN(tgc_band_body)(sh, k, meets, in, first, lo, hi, o, bias, u, V_, 1);      \
+            TGC_FN(tgc_band_body)(sh, k, in, first, lo, hi, o, bias, u, V_, 1);            \
         else                                                                                \
-            TGC_FN(tgc_band_body)(sh, k, meets, in, first, lo, hi, o, bias, u, V_,          \
+            TGC_FN(tgc_band_body)(sh, k, in, first, lo, hi, o, bias, u, V_,                \
                                   TGC_APPLY(NTH, TGC_BAND_ROWS));                           \
         break;
 
@@ -497,14 +496,6 @@ TARGET static void TGC_FN(tgc_band)(const tgc_band_shape *sh, const T *k, const 
     static const int band_rows[4] = {TGC_APPLY(TGC_ROW4, TGC_BAND_ROWS)};
     const int rows = band_rows[vectors - 1] <= sh->out_h ? band_rows[vectors - 1] : 1;
     const ptrdiff_t nrho = (rows - 1) * sh->row_step + (sh->KH - 1) * sh->row_dil + 1;
-    ptrdiff_t *meets = (ptrdiff_t *)malloc((size_t)nrho * TGC_BAND_MAX * sizeof(ptrdiff_t));
-    if (!meets)
-        tgc_abort("memory for a band's rows (bytes)", (int)(nrho * TGC_BAND_MAX * 8));
-    for (ptrdiff_t e = 0; e < nrho * TGC_BAND_MAX; e++)
-        meets[e] = -1;
-    for (ptrdiff_t m = 0; m < rows; m++)
-        for (ptrdiff_t i = 0; i < sh->KH; i++)
-            meets[(m * sh->row_step + i * sh->row_dil) * TGC_BAND_MAX + m] = i * sh->KW;
     for (ptrdiff_t y = 0; y < sh->out_h; y += rows) {
         const ptrdiff_t y0 = y + rows <= sh->out_h ? y : sh->out_h - rows;
         const ptrdiff_t first = y0 * sh->row_step + sh->row_at;
@@ -522,7 +513,7 @@ TARGET static void TGC_FN(tgc_band)(const tgc_band_shape *sh, const T *k, const 
                     const ptrdiff_t f1 = (y0 + m) * sh->row_step + sh->row_at;
                     const ptrdiff_t n1 = (sh->KH - 1) * sh->row_dil + 1;
                     for (int i = 0; i < vectors; i++)
-                        TGC_FN(tgc_band_body)(sh, k, meets, in, f1, f1 < 0 ? -f1 : 0,
+                        TGC_FN(tgc_band_body)(sh, k, in, f1, f1 < 0 ? -f1 : 0,
                                               sh->in_h - f1 < n1 ? sh->in_h - f1 : n1,
                                               o + m * sh->out_pitch, bias, u + i, 1, 1);
                 }
@@ -537,7 +528,6 @@ TARGET static void TGC_FN(tgc_band)(const tgc_band_shape *sh, const T *k, const 
             }
         }
     }
-    free(meets);
 }
 
 #undef TGC_BAND_CASE

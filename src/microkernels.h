@@ -40,6 +40,7 @@ enum { TGC_PORTABLE = 0, TGC_AVX2 = 1, TGC_AVX512 = 2, TGC_N_PATHS = 3 };
 #define TGC_MAX_PIX 20
 #define TGC_MAX_VECTORS 4
 #define TGC_BAND_MAX_KW 16     /* the widest kernel a band takes (bands_fit) */
+#define TGC_BAND_MAX 8         /* the most output rows a band holds (TGC_FOR_BAND) */
 /* room for the largest tile: TGC_MAX_PIX pixels x TGC_MAX_VECTORS vectors of 16 floats (more
  * than any one tile holds) */
 #define TGC_TILE_CAPACITY (TGC_MAX_PIX * TGC_MAX_VECTORS * 16)
@@ -68,6 +69,8 @@ typedef struct {
     ptrdiff_t chan, pitch;          /* the input as read: next channel, next row */
     const ptrdiff_t *col;           /* KW offsets along a row ... */
     const ptrdiff_t *col_lo, *col_hi;   /* ... and the outputs u for which they are real */
+    const ptrdiff_t *meets;         /* [rho * TGC_BAND_MAX + m]: i*KW when output row m of a
+                                       band meets its input row rho at kernel row i, else -1 */
     ptrdiff_t out_h, out_w, out_pitch;
 } tgc_band_shape;
 
@@ -147,8 +150,10 @@ typedef char tgc_tiles_fit[TGC_APPLY(TGC_FITS, TGC_PIXELS_PORTABLE)
 typedef char tgc_tiles_fit_registers[
     TGC_BUDGET_OF(TGC_REGISTERS_AVX2, TGC_VECTORS_AVX2, TGC_PIXELS_AVX2)
     && TGC_BUDGET_OF(TGC_REGISTERS_AVX512, TGC_VECTORS_AVX512, TGC_PIXELS_AVX512) ? 1 : -1];
-/* ... and so does every band (the same count: rows x vectors + vectors + 1), of at most 8 rows */
-#define TGC_BAND_FITS(a, b, c, d) ((a) <= 8 && (b) <= 8 && (c) <= 8 && (d) <= 8)
+/* ... and so does every band (the same count: rows x vectors + vectors + 1), of at most
+ * TGC_BAND_MAX rows */
+#define TGC_BAND_FITS(a, b, c, d) \
+    ((a) <= TGC_BAND_MAX && (b) <= TGC_BAND_MAX && (c) <= TGC_BAND_MAX && (d) <= TGC_BAND_MAX)
 typedef char tgc_bands_fit_registers[
     TGC_BUDGET_OF(TGC_REGISTERS_AVX2, TGC_VECTORS_AVX2, TGC_BAND_ROWS_AVX2)
     && TGC_BUDGET_OF(TGC_REGISTERS_AVX512, TGC_VECTORS_AVX512, TGC_BAND_ROWS_AVX512)

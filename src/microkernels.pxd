@@ -16,7 +16,8 @@ cdef extern from "microkernels.h" nogil:
     ctypedef void (*tgc_tile_f64)(const double *, const double *, const ptrdiff_t *, int,
                                   const tgc_loops *, double *, const ptrdiff_t *, int)
     enum:
-        TGC_PORTABLE, TGC_AVX2, TGC_AVX512, TGC_MAX_PIX, TGC_TILE_CAPACITY, TGC_BAND_MAX_KW
+        TGC_PORTABLE, TGC_AVX2, TGC_AVX512, TGC_MAX_PIX, TGC_TILE_CAPACITY, TGC_BAND_MAX_KW,
+        TGC_BAND_MAX
     int tgc_best_path()
     int tgc_lanes(int path, int itemsize)
     int tgc_max_pixels(int path, int vectors)
@@ -63,6 +64,7 @@ cdef extern from "microkernels.h" nogil:
         const ptrdiff_t *col
         const ptrdiff_t *col_lo
         const ptrdiff_t *col_hi
+        const ptrdiff_t *meets
         ptrdiff_t out_h, out_w, out_pitch
     ctypedef void (*tgc_band_f32)(const tgc_band_shape *, const float *, const float *,
                                   float *, const float *)

@@ -36,6 +36,10 @@ same micro-kernel. dL/dA of a single-channel input (C = 1) puts its reduction, t
 lanes (`reduction_in_lanes`), and each output adds up its tile's lanes (`fold`). A tile holds
 its pixels' channels side by side (pixel-major); a band of them goes to the NCHW output through
 a 16 x 16 transpose (`unstage`), which writes whole cache lines.
+A reduction of a few terms (a first layer: one or three channels, `strips_fit`) would spend as
+long in that transpose as in its sums: there an output row's pixels go in the lanes and a block
+of filters in the registers, each input vector loaded once for all of them, and each filter's
+row written where it lies (`tgc_strip`, "Strips").
 
 Padding, and the zeros the stride inserts into Z', are never multiplied: for each output row
 (and column) a plan says which taps reach a real input cell (`plan_axis`). Rows with the same
@@ -766,6 +770,9 @@ def correlate_kernel(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t gro
             (R * O, 1, cor.taps_h, cor.taps_w))
         groups, R = R, 1
     cor.in_lanes, cor.per_group = cor.folds or groups_in_lanes(groups, O, cor.lanes), R
+    if not cor.in_lanes and strips_fit(R, cor.taps_h, cols):
+        correlate_strips(src, kernel, b, groups, rows, cols, out)
+        return
     if cor.in_lanes and not cor.folds and planes_fit(
             R, cor.taps_h * cor.taps_w, ceil_div(out.shape[3], cols.params[5]), cor.lanes):
         correlate_planes(src, kernel, b, groups, rows, cols, out)
@@ -798,6 +805,92 @@ def correlate_kernel(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t gro
     correlate(&cor, source, &packed[0], NULL if b is None else &bias[0], blocks, rows, cols,
               N, &out[0, 0, 0, 0])
 
+
+# ---------------------------------------------------------------------------------------------
+# Strips: Z = W ⊛ A with a short reduction (a first layer), an output row's pixels in the lanes
+# ---------------------------------------------------------------------------------------------
+# With one or three input channels a tile's sums are short, and writing them to NCHW through
+# unstage's transpose costs as much again. A strip (tgc_strip) puts an output row's pixels in
+# the lanes instead, a block of filters in registers, and writes each filter's row where it
+# lies. Same terms, same order, same bits as the tiles (tests compare the two).
+
+cdef enum:
+    STRIP_MAX_TERMS = 32        # the longest reduction (channels x kernel rows x columns)
+    STRIP_TASK_FILTERS = 8      # the filters of a task (tgc_strip takes them in its blocks)
+
+cdef bint _strips = True        # (off: the tiles take them all; tests compare the two)
+
+
+def use_strips(bint on):
+    """Whether correlate_kernel may take the strips (tests and benchmarks compare them with
+    the tiles: the same bits)."""
+    global _strips
+    _strips = on
+
+
+def strips_fit(Py_ssize_t reduce, Py_ssize_t kernel_rows, Axis cols):
+    """Whether correlate_kernel takes this correlation strip by strip (shapes only): no column
+    stride or phases (an output row's pixels read a run of the input row), a kernel no wider
+    than the masks hold, and a reduction short enough that the tiles' transpose would cost as
+    much as their sums."""
+    out_w, _, KW, mult, _, div, _ = cols.params
+    return _strips and mult == 1 and div == 1 and KW <= TGC_BAND_MAX_KW \
+        and reduce * kernel_rows * KW <= STRIP_MAX_TERMS
+
+
+@functools.lru_cache(maxsize=64)
+def strip_tables(Axis cols):
+    """tgc_strip's column tables, read-only: column tap j of output column u reads the input
+    row at col[j] + u, a real cell for col_lo[j] <= u < col_hi[j] (within [0, out_w))."""
+    out_w, in_w, KW, _, offset, _, dil = cols.params
+    col = offset + dil * np.arange(KW, dtype=np.intp)
+    lo = np.clip(-col, 0, out_w)
+    hi = np.maximum(lo, np.minimum(out_w, in_w - col))
+    for array in (col, lo, hi):
+        array.setflags(write=False)
+    return col, lo, hi
+
+
+cdef inline void strip_rows(const tgc_strip_shape *sh, const floating *k, Py_ssize_t filters,
+                            const floating *src, const ptrdiff_t *plan, Py_ssize_t y0,
+                            Py_ssize_t y1, floating *out, const floating *bias,
+                            int path) noexcept nogil:
+    """Output rows y0 <= y < y1 of `filters` filters (tgc_strip)."""
+    if floating is float:
+        tgc_strip_fn_f32(path)(sh, k, filters, src, plan, y0, y1, out, bias)
+    else:
+        tgc_strip_fn_f64(path)(sh, k, filters, src, plan, y0, y1, out, bias)
+
+
+def correlate_strips(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t groups,
+                     Axis rows, Axis cols, floating[:, :, :, ::1] out):
+    """out = kernel ⊛ src (+ b), as correlate_kernel, the output planes of STRIP_TASK_FILTERS
+    filters of an image a task: out[n, g*O + f, y, :] = the sum over the group's R channels
+    and the real taps of row y (rows.plan[y]: first tap, how many, the input row of the
+    first)."""
+    cdef const floating[:, :, :, ::1] k = np.ascontiguousarray(kernel)
+    cdef Py_ssize_t N = src.shape[0], O = k.shape[0] // groups, R = k.shape[1]
+    cdef Py_ssize_t OH = out.shape[2], t, n, g, f
+    cdef tuple tables = strip_tables(cols)
+    cdef const ptrdiff_t[::1] col = tables[0], lo = tables[1], hi = tables[2]
+    cdef const Py_ssize_t[:, ::1] plan = rows.plan
+    cdef tgc_strip_shape sh
+    sh.R, sh.KH, sh.KW, sh.chan = R, k.shape[2], k.shape[3], src.shape[2] * src.shape[3]
+    sh.filter_step, sh.pitch = R * sh.KH * sh.KW, src.shape[3]
+    sh.i_step, sh.row_step = rows.tap_step, rows.source_step
+    sh.col, sh.col_lo, sh.col_hi = &col[0], &lo[0], &hi[0]
+    sh.out_w, sh.out_plane = out.shape[3], OH * out.shape[3]
+    cdef const floating[::1] bias = b
+    cdef const floating *bias_at = NULL if b is None else &bias[0]
+    cdef Py_ssize_t blocks = ceil_div(O, STRIP_TASK_FILTERS)
+    cdef int threads = get_num_threads()
+    with nogil:
+        for t in prange(N * groups * blocks, num_threads=threads, schedule="guided"):
+            n, g, f = t // (blocks * groups), t // blocks % groups, t % blocks * STRIP_TASK_FILTERS
+            strip_rows(&sh, &k[g * O + f, 0, 0, 0], min(STRIP_TASK_FILTERS, O - f),
+                       &src[n, g * R, 0, 0], <const ptrdiff_t *> &plan[0, 0], 0, OH,
+                       &out[n, g * O + f, 0, 0],
+                       NULL if bias_at == NULL else bias_at + g * O + f, _path)
 
 # ---------------------------------------------------------------------------------------------
 # dL/dW = Z' ⊛ A: the window slides over A, with Z' in the role of the weights

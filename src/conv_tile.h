@@ -530,6 +530,146 @@ TARGET static void TGC_FN(tgc_band)(const tgc_band_shape *sh, const T *k, const 
     }
 }
 
+/* ---- a strip: one output row of a block of filters, the row's pixels in the lanes ----
+ *
+ *     strip:  out[f * out_plane + u] = (sum over r < R, t < ni, j < KW of
+ *                 k[f * filter_step + (r*KH + t*i_step)*KW + j]
+ *               * in[r*chan + t*row_step*pitch + col[j] + u])  (+ bias[f])
+ *             for the filters f < `filters` and the outputs u < out_w of one output row;
+ *             `k` and `in` start at the row's first real kernel row (plan_axis's plan says
+ *             which: ni of them, i_step apart, row_step input rows apart), and a term whose
+ *             column u lies outside [col_lo[j], col_hi[j]) is padding: never multiplied
+ *
+ * Z = W ⊛ A for a reduction too short to be worth staging (a first layer: one or three
+ * channels): the tiles hold filters in the lanes and pay a transpose (tgc_unstage) to write
+ * NCHW, which costs as much as their sums when the reduction has 9 terms. Here an output row's
+ * pixels are the lanes, so the sums go straight to their planes; each input vector is loaded
+ * once and feeds every filter of the block (a broadcast weight each). A row is two vectors at
+ * a time; the last starts at out_w - LANES, overlapping the one before (its outputs computed
+ * again, the same way). Each output sums its real terms in (r, t, j) order, one chain of FMAs
+ * from zero, then adds its bias (zero without): the tiles' order and unstage's addition, so
+ * the same bits as the staged path. Accumulators are named variables, a<f>_<v>. */
+
+#define TGC_FOR_FILTERS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+
+#define TGC_STRIP_START(f) V a##f##_0 = VZERO(), a##f##_1 = VZERO();
+
+#define TGC_STRIP_STEP(f)                                                                   \
+    if (f < filters) {                                                                      \
+        V w = VBCAST(kj + f * sh->filter_step);                                             \
+        a##f##_0 = masked ? VFMA_MASK(w, x0, a##f##_0, m0[j]) : VFMA(w, x0, a##f##_0);      \
+        if (vectors > 1)                                                                    \
+            a##f##_1 = masked ? VFMA_MASK(w, x1, a##f##_1, m1[j]) : VFMA(w, x1, a##f##_1);  \
+    }
+
+#define TGC_STRIP_FINISH(f)                                                                 \
+    if (f < filters) {                                                                      \
+        T *o = out + f * sh->out_plane;                                                     \
+        const V b = bias ? VBCAST(bias + f) : VZERO();                                      \
+        if (sh->out_w < LANES) {                                                            \
+            VSTORE_PART(o, VADD(a##f##_0, b), (int)sh->out_w);                              \
+        } else {                                                                            \
+            VSTORE(o + u0, VADD(a##f##_0, b));                                              \
+            if (vectors > 1) VSTORE(o + u1, VADD(a##f##_1, b));                             \
+        }                                                                                   \
+    }
+
+/* `filters` filters by `vectors` (1, 2) vectors from u0, u1; masked: some lanes are padding
+ * (m0, m1 per column tap: the real lanes) */
+TARGET static TGC_INLINE void TGC_FN(tgc_strip_body)(const tgc_strip_shape *sh, const T *k,
+                                                     const T *in, ptrdiff_t ni, ptrdiff_t i_step,
+                                                     ptrdiff_t row_step, T *out, const T *bias,
+                                                     ptrdiff_t u0, ptrdiff_t u1, const VMASK *m0,
+                                                     const VMASK *m1, const int filters,
+                                                     const int vectors, const int masked)
+{
+    TGC_FOR_FILTERS(TGC_STRIP_START)
+    for (ptrdiff_t r = 0; r < sh->R; r++) {
+        for (ptrdiff_t t = 0; t < ni; t++) {
+            const T *kt = k + (r * sh->KH + t * i_step) * sh->KW;
+            const T *row = in + r * sh->chan + t * row_step;
+            for (ptrdiff_t j = 0; j < sh->KW; j++) {
+                const T *p = row + sh->col[j], *kj = kt + j;
+                const V x0 = masked ? VLOAD_MASK(p + u0, m0[j]) : VLOAD(p + u0);
+                const V x1 = vectors < 2 ? VZERO()
+                             : masked ? VLOAD_MASK(p + u1, m1[j]) : VLOAD(p + u1);
+                TGC_FOR_FILTERS(TGC_STRIP_STEP)
+            }
+        }
+    }
+    TGC_FOR_FILTERS(TGC_STRIP_FINISH)
+}
+
+#define TGC_STRIP_CASE(F_)                                                                  \
+    case F_:                                                                                \
+        if (vectors == 2 && masked)                                                         \
+            TGC_FN(tgc_strip_body)(sh, kf, iny, ni, i_step, row_step, of, bf, u0, u1, m0, m1, \
+                                   F_, 2, 1);                                               \
+        else if (vectors == 2)                                                              \
+            TGC_FN(tgc_strip_body)(sh, kf, iny, ni, i_step, row_step, of, bf, u0, u1, m0, m1, \
+                                   F_, 2, 0);                                               \
+        else if (masked)                                                                    \
+            TGC_FN(tgc_strip_body)(sh, kf, iny, ni, i_step, row_step, of, bf, u0, u1, m0, m1, \
+                                   F_, 1, 1);                                               \
+        else                                                                                \
+            TGC_FN(tgc_strip_body)(sh, kf, iny, ni, i_step, row_step, of, bf, u0, u1, m0, m1, \
+                                   F_, 1, 0);                                               \
+        break;
+
+/* Output rows y0 <= y < y1 of `filters` filters: plan[3*y ...] = (the row's first real kernel
+ * row, how many, the input row of the first), as plan_axis makes it. The rows' vectors two at
+ * a time (a last one alone), each pair's masks set once, then row by row the filters in
+ * blocks of the path's TGC_STRIP_FILTERS (the rest in blocks of 4, 2, 1). */
+TARGET static void TGC_FN(tgc_strip)(const tgc_strip_shape *sh, const T *k, ptrdiff_t filters,
+                                     const T *in, const ptrdiff_t *plan, ptrdiff_t y0,
+                                     ptrdiff_t y1, T *out, const T *bias)
+{
+    const ptrdiff_t out_w = sh->out_w, last = out_w > LANES ? out_w - LANES : 0;
+    const ptrdiff_t nvec = out_w > LANES ? (out_w + LANES - 1) / LANES : 1;
+    const ptrdiff_t i_step = sh->i_step, row_step = sh->row_step * sh->pitch;
+    VMASK m0[TGC_BAND_MAX_KW], m1[TGC_BAND_MAX_KW];
+    for (ptrdiff_t v = 0; v < nvec; v += 2) {
+        const int vectors = v + 1 < nvec ? 2 : 1;
+        const ptrdiff_t u0 = v * LANES < last ? v * LANES : last;
+        const ptrdiff_t u1 = (v + 1) * LANES < last ? (v + 1) * LANES : last;
+        int masked = 0;
+        for (ptrdiff_t j = 0; j < sh->KW; j++) {     /* the real lanes [lo, hi) of the two */
+            const ptrdiff_t lo0 = sh->col_lo[j] - u0, hi0 = sh->col_hi[j] - u0;
+            const ptrdiff_t lo1 = sh->col_lo[j] - u1, hi1 = sh->col_hi[j] - u1;
+            m0[j] = VMASK_RANGE(TGC_LANE(lo0), TGC_LANE(hi0));
+            m1[j] = VMASK_RANGE(TGC_LANE(lo1), TGC_LANE(hi1));
+            masked |= lo0 > 0 || hi0 < LANES || (vectors > 1 && (lo1 > 0 || hi1 < LANES));
+        }
+        for (ptrdiff_t y = y0; y < y1; y++) {
+            const ptrdiff_t ni = plan[3 * y + 1];
+            const T *ky = k + plan[3 * y] * sh->KW, *iny = in + plan[3 * y + 2] * sh->pitch;
+            T *oy = out + y * out_w;
+            for (ptrdiff_t f = 0; f < filters;) {
+                const ptrdiff_t left = filters - f;
+                const int block = left >= TGC_STRIP_FILTERS ? TGC_STRIP_FILTERS
+                                  : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+                const T *kf = ky + f * sh->filter_step, *bf = bias ? bias + f : NULL;
+                T *of = oy + f * sh->out_plane;
+                switch (block) {
+#if TGC_STRIP_FILTERS > 4
+                    TGC_STRIP_CASE(TGC_STRIP_FILTERS)
+#endif
+                    TGC_STRIP_CASE(4)
+                    TGC_STRIP_CASE(2)
+                    TGC_STRIP_CASE(1)
+                    default: tgc_abort("a strip of this many filters", block);
+                }
+                f += block;
+            }
+        }
+    }
+}
+
+#undef TGC_STRIP_CASE
+#undef TGC_STRIP_START
+#undef TGC_STRIP_STEP
+#undef TGC_STRIP_FINISH
+
 #undef TGC_BAND_CASE
 #undef TGC_BAND_LOADS
 #undef TGC_BAND_TAP

@@ -74,6 +74,20 @@ typedef struct {
     ptrdiff_t out_h, out_w, out_pitch;
 } tgc_band_shape;
 
+/* a strip (conv_tile.h, tgc_strip): one output row of a block of filters, the row's pixels in
+ * the lanes; column tap j of output column u reads col[j] + u along an input row, real for
+ * col_lo[j] <= u < col_hi[j] (clipped to [0, out_w)) */
+typedef struct {
+    ptrdiff_t R, KH, KW;            /* reduction channels, kernel rows, kernel columns */
+    ptrdiff_t filter_step;          /* from one filter's weights to the next's: R*KH*KW */
+    ptrdiff_t chan, pitch;          /* the input: next channel, next row */
+    ptrdiff_t i_step, row_step;     /* from a real kernel row to the next: kernel rows, input
+                                       rows */
+    const ptrdiff_t *col, *col_lo, *col_hi;
+    ptrdiff_t out_w, out_plane;     /* an output row's length; from one filter's plane to the
+                                       next's */
+} tgc_strip_shape;
+
 static volatile double tgc_probe_sink = 0;
 
 /* A value no table has a case for: a bug in the tables, never the user's. Say so, and stop
@@ -127,6 +141,14 @@ static void tgc_abort(const char *what, int value)
 #define TGC_BAND_ROWS_PORTABLE (8, 5, 3, 2)
 #define TGC_BAND_ROWS_AVX2 (8, 5, 3, 2)
 #define TGC_BAND_ROWS_AVX512 (8, 8, 6, 4)
+/* a strip (tgc_strip) holds this many filters by 2 vectors of pixels: filters x 2
+ * accumulators + 2 loaded + 1 broadcast weight (avx2: 11 of 16, avx512: 19 of 32) */
+#define TGC_STRIP_FILTERS_PORTABLE 4
+#define TGC_STRIP_FILTERS_AVX2 4
+#define TGC_STRIP_FILTERS_AVX512 8
+typedef char tgc_strips_fit_registers[2 * TGC_STRIP_FILTERS_AVX2 + 3 <= TGC_REGISTERS_AVX2
+                                      && 2 * TGC_STRIP_FILTERS_AVX512 + 3 <= TGC_REGISTERS_AVX512
+                                      && TGC_STRIP_FILTERS_AVX512 <= 8 ? 1 : -1];
 
 #define TGC_APPLY(F, args) F args
 #define TGC_NTH_1(a, b, c, d) a
@@ -225,6 +247,7 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #define TARGET
 #define TGC_PIXELS TGC_PIXELS_PORTABLE
 #define TGC_BAND_ROWS TGC_BAND_ROWS_PORTABLE
+#define TGC_STRIP_FILTERS TGC_STRIP_FILTERS_PORTABLE
 #define TGC_BAND_VECTORS TGC_VECTORS_PORTABLE
 
 #define T float
@@ -272,6 +295,7 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #undef TARGET
 #undef TGC_PIXELS
 #undef TGC_BAND_ROWS
+#undef TGC_STRIP_FILTERS
 #undef TGC_BAND_VECTORS
 
 #if TGC_X86
@@ -355,6 +379,7 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define TARGET TGC_TARGET_AVX2
 #define TGC_PIXELS TGC_PIXELS_AVX2
 #define TGC_BAND_ROWS TGC_BAND_ROWS_AVX2
+#define TGC_STRIP_FILTERS TGC_STRIP_FILTERS_AVX2
 #define TGC_BAND_VECTORS TGC_VECTORS_AVX2
 
 #define T float
@@ -425,12 +450,14 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #undef TARGET
 #undef TGC_PIXELS
 #undef TGC_BAND_ROWS
+#undef TGC_STRIP_FILTERS
 #undef TGC_BAND_VECTORS
 
 /* ---- AVX-512F: 32 registers, so up to 28 accumulators ---- */
 #define TARGET TGC_TARGET_AVX512
 #define TGC_PIXELS TGC_PIXELS_AVX512
 #define TGC_BAND_ROWS TGC_BAND_ROWS_AVX512
+#define TGC_STRIP_FILTERS TGC_STRIP_FILTERS_AVX512
 #define TGC_BAND_VECTORS TGC_VECTORS_AVX512
 
 #define T float
@@ -499,6 +526,7 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #undef TARGET
 #undef TGC_PIXELS
 #undef TGC_BAND_ROWS
+#undef TGC_STRIP_FILTERS
 #undef TGC_BAND_VECTORS
 #endif /* TGC_X86 */
 
@@ -673,6 +701,15 @@ typedef void (*tgc_band_f64)(const tgc_band_shape *, const double *, const doubl
 
 TGC_PATH_TABLE(band, f32)
 TGC_PATH_TABLE(band, f64)
+
+typedef void (*tgc_strip_f32)(const tgc_strip_shape *, const float *, ptrdiff_t, const float *,
+                              const ptrdiff_t *, ptrdiff_t, ptrdiff_t, float *, const float *);
+typedef void (*tgc_strip_f64)(const tgc_strip_shape *, const double *, ptrdiff_t,
+                              const double *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t, double *,
+                              const double *);
+
+TGC_PATH_TABLE(strip, f32)
+TGC_PATH_TABLE(strip, f64)
 
 /* Flops done by `rounds` rounds of the FMA probe of `path`, float32 or float64. */
 static double tgc_fma_probe(int path, int is_double, long rounds)

@@ -72,3 +72,17 @@ cdef extern from "microkernels.h" nogil:
                                   double *, const double *)
     tgc_band_f32 tgc_band_fn_f32(int path)
     tgc_band_f64 tgc_band_fn_f64(int path)
+    ctypedef struct tgc_strip_shape:
+        ptrdiff_t R, KH, KW, filter_step, chan, pitch, i_step, row_step
+        const ptrdiff_t *col
+        const ptrdiff_t *col_lo
+        const ptrdiff_t *col_hi
+        ptrdiff_t out_w, out_plane
+    ctypedef void (*tgc_strip_f32)(const tgc_strip_shape *, const float *, ptrdiff_t,
+                                   const float *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t,
+                                   float *, const float *)
+    ctypedef void (*tgc_strip_f64)(const tgc_strip_shape *, const double *, ptrdiff_t,
+                                   const double *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t,
+                                   double *, const double *)
+    tgc_strip_f32 tgc_strip_fn_f32(int path)
+    tgc_strip_f64 tgc_strip_fn_f64(int path)

@@ -144,6 +144,51 @@ def test_depthwise_bands_give_plane_tasks_bits(simd_path, dtype, case):
         assert with_bands.tobytes() == without.tobytes(), name
 
 
+# first layers: a reduction of at most 32 terms, no column stride (strips_fit)
+STRIP_CASES = [
+    ((3, 1, 28, 28), (32, 1, 3, 3), (1, 1), (0, 0), (1, 1), 1),     # c1: rows of 26
+    ((2, 3, 9, 40), (13, 3, 3, 3), (2, 1), (1, 1), (1, 1), 1),      # RGB, row stride, 13 filters
+    ((2, 1, 6, 7), (5, 1, 5, 5), (1, 1), (2, 3), (1, 1), 1),        # rows narrower than a vector
+    ((1, 2, 7, 50), (6, 1, 3, 3), (1, 1), (2, 20), (2, 1), 2),      # padding wider than a vector
+    ((2, 1, 10, 33), (9, 1, 2, 16), (1, 1), (0, 7), (1, 2), 1),     # the widest kernel a strip takes
+    ((1, 4, 6, 24), (8, 2, 1, 1), (1, 1), (0, 0), (1, 1), 2),       # 1x1, two groups
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", STRIP_CASES)
+def test_strips_give_the_tiles_bits(simd_path, dtype, case):
+    # tgc_strip sums each output's real terms in the tiles' order, from zero, then adds the
+    # bias as unstage does: the two ways give the very same bits
+    x, w, b, _ = conv_arrays(case, dtype, seed=11)
+    _, _, stride, padding, dilation, groups = case
+    cols = _conv.forward_axis(*conv_output_width(x, w, stride, padding, dilation))
+    assert _conv.strips_fit(w.shape[1], w.shape[2], cols)
+    runs = []
+    try:
+        for strips in (True, False):
+            _conv.use_strips(strips)
+            runs.append([_conv.conv2d_forward(x, w, b, stride, padding, dilation, groups),
+                         _conv.conv2d_forward(x, w, None, stride, padding, dilation, groups)])
+    finally:
+        _conv.use_strips(True)
+    for name, with_strips, without in zip(["Z + b", "Z"], *runs):
+        assert with_strips.tobytes() == without.tobytes(), name
+
+
+def conv_output_width(x, w, stride, padding, dilation):
+    """forward_axis's arguments for the columns of conv2d(x, w, ...)."""
+    out_w = (x.shape[3] + 2 * padding[1] - dilation[1] * (w.shape[3] - 1) - 1) // stride[1] + 1
+    return out_w, x.shape[3], w.shape[3], stride[1], padding[1], dilation[1]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", STRIP_CASES)
+def test_strips_match_pytorch_on_every_simd_path(path, dtype, case):
+    assert_conv2d_matches_pytorch(path, dtype, case, seed=13)
+
+
 def assert_conv2d_matches_pytorch(path, dtype, case, seed):
     """Z, dL/dA, dL/dW, dL/db of conv2d (+ backward) on `path` against PyTorch's float64."""
     _, _, stride, padding, dilation, groups = case

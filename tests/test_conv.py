@@ -150,7 +150,7 @@ STRIP_CASES = [
     ((2, 3, 9, 40), (13, 3, 3, 3), (2, 1), (1, 1), (1, 1), 1),      # RGB, row stride, 13 filters
     ((2, 1, 6, 7), (5, 1, 5, 5), (1, 1), (2, 3), (1, 1), 1),        # rows narrower than a vector
     ((1, 2, 7, 50), (6, 1, 3, 3), (1, 1), (2, 20), (2, 1), 2),      # padding wider than a vector
-    ((2, 1, 10, 33), (9, 1, 2, 16), (1, 1), (0, 7), (1, 2), 1),     # the widest kernel a strip takes
+    ((2, 1, 10, 33), (9, 1, 2, 16), (1, 1), (0, 7), (1, 2), 1),     # the widest kernel strips take
     ((1, 4, 6, 24), (8, 2, 1, 1), (1, 1), (0, 0), (1, 1), 2),       # 1x1, two groups
 ]
 

@@ -263,6 +263,22 @@ def main() -> None:
               f"{work_fwd / fwd / 1e6:>9.1f}{both:>14.2f}{th_both:>8.2f}{both / th_both:>7.2f}"
               f"{rate:>9.1f}{percent}")
     print("(p1, p2: the GFLOP/s columns are billions of window elements compared per second)")
+    print_ways(args.only, dtype)
+
+
+def print_ways(only, dtype) -> None:
+    """How each convolution ran on this machine's SIMD path (_conv.ways): for the tiles, their
+    shapes, vectors x pixels, which the paths' table picks from the path's registers."""
+    print(f"\nhow each ran ({_conv.get_simd_path()}; tiles: vectors of output channels x "
+          f"pixels, see src/microkernels.h)")
+    for name, (n, c, h, w, f, k, s, p, groups, input_grad) in CONVS.items():
+        if only and name not in only:
+            continue
+        ways = _conv.ways((n, c, h, w), (f, c // groups, k, k), (s, s), (p, p), (1, 1), groups,
+                          dtype)
+        if not input_grad:
+            del ways["dL/dA"]
+        print(f"{name:<6}" + "; ".join(f"{part} {how}" for part, how in ways.items()))
 
 
 if __name__ == "__main__":

@@ -217,6 +217,52 @@ def four_pads(padding):
     return int(top), int(bottom), int(left), int(right)
 
 
+def ways(x_shape, w_shape, stride, padding, dilation, Py_ssize_t groups, dtype):
+    """How Z, dL/dA and dL/dW of conv2d are computed for these shapes on the current SIMD path:
+    correlation_way's word (bands: planes band by band), then the tiles' shapes, vectors x
+    pixels (from the paths' table): what bench_kernels prints beside its rows."""
+    cdef Py_ssize_t lanes = tgc_lanes(_path, np.dtype(dtype).itemsize)
+    (N, C, H, W), (F, R, KH, KW) = x_shape, w_shape
+    top, bottom, left, right = four_pads(padding)
+    OH = out_size(H, KH, stride[0], (top, bottom), dilation[0])
+    OW = out_size(W, KW, stride[1], (left, right), dilation[1])
+    z_cols = forward_axis(OW, W, KW, stride[1], left, dilation[1])
+    a_rows = input_grad_axis(H, OH, KH, stride[0], top, dilation[0])
+    a_cols = input_grad_axis(W, OW, KW, stride[1], left, dilation[1])
+    z_rows = forward_axis(OH, H, KH, stride[0], top, dilation[0])
+    if R == 1 and planes_fit(1, KH * KW, OW, lanes) and groups_in_lanes(groups, F // groups,
+                                                                         lanes):
+        dw = "planes"
+    else:
+        dw = "tiles " + tiles_named(lane_blocks(groups, F // groups, lanes, _path)
+                                    if groups_in_lanes(groups, F // groups, lanes) else
+                                    channel_blocks(F // groups, groups, lanes, 0, _path))
+    return {"Z": way_named(groups, F // groups, R, KH, KW, z_rows, z_cols, lanes),
+            "dL/dA": way_named(groups, R, F // groups, KH, KW, a_rows, a_cols, lanes),
+            "dL/dW": dw}
+
+
+def way_named(Py_ssize_t groups, Py_ssize_t O, Py_ssize_t R, Py_ssize_t KH, Py_ssize_t KW,
+              Axis rows, Axis cols, Py_ssize_t lanes):
+    """correlation_way's word for one correlation, with its tiles' shapes."""
+    way = correlation_way(groups, O, R, KH, KW, cols, lanes, _path)
+    if way == "planes":
+        return "bands" if bands_fit(rows, cols, KW) else "planes"
+    if way == "strips":
+        return f"strips {STRIP_FILTERS[_path]} filters x 2 vectors"
+    if way == "tiles":
+        return "tiles " + tiles_named(channel_blocks(O, groups, lanes, R * KH * KW, _path))
+    if way == "fold":
+        groups, O = R, O            # the reduction channels as groups (correlate_kernel)
+    return f"{way} " + tiles_named(lane_blocks(groups, O, lanes, _path))
+
+
+def tiles_named(blocks):
+    """The tiles' shapes of these blocks (their vectors in column 2), as "4x6/2x14"."""
+    return "/".join(f"{v}x{tgc_max_pixels(_path, v)}" for v in sorted(set(blocks[:, 2]),
+                                                                         reverse=True))
+
+
 # ---------------------------------------------------------------------------------------------
 # Which instruction set: the widest the CPU has, or TINYGRAD_CONV_SIMD=portable|avx2|avx512
 # ---------------------------------------------------------------------------------------------
@@ -752,6 +798,24 @@ cdef void stage_groups(const floating *src, Py_ssize_t n_images, Py_ssize_t redu
                  <int> groups, plane, staged + t * plane * width, <int> width, path)
 
 
+def correlation_way(Py_ssize_t groups, Py_ssize_t O, Py_ssize_t R, Py_ssize_t KH,
+                    Py_ssize_t KW, Axis cols, Py_ssize_t lanes, int path):
+    """How correlate_kernel computes a correlation of `groups` groups, O outputs and R
+    reduction channels a group (shapes and the SIMD path only):
+      "fold"    the reduction in the lanes, each output adding up its lanes (reduction_in_lanes);
+      "planes"  a plane's pixels in the lanes (planes_fit; band by band where bands_fit);
+      "groups"  the groups side by side in the lanes, tiles (groups_in_lanes);
+      "strips"  an output row's pixels in the lanes, filters in registers (strips_fit);
+      "tiles"   each group's output channels in the lanes, then the transpose (unstage)."""
+    if reduction_in_lanes(groups, O, R, lanes, path):
+        return "fold"
+    if groups_in_lanes(groups, O, lanes):
+        if planes_fit(R, KH * KW, ceil_div(cols.params[0], cols.params[5]), lanes):
+            return "planes"
+        return "groups"
+    return "strips" if strips_fit(R, KH, cols, path, lanes) else "tiles"
+
+
 def correlate_kernel(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t groups,
                      Axis rows, Axis cols, floating[:, :, :, ::1] out):
     """out = kernel ⊛ src (+ b) in `groups` groups, kernel (groups * O, R, KH, KW), src
@@ -764,19 +828,19 @@ def correlate_kernel(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t gro
     cdef Correlation cor
     cor.lanes, cor.path = tgc_lanes(_path, sizeof(floating)), _path
     cor.taps_h, cor.taps_w = kernel.shape[2], kernel.shape[3]
-    cor.folds = reduction_in_lanes(groups, O, R, cor.lanes, _path)
+    way = correlation_way(groups, O, R, cor.taps_h, cor.taps_w, cols, cor.lanes, _path)
+    if way == "strips":
+        correlate_strips(src, kernel, b, groups, rows, cols, out)
+        return
+    if way == "planes":
+        correlate_planes(src, kernel, b, groups, rows, cols, out)
+        return
+    cor.folds = way == "fold"
     if cor.folds:       # the R reduction channels side by side, as R groups of one channel
         kernel = np.asarray(kernel).transpose(1, 0, 2, 3).reshape(
             (R * O, 1, cor.taps_h, cor.taps_w))
         groups, R = R, 1
-    cor.in_lanes, cor.per_group = cor.folds or groups_in_lanes(groups, O, cor.lanes), R
-    if not cor.in_lanes and strips_fit(R, cor.taps_h, cols, _path, cor.lanes):
-        correlate_strips(src, kernel, b, groups, rows, cols, out)
-        return
-    if cor.in_lanes and not cor.folds and planes_fit(
-            R, cor.taps_h * cor.taps_w, ceil_div(out.shape[3], cols.params[5]), cor.lanes):
-        correlate_planes(src, kernel, b, groups, rows, cols, out)
-        return
+    cor.in_lanes, cor.per_group = way != "tiles", R
     cor.out_plane, cor.out_pitch = out.shape[2] * out.shape[3], out.shape[3]
     cor.out_image = out.shape[1] * cor.out_plane
     cdef const Py_ssize_t[:, ::1] blocks = correlation_blocks(
@@ -819,6 +883,8 @@ cdef enum:
     STRIP_TASK_FILTERS = 8      # the filters of a task (tgc_strip takes them in its blocks)
 
 cdef bint _strips = True        # (off: the tiles take them all; tests compare the two)
+STRIP_FILTERS = {TGC_PORTABLE: TGC_STRIP_FILTERS_PORTABLE, TGC_AVX2: TGC_STRIP_FILTERS_AVX2,
+                 TGC_AVX512: TGC_STRIP_FILTERS_AVX512}      # a strip's block (tgc_strip)
 
 
 def use_strips(bint on):

@@ -17,7 +17,7 @@ cdef extern from "microkernels.h" nogil:
                                   const tgc_loops *, double *, const ptrdiff_t *, int)
     enum:
         TGC_PORTABLE, TGC_AVX2, TGC_AVX512, TGC_MAX_PIX, TGC_TILE_CAPACITY, TGC_BAND_MAX_KW,
-        TGC_BAND_MAX
+        TGC_BAND_MAX, TGC_STRIP_FILTERS_PORTABLE, TGC_STRIP_FILTERS_AVX2, TGC_STRIP_FILTERS_AVX512
     int tgc_best_path()
     int tgc_lanes(int path, int itemsize)
     int tgc_max_pixels(int path, int vectors)

@@ -187,6 +187,22 @@ def test_strips_give_the_tiles_bits(path, dtype, case):
         assert with_strips.tobytes() == without.tobytes(), name
 
 
+def test_ways_names_how_each_gradient_is_computed():
+    # what bench_kernels prints beside its rows, on the portable path (on every machine):
+    # 4-wide vectors, tiles of (8, 6, 4, 3) pixels for 1..4 vectors; c1's dL/dA sums 32
+    # filters, more than 4 vectors hold, so it does not fold them into the lanes
+    with using_path("portable"):
+        c1 = _conv.ways((64, 1, 28, 28), (32, 1, 3, 3), (1, 1), (0, 0), (1, 1), 1, np.float32)
+        c4 = _conv.ways((8, 64, 56, 56), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1, np.float32)
+        dw = _conv.ways((8, 64, 56, 56), (64, 1, 3, 3), (1, 1), (1, 1), (1, 1), 64, np.float32)
+        dw2 = _conv.ways((8, 64, 56, 56), (64, 1, 3, 3), (2, 2), (1, 1), (1, 1), 64, np.float32)
+    assert c1 == {"Z": "strips 4 filters x 2 vectors", "dL/dA": "tiles 1x8",
+                  "dL/dW": "tiles 4x3"}
+    assert c4 == {"Z": "tiles 4x3", "dL/dA": "tiles 4x3", "dL/dW": "tiles 4x3"}
+    assert dw == {"Z": "bands", "dL/dA": "bands", "dL/dW": "planes"}
+    assert dw2 == {"Z": "planes", "dL/dA": "planes", "dL/dW": "planes"}
+
+
 def test_strips_are_taken_where_their_masks_are_cheap():
     c1 = ((3, 1, 28, 28), (32, 1, 3, 3), (1, 1), (0, 0), (1, 1), 1)
     padded = ((3, 3, 28, 28), (32, 3, 3, 3), (1, 1), (1, 1), (1, 1), 1)

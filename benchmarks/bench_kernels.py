@@ -56,6 +56,7 @@ CONVS = {
     "c3": (64, 16, 14, 14, 32, 5, 2, 2, 1, True),
     "c4": (8, 64, 56, 56, 64, 3, 1, 1, 1, True),
     "c1dA": (64, 1, 28, 28, 32, 3, 1, 0, 1, True),  # c1 with dL/dA (C = 1: one channel a group)
+    "rgb": (64, 3, 32, 32, 32, 3, 1, 1, 1, False),  # a first layer on colour images, padded
     "dw1": (8, 64, 56, 56, 64, 3, 1, 1, 64, True),  # depthwise 3x3 (MobileNet), stride 1
     "dw2": (8, 64, 56, 56, 64, 3, 2, 1, 64, True),  # ... stride 2
 }

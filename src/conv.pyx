@@ -226,10 +226,10 @@ def ways(x_shape, w_shape, stride, padding, dilation, Py_ssize_t groups, dtype):
     top, bottom, left, right = four_pads(padding)
     OH = out_size(H, KH, stride[0], (top, bottom), dilation[0])
     OW = out_size(W, KW, stride[1], (left, right), dilation[1])
+    z_rows = forward_axis(OH, H, KH, stride[0], top, dilation[0])
     z_cols = forward_axis(OW, W, KW, stride[1], left, dilation[1])
     a_rows = input_grad_axis(H, OH, KH, stride[0], top, dilation[0])
     a_cols = input_grad_axis(W, OW, KW, stride[1], left, dilation[1])
-    z_rows = forward_axis(OH, H, KH, stride[0], top, dilation[0])
     if R == 1 and planes_fit(1, KH * KW, OW, lanes) and groups_in_lanes(groups, F // groups,
                                                                          lanes):
         dw = "planes"
@@ -967,6 +967,7 @@ def correlate_strips(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t gro
                        &src[n, g * R, 0, 0], <const ptrdiff_t *> &plan[0, 0], 0, OH,
                        &out[n, g * O + f, 0, 0],
                        NULL if bias_at == NULL else bias_at + g * O + f, _path)
+
 
 # ---------------------------------------------------------------------------------------------
 # dL/dW = Z' ⊛ A: the window slides over A, with Z' in the role of the weights

@@ -665,6 +665,7 @@ TARGET static void TGC_FN(tgc_strip)(const tgc_strip_shape *sh, const T *k, ptrd
     }
 }
 
+#undef TGC_FOR_FILTERS
 #undef TGC_STRIP_CASE
 #undef TGC_STRIP_START
 #undef TGC_STRIP_STEP

@@ -146,8 +146,11 @@ static void tgc_abort(const char *what, int value)
 #define TGC_STRIP_FILTERS_PORTABLE 4
 #define TGC_STRIP_FILTERS_AVX2 4
 #define TGC_STRIP_FILTERS_AVX512 8
+/* ... and they fit the accumulators conv_tile.h declares (TGC_FOR_FILTERS: 8 filters) */
 typedef char tgc_strips_fit_registers[2 * TGC_STRIP_FILTERS_AVX2 + 3 <= TGC_REGISTERS_AVX2
                                       && 2 * TGC_STRIP_FILTERS_AVX512 + 3 <= TGC_REGISTERS_AVX512
+                                      && TGC_STRIP_FILTERS_PORTABLE <= 8
+                                      && TGC_STRIP_FILTERS_AVX2 <= 8
                                       && TGC_STRIP_FILTERS_AVX512 <= 8 ? 1 : -1];
 
 #define TGC_APPLY(F, args) F args

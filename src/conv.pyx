@@ -39,7 +39,9 @@ a 16 x 16 transpose (`unstage`), which writes whole cache lines.
 A reduction of a few terms (a first layer: one or three channels, `strips_fit`) would spend as
 long in that transpose as in its sums: there an output row's pixels go in the lanes and a block
 of filters in the registers, each input vector loaded once for all of them, and each filter's
-row written where it lies (`tgc_strip`, "Strips").
+row written where it lies (`tgc_strip`, "Strips"). Its dL/dW, on the AVX-512 path with 3
+columns of taps, reads Z' where it lies too, rather than transposing it for the tiles: two
+filters by 3 x 3 taps of sums in registers (`tgc_strip_grad`).
 
 Padding, and the zeros the stride inserts into Z', are never multiplied: for each output row
 (and column) a plan says which taps reach a real input cell (`plan_axis`). Rows with the same
@@ -182,6 +184,11 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
     dbias = bias_grad(dz) if need_db else None
     if not need_dw or a.shape[0] == 0:
         return (np.zeros(kernel_shape, dtype=dtype) if need_dw else None), dbias
+    cdef Axis cols = forward_axis(dz.shape[3], a.shape[3], kernel_shape[3], stride[1], pads[2],
+                                  dilation[1])
+    if strip_grads_fit(groups, F // groups, kernel_shape[1], kernel_shape[2], cols, _path,
+                       lanes):          # a first layer: Z' read where it lies
+        return weight_grad_strips(a, dz, kernel_shape, stride, pads, dilation, groups), dbias
     cdef WeightGradPlan plan = weight_grad_plan(
         (a.shape[0], a.shape[1], a.shape[2], a.shape[3]),
         (dz.shape[0], dz.shape[1], dz.shape[2], dz.shape[3]), tuple(kernel_shape), tuple(stride),
@@ -233,6 +240,8 @@ def ways(x_shape, w_shape, stride, padding, dilation, Py_ssize_t groups, dtype):
     if R == 1 and planes_fit(1, KH * KW, OW, lanes) and groups_in_lanes(groups, F // groups,
                                                                          lanes):
         dw = "planes"
+    elif strip_grads_fit(groups, F // groups, R, KH, z_cols, _path, lanes):
+        dw = "strips 2 filters x 3 x 3 taps"
     else:
         dw = "tiles " + tiles_named(lane_blocks(groups, F // groups, lanes, _path)
                                     if groups_in_lanes(groups, F // groups, lanes) else
@@ -876,7 +885,9 @@ def correlate_kernel(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t gro
 # With one or three input channels a tile's sums are short, and writing them to NCHW through
 # unstage's transpose costs as much again. A strip (tgc_strip) puts an output row's pixels in
 # the lanes instead, a block of filters in registers, and writes each filter's row where it
-# lies. Same terms, same order, same bits as the tiles (tests compare the two).
+# lies. Same terms, same order, same bits as the tiles (tests compare the two). dL/dW of such a
+# layer (3 columns of taps, AVX-512) goes by strips too: Z' read in place, each run of images'
+# sums in double, the runs added in order (its own order, not the tiles').
 
 cdef enum:
     STRIP_MAX_TERMS = 32        # the longest reduction (channels x kernel rows x columns)
@@ -968,6 +979,69 @@ def correlate_strips(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t gro
                        &out[n, g * O + f, 0, 0],
                        NULL if bias_at == NULL else bias_at + g * O + f, _path)
 
+
+
+def strip_grads_fit(Py_ssize_t groups, Py_ssize_t O, Py_ssize_t R, Py_ssize_t KH, Axis cols,
+                    int path, Py_ssize_t lanes):
+    """Whether dL/dW goes strip by strip (tgc_strip_grad; shapes and the SIMD path only): where
+    Z does (strips_fit), with 3 columns of taps, on the AVX-512 path, whose masked
+    multiply-adds it uses throughout."""
+    return path == TGC_AVX512 and cols.params[2] == 3 and not groups_in_lanes(
+        groups, O, lanes) and strips_fit(R, KH, cols, path, lanes)
+
+
+cdef inline void strip_grad(const tgc_strip_grad_shape *sh, Py_ssize_t KH, const floating *z,
+                            Py_ssize_t filters, const floating *a, Py_ssize_t images,
+                            double *acc, Py_ssize_t acc_step, int path) noexcept nogil:
+    """The taps of one input channel for `filters` filters over `images` images
+    (tgc_strip_grad)."""
+    if floating is float:
+        tgc_strip_grad_fn_f32(path)(sh, KH, z, filters, a, images, acc, acc_step)
+    else:
+        tgc_strip_grad_fn_f64(path)(sh, KH, z, filters, a, images, acc, acc_step)
+
+
+def weight_grad_strips(const floating[:, :, :, ::1] a, const floating[:, :, :, ::1] dz,
+                       kernel_shape, stride, pads, dilation, Py_ssize_t groups):
+    """dL/dW[f, r, i, j] = sum over images n, output rows y, columns x of Z'[n, f, y, x] *
+    A[n, g*R + r, y*sh - pt + i*dh, x - pl + j*dw], strip by strip: the batch is cut into runs
+    of images (Blocking.runs of them, from the shapes only), and a task is a run's
+    STRIP_TASK_FILTERS filters of a group, channel after channel. Each run's sums go to its own
+    row of `part`, in double; then the runs are added in order: the same bits whatever the
+    threads."""
+    cdef Py_ssize_t F = kernel_shape[0], R = kernel_shape[1], KH = kernel_shape[2]
+    cdef Py_ssize_t N = a.shape[0], O = F // groups, pairs = R * KH * 3, t, n, g, f, r, e, q
+    cdef tuple tables = strip_tables(forward_axis(dz.shape[3], a.shape[3], 3, stride[1],
+                                                  pads[2], dilation[1]))
+    cdef const ptrdiff_t[::1] col = tables[0], lo = tables[1], hi = tables[2]
+    cdef tgc_strip_grad_shape sh
+    sh.out_h, sh.out_w, sh.z_plane = dz.shape[2], dz.shape[3], dz.shape[2] * dz.shape[3]
+    sh.z_image, sh.in_h, sh.pitch = F * sh.z_plane, a.shape[2], a.shape[3]
+    sh.a_image, sh.row_stride, sh.row_dil = a.shape[1] * a.shape[2] * a.shape[3], stride[0], \
+        dilation[0]
+    sh.top, sh.col, sh.col_lo, sh.col_hi = pads[0], &col[0], &lo[0], &hi[0]
+    cdef Py_ssize_t per_run = ceil_div(N, blocking(0).runs), runs = ceil_div(N, per_run)
+    cdef Py_ssize_t blocks = ceil_div(O, STRIP_TASK_FILTERS)
+    cdef double[:, :, ::1] part = np.zeros((runs, F, pairs))
+    cdef int threads = get_num_threads()
+    with nogil:
+        for t in prange(runs * groups * blocks, num_threads=threads, schedule="guided"):
+            q, g, f = t // (blocks * groups), t // blocks % groups, t % blocks * STRIP_TASK_FILTERS
+            n = q * per_run
+            for r in range(R):      # part[q, f, (r, i, j)] = the run's sums
+                strip_grad(&sh, KH, &dz[n, g * O + f, 0, 0], min(STRIP_TASK_FILTERS, O - f),
+                           &a[n, g * R + r, 0, 0], min(per_run, N - n),
+                           &part[q, g * O + f, r * KH * 3], pairs, _path)
+    dweight = np.empty(kernel_shape, dtype=np.float32 if floating is float else np.float64)
+    cdef floating[::1] dw = dweight.reshape(-1)
+    cdef double total
+    with nogil:         # dL/dW = the runs' sums, added in order
+        for e in prange(F * pairs, num_threads=threads, schedule="static"):
+            total = 0
+            for q in range(runs):
+                total = total + part[q, e // pairs, e % pairs]
+            dw[e] = <floating> total
+    return dweight
 
 # ---------------------------------------------------------------------------------------------
 # dL/dW = Z' ⊛ A: the window slides over A, with Z' in the role of the weights

@@ -671,6 +671,146 @@ TARGET static void TGC_FN(tgc_strip)(const tgc_strip_shape *sh, const T *k, ptrd
 #undef TGC_STRIP_STEP
 #undef TGC_STRIP_FINISH
 
+/* ---- dL/dW of a strip: 3 x 3 taps (or fewer kernel rows) of two filters, pixels in lanes ----
+ *
+ *     strip_grad:  acc[f * acc_step + i * 3 + j] += sum over images n < images, output rows
+ *                      y < out_h, columns u < out_w of
+ *                      z[n * z_image + f * z_plane + y * out_w + u]
+ *                    * a[n * a_image + (y * row_stride + i * row_dil - top) * pitch + col[j] + u]
+ *                  for f < `filters`, kernel rows i < KH, column taps j < 3; a term whose input
+ *                  row lies outside [0, in_h), or whose column u lies outside
+ *                  [col_lo[j], col_hi[j]), is padding: never multiplied
+ *
+ * dL/dW = Z' ⊛ A for one input channel of a first layer (3 columns of taps): the tiles would
+ * first transpose all of Z' for a sum of a few (channel, tap) pairs. Here Z' is read where it
+ * lies: each vector of a row of Z' (a load a filter) meets the input vectors of all 9 taps (3
+ * loads a kernel row), 2 filters x 9 taps of accumulators in registers over a run of images.
+ * A row's last vector starts at out_w - LANES and adds only the lanes the one before did not
+ * (mz), so each term is added once. The order, fixed by the shapes: vector by vector, image by
+ * image, row by row, into a vector a (filter, tap); then its lanes in order, 0 to LANES - 1,
+ * in double, onto acc. Masked multiply-adds throughout, so only the AVX-512 path has it
+ * (strip_grads_fit), where they cost what plain ones do, and no more than 4 masks are live
+ * (AVX-512 has 7 mask registers). Accumulators are named variables, g<f>_<i>_<j>. */
+
+#if TGC_STRIP_GRAD
+
+#define TGC_FOR_GRAD_TAPS(X, f)                                                             \
+    X(f, 0, 0) X(f, 0, 1) X(f, 0, 2) X(f, 1, 0) X(f, 1, 1) X(f, 1, 2)                      \
+    X(f, 2, 0) X(f, 2, 1) X(f, 2, 2)
+
+#define TGC_GRAD_START(f, i, j) V g##f##_##i##_##j = VZERO();
+
+#define TGC_GRAD_FMA(f, i, j)                                                               \
+    if (f < filters) g##f##_##i##_##j = VFMA_MASK(z##f, x##j, g##f##_##i##_##j, m##j);
+
+/* kernel row i0 + i of this block, when its input row is real for output row y */
+#define TGC_GRAD_ROW(i)                                                                     \
+    if (i < rows && row0 + i * row_dil >= 0 && row0 + i * row_dil < in_h) {                \
+        {                                                                                   \
+            const T *p = an + (row0 + i * row_dil) * pitch;                                 \
+            const V x0 = VLOAD_MASK(p + col0, m0), x1 = VLOAD_MASK(p + col1, m1);           \
+            const V x2 = VLOAD_MASK(p + col2, m2);                                          \
+            TGC_GRAD_FMA(0, i, 0) TGC_GRAD_FMA(0, i, 1) TGC_GRAD_FMA(0, i, 2)               \
+            TGC_GRAD_FMA(1, i, 0) TGC_GRAD_FMA(1, i, 1) TGC_GRAD_FMA(1, i, 2)               \
+        }                                                                                   \
+    }
+
+#define TGC_GRAD_FINISH(f, i, j)                                                            \
+    if (f < filters && i < rows) {                                                          \
+        T lanes[LANES];                                                                     \
+        double sum = 0;                                                                     \
+        VSTORE(lanes, g##f##_##i##_##j);                                                    \
+        for (int l = 0; l < LANES; l++)                                                     \
+            sum += (double)lanes[l];                                                        \
+        acc[f * acc_step + (i0 + i) * 3 + j] += sum;                                        \
+    }
+
+/* `filters` (1, 2) filters by kernel rows i0 <= i < i0 + `rows` (<= 3) */
+TARGET static TGC_INLINE void TGC_FN(tgc_strip_grad_body)(
+    const tgc_strip_grad_shape *sh, const T *z, const T *a, ptrdiff_t images, ptrdiff_t i0,
+    double *acc, ptrdiff_t acc_step, const int filters, const int rows)
+{
+    const ptrdiff_t out_w = sh->out_w, last = out_w > LANES ? out_w - LANES : 0;
+    const ptrdiff_t nvec = out_w > LANES ? (out_w + LANES - 1) / LANES : 1;
+    /* (copies in locals, so that the loops keep them in registers) */
+    const ptrdiff_t col0 = sh->col[0], col1 = sh->col[1], col2 = sh->col[2];
+    const ptrdiff_t out_h = sh->out_h, in_h = sh->in_h, pitch = sh->pitch;
+    const ptrdiff_t z_plane = sh->z_plane, z_image = sh->z_image, a_image = sh->a_image;
+    const ptrdiff_t row_step = sh->row_stride, row_dil = sh->row_dil;
+    const ptrdiff_t first = i0 * row_dil - sh->top;
+    TGC_FOR_GRAD_TAPS(TGC_GRAD_START, 0)
+    TGC_FOR_GRAD_TAPS(TGC_GRAD_START, 1)
+    for (ptrdiff_t v = 0; v < nvec; v++) {
+        const ptrdiff_t u = v * LANES < last ? v * LANES : last;
+        /* Z''s lanes: those this vector adds (not the one before's), within the row; then each
+         * column tap's: those, where the tap reads a real cell */
+        const VMASK mz = VMASK_RANGE(TGC_LANE(v * LANES - u), TGC_LANE(out_w - u));
+        const VMASK m0 = VMASK_AND(mz, VMASK_RANGE(TGC_LANE(sh->col_lo[0] - u),
+                                                   TGC_LANE(sh->col_hi[0] - u)));
+        const VMASK m1 = VMASK_AND(mz, VMASK_RANGE(TGC_LANE(sh->col_lo[1] - u),
+                                                   TGC_LANE(sh->col_hi[1] - u)));
+        const VMASK m2 = VMASK_AND(mz, VMASK_RANGE(TGC_LANE(sh->col_lo[2] - u),
+                                                   TGC_LANE(sh->col_hi[2] - u)));
+        for (ptrdiff_t n = 0; n < images; n++) {
+            const T *zy = z + n * z_image + u, *an = a + n * a_image + u;
+            for (ptrdiff_t y = 0; y < out_h; y++, zy += out_w) {
+                const ptrdiff_t row0 = y * row_step + first;    /* kernel row i0's input row */
+                const V z0 = VLOAD_MASK(zy, mz);
+                const V z1 = filters > 1 ? VLOAD_MASK(zy + z_plane, mz) : VZERO();
+                TGC_GRAD_ROW(0) TGC_GRAD_ROW(1) TGC_GRAD_ROW(2)
+            }
+        }
+    }
+    TGC_FOR_GRAD_TAPS(TGC_GRAD_FINISH, 0)
+    TGC_FOR_GRAD_TAPS(TGC_GRAD_FINISH, 1)
+}
+
+#define TGC_GRAD_CASE(F_, I_)                                                               \
+    case 4 * (F_) + (I_):                                                                   \
+        TGC_FN(tgc_strip_grad_body)(sh, z + f * sh->z_plane, a, images, i0,                 \
+                                    acc + f * acc_step, acc_step, F_, I_);                  \
+        break;
+
+/* The `filters` filters from z in pairs (an odd one alone), the KH kernel rows in blocks of 3:
+ * acc[f * acc_step + i * 3 + j] as above. */
+TARGET static void TGC_FN(tgc_strip_grad)(const tgc_strip_grad_shape *sh, ptrdiff_t KH,
+                                          const T *z, ptrdiff_t filters, const T *a,
+                                          ptrdiff_t images, double *acc, ptrdiff_t acc_step)
+{
+    for (ptrdiff_t f = 0; f < filters;) {
+        const int block = filters - f >= 2 ? 2 : 1;
+        for (ptrdiff_t i0 = 0; i0 < KH; i0 += 3) {
+            const int rows = KH - i0 >= 3 ? 3 : (int)(KH - i0);
+            switch (4 * block + rows) {
+                TGC_GRAD_CASE(2, 3) TGC_GRAD_CASE(2, 2) TGC_GRAD_CASE(2, 1)
+                TGC_GRAD_CASE(1, 3) TGC_GRAD_CASE(1, 2) TGC_GRAD_CASE(1, 1)
+                default: tgc_abort("a strip's dL/dW block", 4 * block + rows);
+            }
+        }
+        f += block;
+    }
+}
+
+#undef TGC_FOR_GRAD_TAPS
+#undef TGC_GRAD_START
+#undef TGC_GRAD_FMA
+#undef TGC_GRAD_ROW
+#undef TGC_GRAD_FINISH
+#undef TGC_GRAD_CASE
+
+#else   /* a masked multiply-add costs more here: strip_grads_fit never sends work to this */
+
+TARGET static void TGC_FN(tgc_strip_grad)(const tgc_strip_grad_shape *sh, ptrdiff_t KH,
+                                          const T *z, ptrdiff_t filters, const T *a,
+                                          ptrdiff_t images, double *acc, ptrdiff_t acc_step)
+{
+    (void)sh; (void)KH; (void)z; (void)a; (void)images; (void)acc; (void)acc_step;
+    tgc_abort("a strip's dL/dW on a path without cheap masks", (int)filters);
+}
+
+#endif
+
+
 #undef TGC_BAND_CASE
 #undef TGC_BAND_LOADS
 #undef TGC_BAND_TAP
@@ -829,6 +969,7 @@ TARGET static double TGC_FN(tgc_fma_probe)(long rounds)
 #undef VSTORE_PART
 #undef VMASK
 #undef VMASK_RANGE
+#undef VMASK_AND
 #undef VLOAD_MASK
 #undef VFMA_MASK
 #undef DEAL2

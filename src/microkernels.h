@@ -88,6 +88,16 @@ typedef struct {
                                        next's */
 } tgc_strip_shape;
 
+/* dL/dW of a strip (conv_tile.h, tgc_strip_grad): output row y and kernel row i read input row
+ * y*row_stride + i*row_dil - top (outside [0, in_h): padding, skipped); column tap j < 3 of
+ * output column u reads col[j] + u, real for col_lo[j] <= u < col_hi[j] */
+typedef struct {
+    ptrdiff_t out_h, out_w, z_image, z_plane;   /* Z': rows, columns, next image, next filter */
+    ptrdiff_t in_h, pitch, a_image;             /* A: rows, next row, next image */
+    ptrdiff_t row_stride, row_dil, top;
+    const ptrdiff_t *col, *col_lo, *col_hi;
+} tgc_strip_grad_shape;
+
 static volatile double tgc_probe_sink = 0;
 
 /* A value no table has a case for: a bug in the tables, never the user's. Say so, and stop
@@ -217,6 +227,11 @@ typedef char tgc_bands_fit_registers[
 /* ---- portable: 4-wide arrays the compiler may vectorize for whatever CPU it targets ---- */
 typedef struct { int lo, hi; } tgc_range;     /* the portable path's lane mask: [lo, hi) */
 static TGC_INLINE tgc_range tgc_range_of(int lo, int hi) { tgc_range m = {lo, hi}; return m; }
+static TGC_INLINE tgc_range tgc_range_and(tgc_range a, tgc_range b)
+{
+    tgc_range m = {a.lo > b.lo ? a.lo : b.lo, a.hi < b.hi ? a.hi : b.hi};
+    return m;
+}
 
 #define TGC_PORTABLE_OPS(TYPE, VT)                                                            \
     typedef struct { TYPE v[4]; } VT;                                                         \
@@ -251,6 +266,7 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #define TGC_PIXELS TGC_PIXELS_PORTABLE
 #define TGC_BAND_ROWS TGC_BAND_ROWS_PORTABLE
 #define TGC_STRIP_FILTERS TGC_STRIP_FILTERS_PORTABLE
+#define TGC_STRIP_GRAD 0
 #define TGC_BAND_VECTORS TGC_VECTORS_PORTABLE
 
 #define T float
@@ -269,6 +285,7 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #define VLOAD_PART(p, n) tgc_v4f_load_part(p, n)
 #define VMASK tgc_range
 #define VMASK_RANGE(lo, hi) tgc_range_of(lo, hi)
+#define VMASK_AND(a, b) tgc_range_and(a, b)
 #define VLOAD_MASK(p, m) tgc_v4f_load_range(p, m)
 #define VFMA_MASK(a, b, c, m) tgc_v4f_fma_range(a, b, c, m)
 #define VSTORE_PART(p, v, n) tgc_v4f_store_part(p, v, n)
@@ -290,6 +307,7 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #define VLOAD_PART(p, n) tgc_v4d_load_part(p, n)
 #define VMASK tgc_range
 #define VMASK_RANGE(lo, hi) tgc_range_of(lo, hi)
+#define VMASK_AND(a, b) tgc_range_and(a, b)
 #define VLOAD_MASK(p, m) tgc_v4d_load_range(p, m)
 #define VFMA_MASK(a, b, c, m) tgc_v4d_fma_range(a, b, c, m)
 #define VSTORE_PART(p, v, n) tgc_v4d_store_part(p, v, n)
@@ -299,6 +317,7 @@ TGC_PORTABLE_OPS(double, tgc_v4d)
 #undef TGC_PIXELS
 #undef TGC_BAND_ROWS
 #undef TGC_STRIP_FILTERS
+#undef TGC_STRIP_GRAD
 #undef TGC_BAND_VECTORS
 
 #if TGC_X86
@@ -383,6 +402,7 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define TGC_PIXELS TGC_PIXELS_AVX2
 #define TGC_BAND_ROWS TGC_BAND_ROWS_AVX2
 #define TGC_STRIP_FILTERS TGC_STRIP_FILTERS_AVX2
+#define TGC_STRIP_GRAD 0
 #define TGC_BAND_VECTORS TGC_VECTORS_AVX2
 
 #define T float
@@ -403,6 +423,7 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define VLOAD_PART(p, n) _mm256_maskload_ps(p, TGC_MASK8(n))
 #define VMASK __m256i
 #define VMASK_RANGE(lo, hi) _mm256_andnot_si256(TGC_MASK8(lo), TGC_MASK8(hi))
+#define VMASK_AND(a, b) _mm256_and_si256(a, b)
 #define VLOAD_MASK(p, m) _mm256_maskload_ps(p, m)
 #define VFMA_MASK(a, b, c, m) _mm256_blendv_ps(c, _mm256_fmadd_ps(a, b, c), _mm256_castsi256_ps(m))
 #define VSTORE_PART(p, v, n) _mm256_maskstore_ps(p, TGC_MASK8(n), v)
@@ -436,6 +457,7 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define VLOAD_PART(p, n) _mm256_maskload_pd(p, TGC_MASK4(n))
 #define VMASK __m256i
 #define VMASK_RANGE(lo, hi) _mm256_andnot_si256(TGC_MASK4(lo), TGC_MASK4(hi))
+#define VMASK_AND(a, b) _mm256_and_si256(a, b)
 #define VLOAD_MASK(p, m) _mm256_maskload_pd(p, m)
 #define VFMA_MASK(a, b, c, m) _mm256_blendv_pd(c, _mm256_fmadd_pd(a, b, c), _mm256_castsi256_pd(m))
 #define VSTORE_PART(p, v, n) _mm256_maskstore_pd(p, TGC_MASK4(n), v)
@@ -454,6 +476,7 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #undef TGC_PIXELS
 #undef TGC_BAND_ROWS
 #undef TGC_STRIP_FILTERS
+#undef TGC_STRIP_GRAD
 #undef TGC_BAND_VECTORS
 
 /* ---- AVX-512F: 32 registers, so up to 28 accumulators ---- */
@@ -461,6 +484,7 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define TGC_PIXELS TGC_PIXELS_AVX512
 #define TGC_BAND_ROWS TGC_BAND_ROWS_AVX512
 #define TGC_STRIP_FILTERS TGC_STRIP_FILTERS_AVX512
+#define TGC_STRIP_GRAD 1       /* masked multiply-adds at a plain one's cost */
 #define TGC_BAND_VECTORS TGC_VECTORS_AVX512
 
 #define T float
@@ -479,6 +503,7 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define VLOAD_PART(p, n) _mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1), p)
 #define VMASK __mmask16
 #define VMASK_RANGE(lo, hi) ((__mmask16)(((1u << (hi)) - 1) & ~((1u << (lo)) - 1)))
+#define VMASK_AND(a, b) ((__mmask16)((a) & (b)))
 #define VLOAD_MASK(p, m) _mm512_maskz_loadu_ps(m, p)
 #define VFMA_MASK(a, b, c, m) _mm512_mask3_fmadd_ps(a, b, c, m)
 #define VSTORE_PART(p, v, n) _mm512_mask_storeu_ps(p, (__mmask16)((1u << (n)) - 1), v)
@@ -512,6 +537,7 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #define VLOAD_PART(p, n) _mm512_maskz_loadu_pd((__mmask8)((1u << (n)) - 1), p)
 #define VMASK __mmask8
 #define VMASK_RANGE(lo, hi) ((__mmask8)(((1u << (hi)) - 1) & ~((1u << (lo)) - 1)))
+#define VMASK_AND(a, b) ((__mmask8)((a) & (b)))
 #define VLOAD_MASK(p, m) _mm512_maskz_loadu_pd(m, p)
 #define VFMA_MASK(a, b, c, m) _mm512_mask3_fmadd_pd(a, b, c, m)
 #define VSTORE_PART(p, v, n) _mm512_mask_storeu_pd(p, (__mmask8)((1u << (n)) - 1), v)
@@ -530,6 +556,7 @@ TGC_TARGET_AVX512 static TGC_INLINE void tgc_transpose_avx512_f64(__m512d r[8])
 #undef TGC_PIXELS
 #undef TGC_BAND_ROWS
 #undef TGC_STRIP_FILTERS
+#undef TGC_STRIP_GRAD
 #undef TGC_BAND_VECTORS
 #endif /* TGC_X86 */
 
@@ -713,6 +740,14 @@ typedef void (*tgc_strip_f64)(const tgc_strip_shape *, const double *, ptrdiff_t
 
 TGC_PATH_TABLE(strip, f32)
 TGC_PATH_TABLE(strip, f64)
+
+typedef void (*tgc_strip_grad_f32)(const tgc_strip_grad_shape *, ptrdiff_t, const float *,
+                                   ptrdiff_t, const float *, ptrdiff_t, double *, ptrdiff_t);
+typedef void (*tgc_strip_grad_f64)(const tgc_strip_grad_shape *, ptrdiff_t, const double *,
+                                   ptrdiff_t, const double *, ptrdiff_t, double *, ptrdiff_t);
+
+TGC_PATH_TABLE(strip_grad, f32)
+TGC_PATH_TABLE(strip_grad, f64)
 
 /* Flops done by `rounds` rounds of the FMA probe of `path`, float32 or float64. */
 static double tgc_fma_probe(int path, int is_double, long rounds)

@@ -86,3 +86,15 @@ cdef extern from "microkernels.h" nogil:
                                    double *, const double *)
     tgc_strip_f32 tgc_strip_fn_f32(int path)
     tgc_strip_f64 tgc_strip_fn_f64(int path)
+    ctypedef struct tgc_strip_grad_shape:
+        ptrdiff_t out_h, out_w, z_image, z_plane, in_h, pitch, a_image, row_stride, row_dil, top
+        const ptrdiff_t *col
+        const ptrdiff_t *col_lo
+        const ptrdiff_t *col_hi
+    ctypedef void (*tgc_strip_grad_f32)(const tgc_strip_grad_shape *, ptrdiff_t, const float *,
+                                        ptrdiff_t, const float *, ptrdiff_t, double *, ptrdiff_t)
+    ctypedef void (*tgc_strip_grad_f64)(const tgc_strip_grad_shape *, ptrdiff_t,
+                                        const double *, ptrdiff_t, const double *, ptrdiff_t,
+                                        double *, ptrdiff_t)
+    tgc_strip_grad_f32 tgc_strip_grad_fn_f32(int path)
+    tgc_strip_grad_f64 tgc_strip_grad_fn_f64(int path)

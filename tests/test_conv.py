@@ -187,6 +187,43 @@ def test_strips_give_the_tiles_bits(path, dtype, case):
         assert with_strips.tobytes() == without.tobytes(), name
 
 
+@pytest.mark.parametrize("x_shape, padding", [((2, 1, 9, 37), 1), ((2, 3, 12, 20), 2)])
+def test_an_inf_gradient_reaches_only_the_real_taps_of_dw(simd_path, x_shape, padding):
+    # dL/dW of a first layer (strips on AVX-512: Z' read in place, masked lanes): an Inf in Z'
+    # at a border output meets padding through some taps; those taps must stay finite, not
+    # 0 * Inf = NaN, as real_taps_conv sums them
+    rng = np.random.default_rng(4)
+    c = x_shape[1]
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal((5, c, 3, 3)).astype(np.float32)
+    z = _conv.conv2d_forward(x, w, None, (1, 1), (padding, padding), (1, 1))
+    g = rng.standard_normal(z.shape).astype(np.float32)
+    g[0, 1, 0, 0], g[1, 3, -1, -1] = np.inf, -np.inf       # corners: their outer taps are padding
+    dw = _conv.conv2d_backward(x, w, g, (1, 1), (padding, padding), (1, 1), False, True,
+                               False)[1]
+    for k in range(c):      # real_taps_conv takes one input channel (a group) at a time
+        with np.errstate(invalid="ignore"):
+            _, _, want = real_taps_conv(x[:, k:k + 1], w[:, k:k + 1], g, 1, padding, 1, 1)
+        got = dw[:, k:k + 1]
+        assert np.array_equal(np.isnan(got), np.isnan(want)), k
+        assert np.array_equal(np.isinf(got), np.isinf(want)), k
+        finite = np.isfinite(want)
+        assert rel_err(got[finite], want[finite]) < 1e-4
+    assert np.isfinite(dw[1, :, 0, 0]).all()     # a corner tap the Inf meets only as padding
+
+
+def test_first_layers_take_strips_for_dw_on_avx512():
+    if "avx512" not in PATHS:
+        pytest.skip("this CPU has no AVX-512")
+    with using_path("avx512"):
+        c1 = _conv.ways((64, 1, 28, 28), (32, 1, 3, 3), (1, 1), (0, 0), (1, 1), 1, np.float32)
+        rgb = _conv.ways((64, 3, 32, 32), (32, 3, 3, 3), (1, 1), (1, 1), (1, 1), 1, np.float32)
+        five = _conv.ways((64, 1, 28, 28), (6, 1, 5, 5), (1, 1), (2, 2), (1, 1), 1, np.float32)
+        c2 = _conv.ways((64, 32, 26, 26), (64, 32, 3, 3), (1, 1), (0, 0), (1, 1), 1, np.float32)
+    assert c1["dL/dW"] == rgb["dL/dW"] == "strips 2 filters x 3 x 3 taps"
+    assert five["dL/dW"].startswith("tiles") and c2["dL/dW"].startswith("tiles")
+
+
 def test_ways_names_how_each_gradient_is_computed():
     # what bench_kernels prints beside its rows, on the portable path (on every machine):
     # 4-wide vectors, tiles of (8, 6, 4, 3) pixels for 1..4 vectors; c1's dL/dA sums 32

@@ -169,7 +169,8 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
     """(dL/dW = Z' ⊛ A summed over the batch, dL/db = Z' summed over all axes but F), each
     None unless asked for. Its NumPy twin: reference.conv2d_backward's dw and db.
 
-    Depthwise with wide rows: weight_grad_planes (one filter a task, dL/db on the way).
+    Depthwise with wide rows: weight_grad_planes (one filter a task, dL/db on the way). A first
+    layer on AVX-512 (3 columns of taps): weight_grad_strips (Z' read where it lies).
     Otherwise the batch's rows (image, output row) are cut into runs, one partial dL/dW each,
     which depend on the shapes only. A thread takes a run and, slab after slab (a slab fits the L2),
     packs the slab's Z' and adds every tile's sums to the run's partial: all in its own cache,

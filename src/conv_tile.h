@@ -706,13 +706,11 @@ TARGET static void TGC_FN(tgc_strip)(const tgc_strip_shape *sh, const T *k, ptrd
 /* kernel row i0 + i of this block, when its input row is real for output row y */
 #define TGC_GRAD_ROW(i)                                                                     \
     if (i < rows && row0 + i * row_dil >= 0 && row0 + i * row_dil < in_h) {                \
-        {                                                                                   \
-            const T *p = an + (row0 + i * row_dil) * pitch;                                 \
-            const V x0 = VLOAD_MASK(p + col0, m0), x1 = VLOAD_MASK(p + col1, m1);           \
-            const V x2 = VLOAD_MASK(p + col2, m2);                                          \
-            TGC_GRAD_FMA(0, i, 0) TGC_GRAD_FMA(0, i, 1) TGC_GRAD_FMA(0, i, 2)               \
-            TGC_GRAD_FMA(1, i, 0) TGC_GRAD_FMA(1, i, 1) TGC_GRAD_FMA(1, i, 2)               \
-        }                                                                                   \
+        const T *p = an + (row0 + i * row_dil) * pitch;                                     \
+        const V x0 = VLOAD_MASK(p + col0, m0), x1 = VLOAD_MASK(p + col1, m1);               \
+        const V x2 = VLOAD_MASK(p + col2, m2);                                              \
+        TGC_GRAD_FMA(0, i, 0) TGC_GRAD_FMA(0, i, 1) TGC_GRAD_FMA(0, i, 2)                   \
+        TGC_GRAD_FMA(1, i, 0) TGC_GRAD_FMA(1, i, 1) TGC_GRAD_FMA(1, i, 2)                   \
     }
 
 #define TGC_GRAD_FINISH(f, i, j)                                                            \
@@ -809,7 +807,6 @@ TARGET static void TGC_FN(tgc_strip_grad)(const tgc_strip_grad_shape *sh, ptrdif
 }
 
 #endif
-
 
 #undef TGC_BAND_CASE
 #undef TGC_BAND_LOADS

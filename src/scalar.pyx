@@ -527,6 +527,9 @@ cdef double _pow(double base, double exponent, str op, object operand) except? -
         raise ZeroDivisionError(f"{op}: 0.0 cannot be raised to a negative power "
                                 f"({exponent!r}); operand: {operand!r}")
     if base < 0.0 and isfinite(base) and isfinite(exponent) and exponent != floor(exponent):
+        if isinf(pow(-base, exponent)):     # Python's complex result overflows first
+            raise OverflowError(f"{op}: {base!r} ** {exponent!r} is too large even as a "
+                                f"complex number")
         raise ValueError(f"{op}: a negative number to a fractional power is complex: "
                          f"{base!r} ** {exponent!r}")
     cdef double out = pow(base, exponent)

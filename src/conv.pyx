@@ -177,19 +177,17 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
     with no waiting for the other threads. The partials are then added in run order: the same
     bits whatever the number of threads and the cache sizes."""
     dtype = np.float32 if floating is float else np.float64
-    cdef Py_ssize_t F = kernel_shape[0], lanes = tgc_lanes(_path, sizeof(floating))
-    if need_dw and a.shape[0] and kernel_shape[1] == 1 and planes_fit(
-            1, kernel_shape[2] * kernel_shape[3], dz.shape[3], lanes) and groups_in_lanes(
-            groups, F // groups, lanes):      # depthwise: dL/db on the way (the same sums)
+    cdef Axis cols = forward_axis(dz.shape[3], a.shape[3], kernel_shape[3], stride[1], pads[2],
+                                  dilation[1])
+    way = weight_grad_way(groups, kernel_shape, cols, tgc_lanes(_path, sizeof(floating)))
+    if need_dw and a.shape[0] and way == "planes":     # dL/db on the way (the same sums)
         return weight_grad_planes(a, dz, kernel_shape, stride, pads, dilation, groups, need_db)
     dbias = bias_grad(dz) if need_db else None
     if not need_dw or a.shape[0] == 0:
         return (np.zeros(kernel_shape, dtype=dtype) if need_dw else None), dbias
-    cdef Axis cols = forward_axis(dz.shape[3], a.shape[3], kernel_shape[3], stride[1], pads[2],
-                                  dilation[1])
-    if strip_grads_fit(groups, F // groups, kernel_shape[1], kernel_shape[2], cols, _path,
-                       lanes):          # a first layer: Z' read where it lies
-        return weight_grad_strips(a, dz, kernel_shape, stride, pads, dilation, groups), dbias
+    if way == "strips":         # a first layer: Z' read where it lies
+        return weight_grad_strips(a, dz, kernel_shape, stride, pads, dilation, groups, cols), \
+            dbias
     cdef WeightGradPlan plan = weight_grad_plan(
         (a.shape[0], a.shape[1], a.shape[2], a.shape[3]),
         (dz.shape[0], dz.shape[1], dz.shape[2], dz.shape[3]), tuple(kernel_shape), tuple(stride),
@@ -217,6 +215,18 @@ def weight_and_bias_grad(const floating[:, :, :, ::1] a, const floating[:, :, :,
     return dweight, dbias
 
 
+def weight_grad_way(Py_ssize_t groups, kernel_shape, Axis cols, Py_ssize_t lanes):
+    """How weight_and_bias_grad computes dL/dW (shapes and the SIMD path only): "planes"
+    (depthwise with rows a vector wide: a plane's pixels in the lanes), "strips" (a first
+    layer with 3 columns of taps on AVX-512: strip_grads_fit) or "tiles"."""
+    F, R, KH, KW = kernel_shape
+    if R == 1 and planes_fit(1, KH * KW, cols.params[0], lanes) and groups_in_lanes(
+            groups, F // groups, lanes):
+        return "planes"
+    return "strips" if strip_grads_fit(groups, F // groups, R, KH, cols, _path, lanes) \
+        else "tiles"
+
+
 def four_pads(padding):
     """(top, bottom, left, right) from (ph, pw) or ((top, bottom), (left, right))."""
     ph, pw = padding
@@ -238,12 +248,10 @@ def ways(x_shape, w_shape, stride, padding, dilation, Py_ssize_t groups, dtype):
     z_cols = forward_axis(OW, W, KW, stride[1], left, dilation[1])
     a_rows = input_grad_axis(H, OH, KH, stride[0], top, dilation[0])
     a_cols = input_grad_axis(W, OW, KW, stride[1], left, dilation[1])
-    if R == 1 and planes_fit(1, KH * KW, OW, lanes) and groups_in_lanes(groups, F // groups,
-                                                                         lanes):
-        dw = "planes"
-    elif strip_grads_fit(groups, F // groups, R, KH, z_cols, _path, lanes):
+    dw = weight_grad_way(groups, w_shape, z_cols, lanes)
+    if dw == "strips":
         dw = "strips 2 filters x 3 x 3 taps"
-    else:
+    elif dw == "tiles":
         dw = "tiles " + tiles_named(lane_blocks(groups, F // groups, lanes, _path)
                                     if groups_in_lanes(groups, F // groups, lanes) else
                                     channel_blocks(F // groups, groups, lanes, 0, _path))
@@ -263,7 +271,7 @@ def way_named(Py_ssize_t groups, Py_ssize_t O, Py_ssize_t R, Py_ssize_t KH, Py_s
     if way == "tiles":
         return "tiles " + tiles_named(channel_blocks(O, groups, lanes, R * KH * KW, _path))
     if way == "fold":
-        groups, O = R, O            # the reduction channels as groups (correlate_kernel)
+        groups = R                  # the reduction channels as groups (correlate_kernel)
     return f"{way} " + tiles_named(lane_blocks(groups, O, lanes, _path))
 
 
@@ -927,9 +935,10 @@ def strips_fit(Py_ssize_t reduce, Py_ssize_t kernel_rows, Axis cols, int path,
 
 
 @functools.lru_cache(maxsize=64)
-def strip_tables(Axis cols):
-    """tgc_strip's column tables, read-only: column tap j of output column u reads the input
-    row at col[j] + u, a real cell for col_lo[j] <= u < col_hi[j] (within [0, out_w))."""
+def column_tables(Axis cols):
+    """The column tables of the strips and bands (no column stride or phases), read-only:
+    column tap j of output column u reads the input row at col[j] + u, a real cell for
+    col_lo[j] <= u < col_hi[j] (within [0, out_w))."""
     out_w, in_w, KW, _, offset, _, dil = cols.params
     col = offset + dil * np.arange(KW, dtype=np.intp)
     lo = np.clip(-col, 0, out_w)
@@ -959,7 +968,7 @@ def correlate_strips(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t gro
     cdef const floating[:, :, :, ::1] k = np.ascontiguousarray(kernel)
     cdef Py_ssize_t N = src.shape[0], O = k.shape[0] // groups, R = k.shape[1]
     cdef Py_ssize_t OH = out.shape[2], t, n, g, f
-    cdef tuple tables = strip_tables(cols)
+    cdef tuple tables = column_tables(cols)
     cdef const ptrdiff_t[::1] col = tables[0], lo = tables[1], hi = tables[2]
     cdef const Py_ssize_t[:, ::1] plan = rows.plan
     cdef tgc_strip_shape sh
@@ -979,7 +988,6 @@ def correlate_strips(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t gro
                        &src[n, g * R, 0, 0], <const ptrdiff_t *> &plan[0, 0], 0, OH,
                        &out[n, g * O + f, 0, 0],
                        NULL if bias_at == NULL else bias_at + g * O + f, _path)
-
 
 
 def strip_grads_fit(Py_ssize_t groups, Py_ssize_t O, Py_ssize_t R, Py_ssize_t KH, Axis cols,
@@ -1003,17 +1011,16 @@ cdef inline void strip_grad(const tgc_strip_grad_shape *sh, Py_ssize_t KH, const
 
 
 def weight_grad_strips(const floating[:, :, :, ::1] a, const floating[:, :, :, ::1] dz,
-                       kernel_shape, stride, pads, dilation, Py_ssize_t groups):
+                       kernel_shape, stride, pads, dilation, Py_ssize_t groups, Axis cols):
     """dL/dW[f, r, i, j] = sum over images n, output rows y, columns x of Z'[n, f, y, x] *
     A[n, g*R + r, y*sh - pt + i*dh, x - pl + j*dw], strip by strip: the batch is cut into runs
     of images (Blocking.runs of them, from the shapes only), and a task is a run's
     STRIP_TASK_FILTERS filters of a group, channel after channel. Each run's sums go to its own
     row of `part`, in double; then the runs are added in order: the same bits whatever the
-    threads."""
+    threads. cols: forward_axis of the columns, as weight_and_bias_grad has it."""
     cdef Py_ssize_t F = kernel_shape[0], R = kernel_shape[1], KH = kernel_shape[2]
     cdef Py_ssize_t N = a.shape[0], O = F // groups, pairs = R * KH * 3, t, n, g, f, r, e, q
-    cdef tuple tables = strip_tables(forward_axis(dz.shape[3], a.shape[3], 3, stride[1],
-                                                  pads[2], dilation[1]))
+    cdef tuple tables = column_tables(cols)
     cdef const ptrdiff_t[::1] col = tables[0], lo = tables[1], hi = tables[2]
     cdef tgc_strip_grad_shape sh
     sh.out_h, sh.out_w, sh.z_plane = dz.shape[2], dz.shape[3], dz.shape[2] * dz.shape[3]
@@ -1043,6 +1050,7 @@ def weight_grad_strips(const floating[:, :, :, ::1] a, const floating[:, :, :, :
                 total = total + part[q, e // pairs, e % pairs]
             dw[e] = <floating> total
     return dweight
+
 
 # ---------------------------------------------------------------------------------------------
 # dL/dW = Z' ⊛ A: the window slides over A, with Z' in the role of the weights
@@ -1575,7 +1583,7 @@ def correlate_planes(const floating[:, :, :, ::1] src, kernel, b, Py_ssize_t gro
     cdef Py_ssize_t N = out.shape[0], F = out.shape[1], O = F // groups, task, n, o
     cdef Planes pl = planes_shape(k.shape[1], k.shape[2], k.shape[3], rows, cols, _path)
     cdef bint bands = bands_fit(rows, cols, pl.KW)
-    arrays = band_tables(pl.qstep, rows, cols, pl.KH) if bands else \
+    arrays = band_tables(rows, cols, pl.KH) if bands else \
         plane_segments(rows, cols, pl.R, pl.KH, pl.KW)
     cdef const ptrdiff_t[::1] t0 = arrays[0], t1 = arrays[1], t2 = arrays[2], t3 = arrays[3]
     cdef tgc_band_shape sh
@@ -1636,27 +1644,19 @@ cdef inline void band_plane(const tgc_band_shape *sh, const floating *k, const f
 
 
 @functools.lru_cache(maxsize=64)
-def band_tables(Py_ssize_t qstep, Axis rows, Axis cols, Py_ssize_t KH):
-    """tgc_band's tables, read-only: col, col_lo, col_hi (column tap j of output column u reads
-    the input, as `dealt` lays it out with its phases qstep apart, at col[j] + u, real for
-    col_lo[j] <= u < col_hi[j]) and meets (TGC_BAND_MAX rows an input row of a band, i*KW
-    where output row m meets kernel row i there, else -1)."""
-    out_w, in_w, KW, Q, offset, _, dil = cols.params
-    col, lo, hi = (np.empty(KW, dtype=np.intp) for _ in range(3))
-    for j in range(KW):     # input column u*Q + e: phase e % Q, at u + e // Q in it
-        e = offset + j * dil
-        length = ceil_div(max(in_w - e % Q, 0), Q)      # the columns of phase e % Q
-        col[j], lo[j], hi[j] = e % Q * qstep + e // Q, -(e // Q), length - e // Q
-    row_step, row_dil = rows.params[3], rows.params[6]
+def band_tables(Axis rows, Axis cols, Py_ssize_t KH):
+    """tgc_band's tables, read-only: column_tables' col, col_lo, col_hi (bands_fit: no column
+    stride, so `dealt` leaves the input as it is) and meets (TGC_BAND_MAX rows an input row of
+    a band, i*KW where output row m meets kernel row i there, else -1)."""
+    row_step, row_dil, KW = rows.params[3], rows.params[6], cols.params[2]
     meets = np.full(((TGC_BAND_MAX - 1) * row_step + (KH - 1) * row_dil + 1, TGC_BAND_MAX), -1,
                     dtype=np.intp)
     for m in range(TGC_BAND_MAX):
         for i in range(KH):
             meets[m * row_step + i * row_dil, m] = i * KW
-    arrays = [col, lo, hi, meets.reshape(-1)]
-    for array in arrays:
-        array.setflags(write=False)
-    return arrays
+    meets = meets.reshape(-1)
+    meets.setflags(write=False)
+    return [*column_tables(cols), meets]
 
 
 cdef tgc_band_shape band_shape(const Planes *pl, Axis rows, const ptrdiff_t *col,

@@ -413,6 +413,10 @@ TARGET static void TGC_FN(tgc_terms)(const T *k, const ptrdiff_t *koff, const T 
 
 /* a lane bound clamped to [0, LANES] */
 #define TGC_LANE(x) ((int)((x) < 0 ? 0 : (x) < LANES ? (x) : LANES))
+/* the lanes of the vector of outputs from u whose column tap j reads a real cell, given each
+ * tap's real outputs [lo[j], hi[j]); and whether any of its lanes is padding (bands, strips) */
+#define TGC_REAL_LANES(lo, hi, j, u) VMASK_RANGE(TGC_LANE((lo)[j] - (u)), TGC_LANE((hi)[j] - (u)))
+#define TGC_SOME_PADDING(lo, hi, j, u) ((lo)[j] > (u) || (hi)[j] < (u) + LANES)
 
 /* column tap j of every row the band's input row meets: first (F) and last (L) vectors masked */
 #define TGC_BAND_TAP(F, L)                                                                  \
@@ -432,14 +436,12 @@ TARGET static TGC_INLINE void TGC_FN(tgc_band_body)(const tgc_band_shape *sh, co
     TGC_FOR_BAND(TGC_BAND_START)
     VMASK first_mask[TGC_BAND_MAX_KW], last_mask[TGC_BAND_MAX_KW];
     unsigned char edges[TGC_BAND_MAX_KW];   /* 1: the first vector masked, 2: the last, 3 */
-    for (ptrdiff_t j = 0; j < sh->KW; j++) {     /* the real lanes [lo, hi) of the two */
-        const ptrdiff_t lo0 = sh->col_lo[j] - u[0], hi0 = sh->col_hi[j] - u[0];
-        const ptrdiff_t lo1 = sh->col_lo[j] - u[vectors - 1];
-        const ptrdiff_t hi1 = sh->col_hi[j] - u[vectors - 1];
-        first_mask[j] = VMASK_RANGE(TGC_LANE(lo0), TGC_LANE(hi0));
-        last_mask[j] = VMASK_RANGE(TGC_LANE(lo1), TGC_LANE(hi1));
-        edges[j] = (unsigned char)((lo0 > 0 || hi0 < LANES)
-                                   | (vectors > 1 && (lo1 > 0 || hi1 < LANES)) << 1);
+    for (ptrdiff_t j = 0; j < sh->KW; j++) {     /* the real lanes of the two */
+        first_mask[j] = TGC_REAL_LANES(sh->col_lo, sh->col_hi, j, u[0]);
+        last_mask[j] = TGC_REAL_LANES(sh->col_lo, sh->col_hi, j, u[vectors - 1]);
+        edges[j] = (unsigned char)(TGC_SOME_PADDING(sh->col_lo, sh->col_hi, j, u[0])
+                                   | (vectors > 1 && TGC_SOME_PADDING(sh->col_lo, sh->col_hi,
+                                                                       j, u[vectors - 1])) << 1);
     }
     for (ptrdiff_t r = 0; r < sh->R; r++) {
         const T *kr = k + r * sh->KH * sh->KW;
@@ -633,12 +635,11 @@ TARGET static void TGC_FN(tgc_strip)(const tgc_strip_shape *sh, const T *k, ptrd
         const ptrdiff_t u0 = v * LANES < last ? v * LANES : last;
         const ptrdiff_t u1 = (v + 1) * LANES < last ? (v + 1) * LANES : last;
         int masked = 0;
-        for (ptrdiff_t j = 0; j < sh->KW; j++) {     /* the real lanes [lo, hi) of the two */
-            const ptrdiff_t lo0 = sh->col_lo[j] - u0, hi0 = sh->col_hi[j] - u0;
-            const ptrdiff_t lo1 = sh->col_lo[j] - u1, hi1 = sh->col_hi[j] - u1;
-            m0[j] = VMASK_RANGE(TGC_LANE(lo0), TGC_LANE(hi0));
-            m1[j] = VMASK_RANGE(TGC_LANE(lo1), TGC_LANE(hi1));
-            masked |= lo0 > 0 || hi0 < LANES || (vectors > 1 && (lo1 > 0 || hi1 < LANES));
+        for (ptrdiff_t j = 0; j < sh->KW; j++) {     /* the real lanes of the two */
+            m0[j] = TGC_REAL_LANES(sh->col_lo, sh->col_hi, j, u0);
+            m1[j] = TGC_REAL_LANES(sh->col_lo, sh->col_hi, j, u1);
+            masked |= TGC_SOME_PADDING(sh->col_lo, sh->col_hi, j, u0)
+                      || (vectors > 1 && TGC_SOME_PADDING(sh->col_lo, sh->col_hi, j, u1));
         }
         for (ptrdiff_t y = y0; y < y1; y++) {
             const ptrdiff_t ni = plan[3 * y + 1];
@@ -743,12 +744,9 @@ TARGET static TGC_INLINE void TGC_FN(tgc_strip_grad_body)(
         /* Z''s lanes: those this vector adds (not the one before's), within the row; then each
          * column tap's: those, where the tap reads a real cell */
         const VMASK mz = VMASK_RANGE(TGC_LANE(v * LANES - u), TGC_LANE(out_w - u));
-        const VMASK m0 = VMASK_AND(mz, VMASK_RANGE(TGC_LANE(sh->col_lo[0] - u),
-                                                   TGC_LANE(sh->col_hi[0] - u)));
-        const VMASK m1 = VMASK_AND(mz, VMASK_RANGE(TGC_LANE(sh->col_lo[1] - u),
-                                                   TGC_LANE(sh->col_hi[1] - u)));
-        const VMASK m2 = VMASK_AND(mz, VMASK_RANGE(TGC_LANE(sh->col_lo[2] - u),
-                                                   TGC_LANE(sh->col_hi[2] - u)));
+        const VMASK m0 = VMASK_AND(mz, TGC_REAL_LANES(sh->col_lo, sh->col_hi, 0, u));
+        const VMASK m1 = VMASK_AND(mz, TGC_REAL_LANES(sh->col_lo, sh->col_hi, 1, u));
+        const VMASK m2 = VMASK_AND(mz, TGC_REAL_LANES(sh->col_lo, sh->col_hi, 2, u));
         for (ptrdiff_t n = 0; n < images; n++) {
             const T *zy = z + n * z_image + u, *an = a + n * a_image + u;
             for (ptrdiff_t y = 0; y < out_h; y++, zy += out_w) {
@@ -812,6 +810,8 @@ TARGET static void TGC_FN(tgc_strip_grad)(const tgc_strip_grad_shape *sh, ptrdif
 #undef TGC_BAND_LOADS
 #undef TGC_BAND_TAP
 #undef TGC_LANE
+#undef TGC_REAL_LANES
+#undef TGC_SOME_PADDING
 #undef TGC_BAND_FMA
 
 /*     dot:  acc[y % 4] += z[y * zs + x] * in[y * is + x]   (lane (x - lo) % LANES)

@@ -18,6 +18,7 @@ import tinygrad_conv
 import tinygrad_conv.reference as R
 from tinygrad_conv import Tensor, _conv, _threads, nn
 from tinygrad_conv.cnn_ops import conv2d
+from tinygrad_conv.shapes import out_size
 
 PATHS = _conv.supported_paths()
 # PyTorch's note that 'same' with an even kernel copies the input: true, and not our concern
@@ -130,7 +131,8 @@ def test_depthwise_bands_give_plane_tasks_bits(simd_path, dtype, case):
     # tgc_band sums each output's real terms in plane_task's order, its masked lanes adding
     # nothing: the two ways give the very same bits (Z, and dL/dA at stride 1)
     x, w, b, g = conv_arrays(case, dtype, seed=9)
-    _, _, stride, padding, dilation, groups = case
+    x_shape, w_shape, stride, padding, dilation, groups = case
+    assert _conv.ways(x_shape, w_shape, stride, padding, dilation, groups, dtype)["Z"] == "bands"
     runs = []
     try:
         for bands in (True, False):
@@ -158,7 +160,7 @@ STRIP_CASES = [
 def strips_take(path, dtype, case):
     """Whether conv2d's forward goes strip by strip on `path` for this case (strips_fit)."""
     x_shape, w_shape, stride, padding, dilation, _ = case
-    out_w = (x_shape[3] + 2 * padding[1] - dilation[1] * (w_shape[3] - 1) - 1) // stride[1] + 1
+    out_w = out_size(x_shape[3], w_shape[3], stride[1], padding[1], dilation[1])
     cols = _conv.forward_axis(out_w, x_shape[3], w_shape[3], stride[1], padding[1], dilation[1])
     with using_path(path):
         lanes = _conv.vector_lanes(dtype)
@@ -173,10 +175,12 @@ def test_strips_give_the_tiles_bits(path, dtype, case):
     # bias as unstage does: the two ways give the very same bits (on the paths that take
     # strips: AVX-512 all these cases, AVX2 and portable those where no lane is masked)
     x, w, b, _ = conv_arrays(case, dtype, seed=11)
-    _, _, stride, padding, dilation, groups = case
+    x_shape, w_shape, stride, padding, dilation, groups = case
     runs = []
     try:
         with using_path(path):
+            way = _conv.ways(x_shape, w_shape, stride, padding, dilation, groups, dtype)["Z"]
+            assert way.startswith("strips"), way       # (else both runs would be the tiles)
             for strips in (True, False):
                 _conv.use_strips(strips)
                 runs.append([_conv.conv2d_forward(x, w, b, stride, padding, dilation, groups),
